@@ -107,3 +107,16 @@ def test_box_limited_paste_equals_full_blend() -> None:
     assert np.array_equal(fast[outside], image[outside]) and np.array_equal(out[outside], image[outside])
     with pytest.raises(ValueError, match="paste mask: expected 100x100"):
         fc.paste_back(crop, t.M_c2o, image[:100, :100], paste)
+
+
+def test_feathered_mask_profile() -> None:
+    from app.face.mask import feathered_square_mask
+
+    m = feathered_square_mask(512, feather=24)
+    assert m.shape == (512, 512, 3) and m.dtype == np.uint8
+    assert m[256, 256, 0] == 255 and m[0, 256, 0] < 10 and m[0, 0, 0] == 0
+    ramp = m[256, :40, 0].astype(int)
+    assert (np.diff(ramp) >= 0).all() and ramp[30] == 255
+    assert np.array_equal(m[..., 0], m[..., 0].T) and np.array_equal(m[..., 0], m[::-1, ::-1, 0])
+    with pytest.raises(ValueError):
+        feathered_square_mask(64, feather=40)

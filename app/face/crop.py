@@ -57,8 +57,22 @@ def anchors_from_landmarks(landmarks: np.ndarray, layout: LandmarkLayout) -> tup
     return (left + right) / 2, mouth
 
 
-def crop_transform(landmarks: np.ndarray, layout: LandmarkLayout, config: CropConfig) -> CropTransform:
-    """Similarity transform from the image to a ``config.dsize`` square crop around the face."""
+@dataclass(frozen=True)
+class CropParams:
+    """A square crop in the original image: centre (x, y), side in pixels, rotation in radians
+    (positive = the face's eyes-to-mouth axis turned clockwise from straight down)."""
+
+    center_x: float
+    center_y: float
+    side: float
+    angle: float
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.center_x, self.center_y, self.side, self.angle])
+
+
+def crop_params(landmarks: np.ndarray, layout: LandmarkLayout, config: CropConfig) -> CropParams:
+    """Where the official ``crop_image`` would put its crop for these landmarks."""
     pts = _check_points(landmarks, layout.num_points).astype(np.float64)
     mid_eye, mouth = anchors_from_landmarks(pts, layout)
     box_pts = pts if layout.box is None else pts[list(layout.box)]
@@ -75,23 +89,32 @@ def crop_transform(landmarks: np.ndarray, layout: LandmarkLayout, config: CropCo
     rotated = (box_pts - center0) @ np.stack([ux, uy]).T
     lo, hi = rotated.min(axis=0), rotated.max(axis=0)
     box_center = (lo + hi) / 2
-    side = float(max(hi - lo)) * config.scale
-    if not math.isfinite(side) or side <= 0:
+    box_side = float(max(hi - lo)) * layout.box_scale
+    center = center0 + ux * box_center[0] + uy * (box_center[1] + layout.box_shift * box_side)
+    side = box_side * config.scale
+    if not math.isfinite(side) or side <= 1e-3:
         raise ValueError("landmarks span no area; cannot frame a crop")
-    center = center0 + ux * box_center[0] + uy * box_center[1]
     center = center + ux * (config.vx_ratio * side) + uy * (config.vy_ratio * side)
+    return CropParams(float(center[0]), float(center[1]), side, angle)
 
-    s = config.dsize / side
-    cos_t, sin_t = math.cos(angle), math.sin(angle)
-    cx, cy = center
-    half = config.dsize / 2
+
+def transform_from_params(params: CropParams, dsize: int) -> CropTransform:
+    """The similarity transform that maps the crop square onto a ``dsize`` x ``dsize`` image."""
+    s = dsize / params.side
+    cos_t, sin_t = math.cos(params.angle), math.sin(params.angle)
+    cx, cy = params.center_x, params.center_y
+    half = dsize / 2
     M_o2c = np.array([
         [s * cos_t, s * sin_t, half - s * (cos_t * cx + sin_t * cy)],
         [-s * sin_t, s * cos_t, half - s * (-sin_t * cx + cos_t * cy)],
         [0.0, 0.0, 1.0],
     ])
-    return CropTransform(M_o2c=M_o2c.astype(np.float32), M_c2o=np.linalg.inv(M_o2c).astype(np.float32),
-                         dsize=config.dsize)
+    return CropTransform(M_o2c=M_o2c.astype(np.float32), M_c2o=np.linalg.inv(M_o2c).astype(np.float32), dsize=dsize)
+
+
+def crop_transform(landmarks: np.ndarray, layout: LandmarkLayout, config: CropConfig) -> CropTransform:
+    """Similarity transform from the image to a ``config.dsize`` square crop around the face."""
+    return transform_from_params(crop_params(landmarks, layout, config), config.dsize)
 
 
 def transform_points(points: np.ndarray, M: np.ndarray) -> np.ndarray:
@@ -110,6 +133,40 @@ def warp_to_crop(image: np.ndarray, transform: CropTransform, *, precise: bool =
     if precise:
         return warp_affine_precise(image, transform.M_o2c, size)
     return cv2.warpAffine(image, transform.M_o2c[:2], size, flags=cv2.INTER_LINEAR)
+
+
+def crop_for_network(image: np.ndarray, params: CropParams, size: int = NETWORK_INPUT_SIZE) -> np.ndarray:
+    """The ``size`` x ``size`` network input for a crop, made fast for every video frame.
+
+    The official path warps to 512 and area-resizes to 256. Here only the image region under the
+    crop is halved with Gaussian pyramids until at most 2 source pixels remain per output pixel,
+    then warped straight to ``size``: the same anti-aliasing in about half the time (mean
+    difference ~1 grey level)."""
+    transform = transform_from_params(params, size)
+    M = transform.M_o2c.astype(np.float64)
+    x0, y0, x1, y1 = _source_box(transform.M_c2o, (size, size), image.shape[:2])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.zeros((size, size) + image.shape[2:], image.dtype)
+    roi = image[y0:y1, x0:x1]
+    M = M @ np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    ratio = params.side / size
+    while ratio > 2.0 and min(roi.shape[:2]) >= 16:
+        roi = cv2.pyrDown(roi)
+        M = M @ np.diag([2.0, 2.0, 1.0])
+        ratio /= 2.0
+    return cv2.warpAffine(roi, M[:2], (size, size), flags=cv2.INTER_LINEAR)
+
+
+def _source_box(M_c2o: np.ndarray, dsize: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Integer box (x0, y0, x1, y1) of the image pixels that a crop of ``dsize`` samples."""
+    w, h = dsize
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
+    src = corners @ np.asarray(M_c2o, np.float64)[:2, :2].T + np.asarray(M_c2o, np.float64)[:2, 2]
+    height, width = shape
+    x0, y0 = np.maximum(np.floor(src.min(axis=0)).astype(int) - 1, 0)
+    x1 = min(width, int(np.floor(src[:, 0].max())) + 3)
+    y1 = min(height, int(np.floor(src[:, 1].max())) + 3)
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def warp_affine_precise(image: np.ndarray, M: np.ndarray, dsize: tuple[int, int]) -> np.ndarray:

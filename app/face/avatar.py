@@ -1,0 +1,59 @@
+"""The avatar's face, prepared once: image, landmarks, 512 crop and 256 network input, eye/lip
+ratios, and the paste-back transform and mask."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..image_io import MAX_AVATAR_SIDE, limit_size, load_image
+from . import crop as fc
+from .layout import LandmarkLayout
+from .mask import feathered_square_mask
+from .ratios import eye_open_ratios, lip_open_ratio
+from .tracker import LandmarkSource
+
+log = logging.getLogger(__name__)
+
+
+class NoFaceError(ValueError):
+    """No usable face in the avatar image."""
+
+
+@dataclass(frozen=True)
+class AvatarFace:
+    image: np.ndarray            # H x W x 3 BGR, downscaled to MAX_AVATAR_SIDE at most
+    landmarks: np.ndarray        # N x 2, image pixels
+    layout: LandmarkLayout
+    transform: fc.CropTransform  # image <-> 512 crop
+    crop: np.ndarray             # 512 x 512 x 3 BGR
+    network_input: np.ndarray    # 256 x 256 x 3 BGR (area-resized crop)
+    eye_ratios: np.ndarray       # 1 x 2 [left, right]
+    lip_ratio: np.ndarray        # 1 x 1
+    paste: fc.PasteMask
+    num_faces: int               # faces found; the largest is used
+
+
+def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: LandmarkSource, *,
+                        mask_crop: np.ndarray | None = None, max_side: int = MAX_AVATAR_SIDE) -> AvatarFace:
+    """Load (if a path), downscale large images, find the largest face, crop it in the official
+    source framing (512, scale 2.3, vy -0.125) and prepare the paste-back mask."""
+    name = str(image_or_path) if not isinstance(image_or_path, np.ndarray) else "avatar image"
+    image = load_image(image_or_path) if not isinstance(image_or_path, np.ndarray) else image_or_path
+    image = limit_size(image, max_side)
+    faces = source.detect_faces(image)
+    if not faces:
+        raise NoFaceError(f"{name}: no face found; use a clear, frontal portrait photo "
+                          "(cartoons and animals are usually not detected)")
+    if len(faces) > 1:
+        log.info("%s: %d faces found, using the largest", name, len(faces))
+    landmarks = faces[0]
+    transform = fc.crop_transform(landmarks, source.layout, fc.AVATAR_CROP)
+    crop = fc.warp_to_crop(image, transform, precise=True)
+    mask = feathered_square_mask(fc.AVATAR_CROP.dsize) if mask_crop is None else mask_crop
+    paste = fc.prepare_paste_mask(mask, transform.M_c2o, (image.shape[1], image.shape[0]))
+    return AvatarFace(image=image, landmarks=landmarks, layout=source.layout, transform=transform, crop=crop,
+                      network_input=fc.resize_for_network(crop), eye_ratios=eye_open_ratios(landmarks, source.layout),
+                      lip_ratio=lip_open_ratio(landmarks, source.layout), paste=paste, num_faces=len(faces))

@@ -1,0 +1,92 @@
+"""Benchmark: face tracking + driving crop on 1280x720 frames.
+
+    python -m app.face.bench [--video PATH] [--repeat N]
+
+The video's frames are scaled to face-cam size and placed on a 1280x720 canvas. Pin it to one core
+to compare with the target (median under 8 ms on one core): ``taskset -c 0 python -m app.face.bench``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .driving import DrivingCropper
+from .tracker import MediaPipeFaceMesh
+
+log = logging.getLogger("app.face.bench")
+
+
+def default_video() -> Path:
+    kit = Path(os.environ.get("LIVEPORTRAIT_PARITY_DIR", Path(__file__).resolve().parents[3] / "shared" / "parity"))
+    return kit / "data" / "examples" / "d0.mp4"
+
+
+def frames_720p(video: Path, face_height: int = 600) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        s = face_height / frame.shape[0]
+        frame = cv2.resize(frame, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((720, 1280, 3), 60, np.uint8)
+        h, w = frame.shape[:2]
+        y0, x0 = (720 - h) // 2, (1280 - w) // 2
+        canvas[y0:y0 + h, x0:x0 + w] = frame
+        frames.append(canvas)
+    cap.release()
+    if not frames:
+        raise SystemExit(f"no frames read from {video}")
+    return frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--video", type=Path, default=default_video())
+    ap.add_argument("--repeat", type=int, default=3, help="passes over the video")
+    ap.add_argument("--max-faces", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    frames = frames_720p(args.video)
+    cropper = DrivingCropper(MediaPipeFaceMesh(max_faces=args.max_faces))
+    track_ms, total_ms, misses = [], [], 0
+    for rep in range(args.repeat):
+        cropper.reset()
+        for i, frame in enumerate(frames):
+            t0 = time.perf_counter()
+            landmarks = cropper.source.track(frame)
+            t1 = time.perf_counter()
+            if landmarks is None:
+                misses += 1
+                continue
+            # time the rest of the stage on the landmarks we already have
+            from . import crop as fc
+            from .ratios import eye_open_ratios, lip_open_ratio
+            params = cropper.smoother.update(fc.crop_params(landmarks, cropper.source.layout, cropper.config), i / 25)
+            fc.transform_from_params(params, cropper.config.dsize)
+            fc.crop_for_network(frame, params)
+            eye_open_ratios(landmarks, cropper.source.layout), lip_open_ratio(landmarks, cropper.source.layout)
+            t2 = time.perf_counter()
+            if rep > 0 or i >= 10:   # skip warm-up
+                track_ms.append((t1 - t0) * 1000)
+                total_ms.append((t2 - t0) * 1000)
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    log.info("tracking + crop, 1280x720, %d frames, %d CPU core(s) allowed, max_faces=%d, python %s",
+             len(total_ms), affinity, args.max_faces, sys.version.split()[0])
+    log.info("  tracking (MediaPipe)     median %.2f ms  p90 %.2f ms", np.median(track_ms), np.percentile(track_ms, 90))
+    log.info("  tracking + crop + ratios median %.2f ms  p90 %.2f ms", np.median(total_ms), np.percentile(total_ms, 90))
+    if misses:
+        log.info("  frames without a face: %d", misses)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Temporal smoothing: the One Euro filter (Casiez et al., CHI 2012) and its use on crop framing.
+
+A One Euro filter is a low-pass filter whose cutoff rises with the signal's speed: still signals
+are smoothed hard (no jitter), fast ones barely (no lag)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .crop import CropParams
+
+
+def _alpha(cutoff_hz: float, dt: float) -> float:
+    tau = 1.0 / (2.0 * math.pi * cutoff_hz)
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """Element-wise One Euro filter on arrays of a fixed shape.
+
+    min_cutoff (Hz): smoothing of a still signal (lower = smoother). beta: how fast the cutoff
+    rises with speed (higher = less lag on fast motion). d_cutoff (Hz): smoothing of the speed."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+            raise ValueError("OneEuroFilter: min_cutoff and d_cutoff must be > 0, beta >= 0")
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.reset()
+
+    def reset(self) -> None:
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self._x is None or self._t is None or x.shape != self._x.shape:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
+            return x.copy()
+        dt = t - self._t
+        if dt <= 0:            # same or older timestamp: nothing new to integrate
+            return self._x.copy()
+        dx = (x - self._x) / dt
+        a_d = _alpha(self.d_cutoff, dt)
+        self._dx = a_d * dx + (1 - a_d) * self._dx
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        a = 1.0 / (1.0 + (1.0 / (2.0 * math.pi * cutoff)) / dt)
+        self._x = a * x + (1 - a) * self._x
+        self._t = t
+        return self._x.copy()
+
+
+@dataclass
+class CropSmoothing:
+    """Tunable parameters of the driving-crop smoother (speeds are in crop sides per second)."""
+
+    min_cutoff: float = 0.5
+    beta: float = 4.0
+    d_cutoff: float = 1.0
+
+
+class CropSmoother:
+    """One Euro filter on the crop's centre, log side and angle, measured in units of the crop
+    side so that the tuning does not depend on the camera resolution or the face's distance."""
+
+    def __init__(self, settings: CropSmoothing | None = None) -> None:
+        self.settings = settings or CropSmoothing()
+        self._filter = OneEuroFilter(self.settings.min_cutoff, self.settings.beta, self.settings.d_cutoff)
+        self._unit: float | None = None
+        self._angle: float | None = None
+
+    def reset(self) -> None:
+        self._filter.reset()
+        self._unit = None
+        self._angle = None
+
+    def update(self, params: CropParams, t: float) -> CropParams:
+        s = self.settings
+        if (self._filter.min_cutoff, self._filter.beta, self._filter.d_cutoff) != (s.min_cutoff, s.beta, s.d_cutoff):
+            self._filter.min_cutoff, self._filter.beta, self._filter.d_cutoff = s.min_cutoff, s.beta, s.d_cutoff
+        if self._unit is None:
+            self._unit = params.side
+        angle = params.angle
+        if self._angle is not None:   # unwrap so that +179 deg -> -179 deg is a small step
+            angle = self._angle + (angle - self._angle + math.pi) % (2 * math.pi) - math.pi
+        self._angle = angle
+        u = self._unit
+        x = np.array([params.center_x / u, params.center_y / u, math.log(params.side / u), angle])
+        cx, cy, log_side, a = self._filter(x, t)
+        return CropParams(center_x=cx * u, center_y=cy * u, side=math.exp(log_side) * u, angle=float(a))
