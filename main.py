@@ -8,39 +8,94 @@ import sys
 log = logging.getLogger("avatarcam")
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 4320):
+        raise argparse.ArgumentTypeError(f"size out of range: {text}")
+    return w, h
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from app.session import BACKEND_CHOICES, DEFAULT_AVATAR
     from engines.device import DEVICE_CHOICES
     from engines.weights import WEIGHTS_ENV
 
     ap = argparse.ArgumentParser(prog="main.py", description="Animate a portrait with your webcam (LivePortrait).")
-    ap.add_argument("--weights", metavar="DIR",
-                    help=f"LivePortrait weights directory (default: ${WEIGHTS_ENV}, else the per-user cache)")
-    ap.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
-    ap.add_argument("--no-download", action="store_true", help="never download missing weights")
+    mode = ap.add_argument_group("mode")
+    mode.add_argument("--headless", action="store_true", help="run the live loop without a window")
+    mode.add_argument("--check", action="store_true", help="check weights and networks, time one frame, exit")
+    io = ap.add_argument_group("input and output")
+    io.add_argument("--avatar", default=str(DEFAULT_AVATAR), help="portrait image to animate (default: %(default)s)")
+    io.add_argument("--camera", default="0", help="camera index or video file (default: 0)")
+    io.add_argument("--camera-size", type=_size, default=(1280, 720), metavar="WxH", help="requested camera resolution")
+    io.add_argument("--loop", action="store_true", help="video file camera: start again at the end")
+    io.add_argument("--record", metavar="OUT.mp4", help="also write the output to a video file")
+    io.add_argument("--max-frames", type=int, metavar="N",
+                    help="stop after N frames animated from a tracked face (recording keeps only those)")
+    io.add_argument("--virtual-camera", dest="virtual_camera", action="store_true", default=None,
+                    help="send to a virtual camera (default: on for cameras, off for video files)")
+    io.add_argument("--no-virtual-camera", dest="virtual_camera", action="store_false")
+    io.add_argument("--vcam-size", type=_size, default=(1280, 720), metavar="WxH", help="virtual camera size")
+    io.add_argument("--vcam-fps", type=float, default=30.0, help="virtual camera frame rate")
+    eng = ap.add_argument_group("engine")
+    eng.add_argument("--weights", metavar="DIR",
+                     help=f"LivePortrait weights directory (default: ${WEIGHTS_ENV}, else the per-user cache)")
+    eng.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
+    eng.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                     help="torch: the networks; stub: no networks, for testing the loop")
+    eng.add_argument("--no-download", action="store_true", help="never download missing weights")
+    anim = ap.add_argument_group("animation (all adjustable live in the app)")
+    anim.add_argument("--driving-option", choices=("pose-friendly", "expression-friendly"), default="pose-friendly")
+    anim.add_argument("--no-stitching", action="store_true", help="turn stitching off")
+    anim.add_argument("--eye-mode", choices=("off", "follow", "fixed"), default="off", help="eye retargeting")
+    anim.add_argument("--eye-target", type=float, default=0.35, help="eye-open ratio for --eye-mode fixed (0-0.8)")
+    anim.add_argument("--lip-mode", choices=("off", "follow", "fixed"), default="off", help="lip retargeting")
+    anim.add_argument("--lip-target", type=float, default=0.0, help="lip-open ratio for --lip-mode fixed (0-0.8)")
+    anim.add_argument("--expression-multiplier", type=float, default=1.0)
+    anim.add_argument("--translation-lock", action="store_true", help="keep the avatar's position")
+    anim.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the full image")
+    anim.add_argument("--mirror", action="store_true", help="mirror the output")
     ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        ap.error("--max-frames must be at least 1")
+    return args
+
+
+def settings_from_args(args: argparse.Namespace):
+    from app.settings import AnimationSettings
+
+    return AnimationSettings(
+        driving_option=args.driving_option, stitching=not args.no_stitching, eye_mode=args.eye_mode,
+        eye_target=args.eye_target, lip_mode=args.lip_mode, lip_target=args.lip_target,
+        expression_multiplier=args.expression_multiplier, translation_lock=args.translation_lock,
+        paste_back=not args.crop_only, mirror=args.mirror,
+    ).validated()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
 
-    from app.selfcheck import run_selfcheck
+    from app.face.avatar import NoFaceError
+    from app.image_io import ImageError
+    from app.stages.capture import CameraError
     from engines.checkpoints import CheckpointError
-    from engines.device import resolve_device
-    from engines.weights import WeightsError, resolve_weights_dir
+    from engines.weights import WeightsError
 
     try:
-        device = resolve_device(args.device)
-        report = run_selfcheck(resolve_weights_dir(args.weights), device, download=not args.no_download)
-    except (WeightsError, CheckpointError, ValueError) as e:
+        if args.headless:
+            from app.headless import run_headless
+            return run_headless(args, settings_from_args(args))
+        from app.selfcheck import main_selfcheck
+        return main_selfcheck(args)
+    except (WeightsError, CheckpointError, ImageError, NoFaceError, CameraError, ValueError) as e:
+        log.debug("details", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    log.info("weights: %s (loaded in %.1f s) on %s", report.weights_dir, report.load_seconds, report.device)
-    for stage, ms in report.stage_ms.items():
-        log.info("  %-32s %8.1f ms", stage, ms)
-    log.info("all seven LivePortrait networks are ready")
-    return 0
 
 
 if __name__ == "__main__":

@@ -87,6 +87,41 @@ def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) 
     return (rot_z @ (rot_y @ rot_x)).transpose(1, 2)
 
 
+def euler_from_rotation(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inverse of ``rotation_matrix``: B x 3 x 3 -> (pitch, yaw, roll) in degrees, each B.
+    Yaw is kept in [-90, 90]."""
+    _check("rot", rot, (None, 3, 3))
+    a = rot.transpose(1, 2)   # back to the column-vector matrix Rz Ry Rx
+    yaw = torch.asin(torch.clamp(-a[:, 2, 0], -1.0, 1.0))
+    pitch = torch.atan2(a[:, 2, 1], a[:, 2, 2])
+    roll = torch.atan2(a[:, 1, 0], a[:, 0, 0])
+    to_deg = 180.0 / math.pi
+    return pitch * to_deg, yaw * to_deg, roll * to_deg
+
+
+def rotation_matrix_np(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """``rotation_matrix`` for one pose in float64 numpy (for per-frame CPU bookkeeping, where a
+    handful of torch calls on 3x3 matrices cost more than the math)."""
+    p, y, r = (math.radians(a) for a in (pitch, yaw, roll))
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return (rz @ ry @ rx).T
+
+
+def euler_from_rotation_np(rot: np.ndarray) -> tuple[float, float, float]:
+    """``euler_from_rotation`` for one 3x3 numpy matrix -> (pitch, yaw, roll) degrees."""
+    a = np.asarray(rot, np.float64).T
+    yaw = math.asin(max(-1.0, min(1.0, -a[2, 0])))
+    return math.degrees(math.atan2(a[2, 1], a[2, 2])), math.degrees(yaw), math.degrees(math.atan2(a[1, 0], a[0, 0]))
+
+
+# Implicit keypoints that the official pipeline treats as the eye and lip region
+# (its animation_region "eyes" / "lip" options).
+EYE_KEYPOINTS = (11, 13, 15, 16, 18)
+LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
+
+
 # --------------------------------------------------------------------------- keypoint info
 @dataclass(frozen=True)
 class KeypointInfo:

@@ -209,10 +209,14 @@ def resize_for_network(crop: np.ndarray, size: int = NETWORK_INPUT_SIZE) -> np.n
 @dataclass(frozen=True)
 class PasteMask:
     """Blending mask in original-image coordinates (float32 in [0, 1], H x W x C) and the box
-    (x0, y0, x1, y1) outside which it is zero, so per-frame blending only touches that box."""
+    (x0, y0, x1, y1) outside which it is zero, so per-frame blending only touches that box.
+    ``box_weights`` / ``box_complement``: the mask inside the box as one H x W channel and 1 - it,
+    for OpenCV's fast blend (None when the channels differ)."""
 
     mask: np.ndarray
     box: tuple[int, int, int, int]
+    box_weights: np.ndarray | None = None
+    box_complement: np.ndarray | None = None
 
 
 def prepare_paste_mask(mask_crop: np.ndarray, M_c2o: np.ndarray, image_size: tuple[int, int]) -> PasteMask:
@@ -225,6 +229,11 @@ def prepare_paste_mask(mask_crop: np.ndarray, M_c2o: np.ndarray, image_size: tup
     else:
         (y0, x0), (y1, x1) = nonzero.min(axis=0), nonzero.max(axis=0) + 1
         box = (int(x0), int(y0), int(x1), int(y1))
+    x0, y0, x1, y1 = box
+    inside = mask[y0:y1, x0:x1].reshape(y1 - y0, x1 - x0, -1)
+    if (inside == inside[..., :1]).all():
+        weights = np.ascontiguousarray(inside[..., 0])
+        return PasteMask(mask=mask, box=box, box_weights=weights, box_complement=1.0 - weights)
     return PasteMask(mask=mask, box=box)
 
 
@@ -247,6 +256,10 @@ def paste_back(crop: np.ndarray, M_c2o: np.ndarray, image: np.ndarray, paste: Pa
         warped = warp_affine_precise(crop, M_box, size)
     else:
         warped = cv2.warpAffine(crop, M_box[:2], size, flags=cv2.INTER_LINEAR)
+    if paste.box_weights is not None and warped.dtype == np.uint8 and image.dtype == np.uint8:
+        # OpenCV's vectorised blend; it rounds where the official code truncates (<= 1 grey level)
+        result[y0:y1, x0:x1] = cv2.blendLinear(warped, image[y0:y1, x0:x1], paste.box_weights, paste.box_complement)
+        return result
     mask = paste.mask[y0:y1, x0:x1]
     blended = mask * warped + (1.0 - mask) * image[y0:y1, x0:x1]
     result[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)

@@ -1,0 +1,49 @@
+"""Headless live loop: avatar + camera (or video file) -> virtual camera and/or a video file."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .animator import Animator
+from .face.tracker import MediaPipeFaceMesh
+from .pipeline import Pipeline
+from .session import load_avatar, make_backend
+from .settings import AnimationSettings, LiveSettings
+from .stages.animation import AnimationStage
+from .stages.capture import CameraRequest, CameraSource
+from .stages.output import OutputStage, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
+from .stages.tracking import TrackingStage
+
+log = logging.getLogger(__name__)
+
+
+def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
+    """Exit status 0 on success; errors of the user's input propagate as exceptions that
+    ``main`` turns into one line and exit status 2."""
+    backend = make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download)
+    avatar = load_avatar(args.avatar, backend)
+    width, height = args.camera_size
+    # A video file is rendered frame by frame (lossless) unless it loops, which makes it a live stand-in.
+    camera = CameraSource(CameraRequest(args.camera, width=width, height=height, loop=args.loop, paced=args.loop))
+    sinks = []
+    if args.record:
+        sinks.append(VideoRecorder(args.record, camera.fps, only_tracked=args.max_frames is not None))
+    want_vcam = args.virtual_camera if args.virtual_camera is not None else not camera.is_file
+    if want_vcam:
+        try:
+            sinks.append(VirtualCameraSink(*args.vcam_size, args.vcam_fps))
+        except VirtualCameraUnavailable as e:
+            log.warning("%s", e)
+    if not sinks:
+        log.warning("no output: neither --record nor a virtual camera; frames are rendered and dropped")
+    live = LiveSettings(settings)
+    pipeline = Pipeline(camera, TrackingStage(MediaPipeFaceMesh()), AnimationStage(Animator(backend, live, avatar)),
+                        OutputStage(sinks), lossless=camera.is_file and not args.loop, max_tracked_frames=args.max_frames)
+    pipeline.run()
+    s = pipeline.stats.snapshot()
+    log.info("done: %d frames out (%d with a tracked face); %s", s["frames_out"], s["frames_tracked"],
+             pipeline.stats.summary())
+    for sink in sinks:
+        if isinstance(sink, VideoRecorder):
+            log.info("recorded %d frames to %s", sink.frames, sink.path)
+    return 0

@@ -1,0 +1,284 @@
+"""The threaded live loop: capture -> tracking -> animation -> output.
+
+Each stage runs in its own thread; threads are thin wrappers that move packets between bounded
+queues and call the stage's ``process``. In live mode a full queue drops its oldest packet, so a
+slow stage never builds up latency; in lossless mode (offline rendering of a video file) queues
+block instead and every frame is processed.
+
+Privacy: the camera frame only travels from capture to tracking. The tracking stage passes on the
+face crop the motion extractor needs, the animation stage passes on only the rendered avatar.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .animator import AnimatedFrame, Status
+from .face.driving import DrivingFace
+from .stages.animation import AnimationStage
+from .stages.capture import CameraSource
+from .stages.output import OutputStage
+from .stages.tracking import TrackingStage
+
+log = logging.getLogger(__name__)
+
+_END = object()          # end of stream, passed down the chain
+TRACKED = (Status.LIVE, Status.CALIBRATING)
+
+
+@dataclass
+class CapturedFrame:
+    index: int
+    t_capture: float     # perf_counter seconds
+    image: np.ndarray
+    times: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrackedFrame:
+    index: int
+    t_capture: float
+    face: DrivingFace | None
+    times: dict[str, float]
+
+
+@dataclass
+class OutputFrame:
+    index: int
+    t_capture: float
+    frame: AnimatedFrame
+    times: dict[str, float]
+
+
+class FrameQueue:
+    """Bounded queue; ``drop_oldest`` makes ``put`` replace the oldest item instead of waiting."""
+
+    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize)
+        self.drop_oldest = drop_oldest
+        self.dropped = 0
+
+    def put(self, item: Any, stop: threading.Event) -> None:
+        if self.drop_oldest and item is not _END:
+            while True:                      # never wait: make room by dropping the oldest
+                try:
+                    self._q.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._q.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+        while not stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, stop: threading.Event) -> Any:
+        while not stop.is_set():
+            try:
+                return self._q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return _END
+
+
+class PipelineStats:
+    """Per-stage milliseconds, output frame rate and capture-to-output latency (last ~2 s)."""
+
+    def __init__(self, window: int = 120) -> None:
+        self._lock = threading.Lock()
+        self.stage_ms: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=window))
+        self.latency_ms: collections.deque = collections.deque(maxlen=window)
+        self.output_times: collections.deque = collections.deque(maxlen=window)
+        self.frames_out = 0
+        self.frames_tracked = 0
+
+    def record(self, packet: OutputFrame, t_out: float) -> None:
+        with self._lock:
+            for stage, ms in packet.times.items():
+                self.stage_ms[stage].append(ms)
+            self.latency_ms.append((t_out - packet.t_capture) * 1000)
+            self.output_times.append(t_out)
+            self.frames_out += 1
+            self.frames_tracked += packet.frame.status in TRACKED
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            times = list(self.output_times)
+            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+            return {
+                "fps": fps,
+                "latency_ms": float(np.median(self.latency_ms)) if self.latency_ms else 0.0,
+                "stage_ms": {k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
+                "frames_out": self.frames_out,
+                "frames_tracked": self.frames_tracked,
+            }
+
+    def summary(self) -> str:
+        s = self.snapshot()
+        stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s["stage_ms"].items())
+        return f"{s['fps']:.1f} fps, latency {s['latency_ms']:.0f} ms; {stages}"
+
+
+class Pipeline:
+    """Runs the four stages in threads. ``max_tracked_frames`` stops after that many frames
+    animated from a tracked face; ``on_frame`` sees every output (after the sinks)."""
+
+    def __init__(self, camera: CameraSource, tracking: TrackingStage, animation: AnimationStage,
+                 output: OutputStage, *, lossless: bool = False, max_tracked_frames: int | None = None,
+                 on_frame: Callable[[OutputFrame], None] | None = None) -> None:
+        self.camera, self.tracking, self.animation, self.output = camera, tracking, animation, output
+        self.lossless = lossless
+        self.max_tracked_frames = max_tracked_frames
+        self.on_frame = on_frame
+        self.stats = PipelineStats()
+        self.stop_event = threading.Event()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        drop = not lossless
+        self.q_captured = FrameQueue(1 if drop else 4, drop)
+        self.q_tracked = FrameQueue(1 if drop else 4, drop)
+        self.q_output = FrameQueue(2 if drop else 4, drop)
+        self.threads = [
+            threading.Thread(target=self._guard(self._capture_loop), name="capture", daemon=True),
+            threading.Thread(target=self._guard(self._tracking_loop), name="tracking", daemon=True),
+            threading.Thread(target=self._guard(self._animation_loop), name="animation", daemon=True),
+            threading.Thread(target=self._guard(self._output_loop), name="output", daemon=True),
+        ]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "Pipeline":
+        # Python hands the GIL over every 5 ms by default: with four threads that quantum, not the
+        # work, would set the frame rate and the latency. A shorter one lets stages interleave.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for all threads; True when they all ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self.threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+    def run(self) -> None:
+        """Start, wait until the stream ends or ``stop`` (Ctrl+C stops too), and shut down."""
+        self.start()
+        try:
+            while not self.finished.wait(0.1):
+                if self.stop_event.is_set():
+                    break
+        except KeyboardInterrupt:
+            log.info("interrupted")
+        finally:
+            self.shutdown()
+        if self.error is not None:
+            raise self.error
+
+    def shutdown(self, timeout: float = 1.0) -> bool:
+        """Stop and join all threads. A network call cannot be interrupted: if one is in flight
+        after ``timeout`` (seconds-long frames on a CPU), wait for it rather than abandon a thread
+        inside the runtime."""
+        self.stop()
+        ok = self.join(timeout)
+        if not ok:
+            busy = ", ".join(t.name for t in self.threads if t.is_alive())
+            log.info("waiting for the frame in flight (%s) to finish", busy)
+            ok = self.join(None)
+        return ok
+
+    def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except BaseException as e:  # noqa: BLE001 - reported once, then everything stops
+                log.exception("%s stage failed", threading.current_thread().name)
+                self.error = e
+                self.stop_event.set()
+        return run
+
+    # -- stage loops ---------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        index = 0
+        try:
+            while not self.stop_event.is_set():
+                t0 = time.perf_counter()
+                image = self.camera.read()
+                if image is None:
+                    break
+                t1 = time.perf_counter()
+                self.q_captured.put(CapturedFrame(index, t1, image, {"capture": (t1 - t0) * 1000}), self.stop_event)
+                index += 1
+        finally:
+            self.camera.release()
+            self.q_captured.put(_END, self.stop_event)
+
+    def _tracking_loop(self) -> None:
+        try:
+            while True:
+                item = self.q_captured.get(self.stop_event)
+                if item is _END:
+                    break
+                t0 = time.perf_counter()
+                face = self.tracking.process(item.image, item.t_capture)
+                item.times["tracking"] = (time.perf_counter() - t0) * 1000
+                self.q_tracked.put(TrackedFrame(item.index, item.t_capture, face, item.times), self.stop_event)
+        finally:
+            self.tracking.close()
+            self.q_tracked.put(_END, self.stop_event)
+
+    def _animation_loop(self) -> None:
+        tracked = 0
+        try:
+            while True:
+                item = self.q_tracked.get(self.stop_event)
+                if item is _END:
+                    break
+                t0 = time.perf_counter()
+                frame = self.animation.process(item.face, item.t_capture)
+                item.times["animation"] = (time.perf_counter() - t0) * 1000
+                self.q_output.put(OutputFrame(item.index, item.t_capture, frame, item.times), self.stop_event)
+                tracked += frame.status in TRACKED
+                if self.max_tracked_frames is not None and tracked >= self.max_tracked_frames:
+                    break     # render nothing more: the output stage ends after writing these
+        finally:
+            self.q_output.put(_END, self.stop_event)
+
+    def _output_loop(self) -> None:
+        tracked = 0
+        try:
+            while True:
+                item = self.q_output.get(self.stop_event)
+                if item is _END:
+                    break
+                t0 = time.perf_counter()
+                is_tracked = item.frame.status in TRACKED
+                self.output.process(item.frame.image, is_tracked)
+                t1 = time.perf_counter()
+                item.times["output"] = (t1 - t0) * 1000
+                self.stats.record(item, t1)
+                if self.on_frame is not None:
+                    self.on_frame(item)
+                tracked += is_tracked
+                if self.max_tracked_frames is not None and tracked >= self.max_tracked_frames:
+                    self.stop_event.set()
+                    break
+        finally:
+            self.output.close()
+            self.finished.set()

@@ -1,0 +1,108 @@
+"""The one parameter object shared by the UI, the command line and the engine.
+
+``AnimationSettings`` is an immutable snapshot; ``LiveSettings`` holds the current one behind a
+lock. Stages read ``live.snapshot()`` once per frame, so a change made by the UI, a hotkey or the
+CLI takes effect on the next frame and a frame never sees half an update."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Literal
+
+RetargetMode = Literal["off", "follow", "fixed"]
+DrivingOption = Literal["pose-friendly", "expression-friendly"]
+RETARGET_MODES = ("off", "follow", "fixed")
+SMOOTHING_GROUPS = ("rotation", "translation", "expression", "eyes", "lips")
+
+
+@dataclass(frozen=True)
+class AnimationSettings:
+    # motion transfer
+    driving_option: DrivingOption = "pose-friendly"
+    stitching: bool = True
+    normalize_lip: bool = True
+    expression_multiplier: float = 1.0
+    rotation_multiplier: tuple[float, float, float] = (1.0, 1.0, 1.0)     # pitch, yaw, roll
+    rotation_limit_deg: tuple[float, float, float] = (45.0, 60.0, 45.0)   # |relative angle| cap per axis
+    translation_lock: bool = False
+    # eye / lip retargeting: off, follow the user's own ratios, or a fixed open-ratio target
+    eye_mode: RetargetMode = "off"
+    eye_target: float = 0.35
+    lip_mode: RetargetMode = "off"
+    lip_target: float = 0.0
+    # smoothing strength per motion group, 0 (off) .. 1 (strongest)
+    smooth_rotation: float = 0.5
+    smooth_translation: float = 0.5
+    smooth_expression: float = 0.3
+    smooth_eyes: float = 0.3
+    smooth_lips: float = 0.2
+    # neutral reference: frames averaged once the face is steady
+    reference_frames: int = 5
+    # face lost: hold the last frame, then ease back to neutral
+    hold_seconds: float = 0.15
+    ease_seconds: float = 0.5
+    resume_seconds: float = 0.3     # face back: glide from the eased pose to the live one
+    # output
+    paste_back: bool = True
+    mirror: bool = False
+
+    def validated(self) -> "AnimationSettings":
+        """Raise ``ValueError`` with the field name on an out-of-range value."""
+        def check(name: str, ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"setting {name}: {what}, got {getattr(self, name)!r}")
+
+        check("driving_option", self.driving_option in ("pose-friendly", "expression-friendly"),
+              "expected 'pose-friendly' or 'expression-friendly'")
+        check("eye_mode", self.eye_mode in RETARGET_MODES, f"expected one of {RETARGET_MODES}")
+        check("lip_mode", self.lip_mode in RETARGET_MODES, f"expected one of {RETARGET_MODES}")
+        check("eye_target", 0.0 <= self.eye_target <= 0.8, "expected 0..0.8")
+        check("lip_target", 0.0 <= self.lip_target <= 0.8, "expected 0..0.8")
+        check("expression_multiplier", 0.0 <= self.expression_multiplier <= 3.0, "expected 0..3")
+        check("rotation_multiplier", len(self.rotation_multiplier) == 3
+              and all(0.0 <= m <= 3.0 for m in self.rotation_multiplier), "expected three values in 0..3")
+        check("rotation_limit_deg", len(self.rotation_limit_deg) == 3
+              and all(0.0 <= m <= 90.0 for m in self.rotation_limit_deg), "expected three values in 0..90")
+        for group in SMOOTHING_GROUPS:
+            check(f"smooth_{group}", 0.0 <= getattr(self, f"smooth_{group}") <= 1.0, "expected 0..1")
+        check("reference_frames", 1 <= self.reference_frames <= 60, "expected 1..60")
+        check("hold_seconds", 0.0 <= self.hold_seconds <= 5.0, "expected 0..5")
+        check("ease_seconds", 0.0 <= self.ease_seconds <= 5.0, "expected 0..5")
+        check("resume_seconds", 0.0 <= self.resume_seconds <= 5.0, "expected 0..5")
+        return self
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+class LiveSettings:
+    """Thread-safe holder of the current ``AnimationSettings``."""
+
+    def __init__(self, initial: AnimationSettings | None = None) -> None:
+        self._lock = threading.Lock()
+        self._value = (initial or AnimationSettings()).validated()
+        self._listeners: list[Callable[[AnimationSettings], None]] = []
+
+    def snapshot(self) -> AnimationSettings:
+        with self._lock:
+            return self._value
+
+    def update(self, **changes: Any) -> AnimationSettings:
+        unknown = set(changes) - set(AnimationSettings.field_names())
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        for key in ("rotation_multiplier", "rotation_limit_deg"):
+            if key in changes:
+                changes[key] = tuple(float(v) for v in changes[key])
+        with self._lock:
+            new = replace(self._value, **changes).validated()
+            self._value = new
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(new)
+        return new
+
+    def subscribe(self, listener: Callable[[AnimationSettings], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)

@@ -1,0 +1,82 @@
+"""Camera source: a webcam (by index) or a video file (by path), via OpenCV."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class CameraError(RuntimeError):
+    """The camera or video cannot be opened; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class CameraRequest:
+    """What to open: ``source`` is a camera index ("0") or a video file path."""
+
+    source: str
+    width: int = 1280
+    height: int = 720
+    fps: float = 30.0
+    mjpg: bool = True            # real cameras: MJPG gets 720p30 over USB 2 where raw YUYV cannot
+    loop: bool = False           # video files: start again at the end
+    paced: bool = True           # video files: deliver at the file's frame rate (else as fast as read)
+
+
+def parse_source(source: str) -> int | Path:
+    return int(source) if source.strip().isdigit() else Path(source)
+
+
+class CameraSource:
+    def __init__(self, request: CameraRequest) -> None:
+        self.request = request
+        src = parse_source(request.source)
+        self.is_file = isinstance(src, Path)
+        if self.is_file:
+            if not src.is_file():
+                raise CameraError(f"video file not found: {src}")
+            self.cap = cv2.VideoCapture(str(src))
+        else:
+            backend = cv2.CAP_DSHOW if sys.platform == "win32" else cv2.CAP_ANY
+            self.cap = cv2.VideoCapture(src, backend)
+            if self.cap.isOpened():
+                if request.mjpg:
+                    self.cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+                self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, request.width)
+                self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, request.height)
+                self.cap.set(cv2.CAP_PROP_FPS, request.fps)
+                self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)     # latest frame, not a backlog
+        if not self.cap.isOpened():
+            self.cap.release()
+            kind = "video file" if self.is_file else "camera"
+            raise CameraError(f"cannot open {kind} {request.source!r}"
+                              + ("" if self.is_file else " (is it connected and not used by another app?)"))
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 1 <= fps <= 240 else request.fps
+        self.frame_size = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self._next_due: float | None = None
+        log.info("%s %s opened: %dx%d at %.1f fps", "video" if self.is_file else "camera", request.source,
+                 *self.frame_size, self.fps)
+
+    def read(self) -> np.ndarray | None:
+        """The next frame (BGR), or None at the end of a file / when the camera stops delivering."""
+        if self.is_file and self.request.paced:
+            now = time.perf_counter()
+            if self._next_due is not None and now < self._next_due:
+                time.sleep(self._next_due - now)
+            self._next_due = max(now, self._next_due or now) + 1.0 / self.fps
+        ok, frame = self.cap.read()
+        if not ok and self.is_file and self.request.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.cap.read()
+        return frame if ok else None
+
+    def release(self) -> None:
+        self.cap.release()

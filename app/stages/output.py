@@ -1,0 +1,161 @@
+"""Output stage: the animated frames go to the sinks (virtual camera, recorder, preview). Each sink
+takes what it can; a sink that fails is switched off with one message and the others go on."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, image: np.ndarray, tracked: bool) -> None: ...
+    def close(self) -> None: ...
+
+
+def letterbox(image: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Fit ``image`` into width x height keeping its aspect, black bars around. ``out`` (height x
+    width x 3 uint8, bars already black) is reused when given, to save an allocation per frame."""
+    h, w = image.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    y0, x0 = (height - nh) // 2, (width - nw) // 2
+    if out is None or out.shape != (height, width, 3):
+        out = np.zeros((height, width, 3), np.uint8)
+    elif (nw, nh) != (width, height):
+        out[:y0], out[y0 + nh:], out[:, :x0], out[:, x0 + nw:] = 0, 0, 0, 0
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    if (nw, nh) != (w, h):
+        cv2.resize(image, (nw, nh), dst=out[y0:y0 + nh, x0:x0 + nw], interpolation=interp)
+    else:
+        out[y0:y0 + nh, x0:x0 + nw] = image
+    return out
+
+
+def virtual_camera_fix() -> str:
+    """The one-line fix for a missing virtual camera device on this platform."""
+    if sys.platform.startswith("linux"):
+        return ("install v4l2loopback (e.g. 'sudo apt install v4l2loopback-dkms') and run "
+                "'sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=AvatarCam'")
+    if sys.platform == "win32":
+        return "install OBS Studio (28 or newer), click 'Start Virtual Camera' once and stop it again"
+    if sys.platform == "darwin":
+        return ("install OBS Studio (30 or newer), click 'Start Virtual Camera' once and allow the "
+                "system extension in System Settings")
+    return "install a virtual camera driver supported by pyvirtualcam (OBS Virtual Camera or v4l2loopback)"
+
+
+class VirtualCameraUnavailable(RuntimeError):
+    pass
+
+
+class VirtualCameraSink:
+    """Frames to a virtual webcam via pyvirtualcam (RGB/BGR, letterboxed to an even width)."""
+
+    name = "virtual camera"
+
+    def __init__(self, width: int = 1280, height: int = 720, fps: float = 30.0, *,
+                 backend: str | None = None, device: str | None = None) -> None:
+        import pyvirtualcam
+
+        self.width, self.height = width - width % 2, height - height % 2
+        try:
+            self.camera = pyvirtualcam.Camera(self.width, self.height, fps, fmt=pyvirtualcam.PixelFormat.BGR,
+                                              backend=backend, device=device)
+        except Exception as e:  # noqa: BLE001 - every backend's own failure text, folded into one line
+            reason = " / ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
+            raise VirtualCameraUnavailable(f"no virtual camera device ({reason}); fix: {virtual_camera_fix()}") from None
+        log.info("virtual camera: %s (%s) %dx%d", self.camera.device, self.camera.backend, self.width, self.height)
+
+    def send(self, image: np.ndarray, tracked: bool) -> None:
+        self._canvas = letterbox(image, self.width, self.height, getattr(self, "_canvas", None))
+        self.camera.send(self._canvas)
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+class VideoRecorder:
+    """Frames to a video file at the size of the first frame (later frames are letterboxed to it).
+    ``only_tracked`` keeps only frames animated from a tracked face."""
+
+    name = "recorder"
+
+    def __init__(self, path: str | Path, fps: float, *, only_tracked: bool = False) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.only_tracked = only_tracked
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def send(self, image: np.ndarray, tracked: bool) -> None:
+        if self.only_tracked and not tracked:
+            return
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = image.shape[:2]
+            self.size = (w, h)
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise RuntimeError(f"cannot write video file {self.path}")
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = letterbox(image, *self.size)
+        self.writer.write(np.ascontiguousarray(image))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+class PreviewSink:
+    """Hands frames to a callback (the GUI preview); the callback must not block."""
+
+    name = "preview"
+
+    def __init__(self, callback: Callable[[np.ndarray, bool], None]) -> None:
+        self.callback = callback
+
+    def send(self, image: np.ndarray, tracked: bool) -> None:
+        self.callback(image, tracked)
+
+    def close(self) -> None:
+        pass
+
+
+class OutputStage:
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def add(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def process(self, image: np.ndarray, tracked: bool) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink.send(image, tracked)
+            except Exception as e:  # noqa: BLE001 - one broken sink must not stop the others
+                log.error("%s stopped: %s", sink.name, e)
+                self.sinks.remove(sink)
+                _close_quietly(sink)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            _close_quietly(sink)
+        self.sinks = []
+
+
+def _close_quietly(sink: Sink) -> None:
+    try:
+        sink.close()
+    except Exception as e:  # noqa: BLE001
+        log.debug("closing %s: %s", sink.name, e)

@@ -1,0 +1,118 @@
+"""Inference backends behind one small interface.
+
+The live app needs four things from the networks, and nothing else:
+
+* ``appearance(image)``: F, once per avatar -> feature volume;
+* ``motion(image)``: M on a face crop -> refined ``KeypointInfo``;
+* ``stitching`` / ``eye`` / ``lip``: the three MLPs as callables on flat inputs;
+* ``render(feature, x_s, x_d)``: W then G -> the animated 512x512 crop.
+
+Images go in as B x 3 x 256 x 256 float tensors in [0, 1] (RGB) on ``backend.device``; the
+rendered crop comes back the same way at 512. ``TorchBackend`` runs our PyTorch modules;
+``StubBackend`` is a cheap stand-in for threading tests and benchmarks of everything around the
+networks (its render is an identity warp of the avatar crop).
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from . import motion
+from .checkpoints import LivePortraitNetworks
+from .models.shapes import check_shape
+
+
+class InferenceBackend(Protocol):
+    name: str
+    device: torch.device
+
+    def appearance(self, image: torch.Tensor) -> torch.Tensor: ...
+    def motion(self, image: torch.Tensor) -> motion.KeypointInfo: ...
+    def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor: ...
+
+    stitching: Callable[[torch.Tensor], torch.Tensor]
+    eye: Callable[[torch.Tensor], torch.Tensor]
+    lip: Callable[[torch.Tensor], torch.Tensor]
+
+
+class TorchBackend:
+    """The PyTorch modules on one device, inference mode."""
+
+    def __init__(self, nets: LivePortraitNetworks, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.nets = nets.to(self.device)
+        self.name = f"torch-{self.device.type}"
+        self.stitching = self._no_grad(self.nets.stitching)
+        self.eye = self._no_grad(self.nets.eye)
+        self.lip = self._no_grad(self.nets.lip)
+
+    @staticmethod
+    def _no_grad(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def call(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return net(x)
+        return call
+
+    @torch.inference_mode()
+    def appearance(self, image: torch.Tensor) -> torch.Tensor:
+        return self.nets.appearance(image.to(self.device))
+
+    @torch.inference_mode()
+    def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
+        return motion.refine_motion_output(self.nets.motion(image.to(self.device)))
+
+    @torch.inference_mode()
+    def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        warped = self.nets.warping(feature, kp_source=x_s, kp_driving=x_d)
+        return self.nets.generator(warped["out"])
+
+
+class StubBackend:
+    """Stand-in with the backend's shapes and no real networks: ``appearance`` keeps the avatar
+    crop, ``render`` returns it at 512 (identity warp), ``motion`` derives a plausible pose from the
+    crop's brightness moments and the MLPs return zeros. Microseconds instead of seconds, so tests
+    and benchmarks can exercise everything around the networks."""
+
+    name = "stub"
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        g = torch.Generator().manual_seed(0)
+        self._kp = (torch.rand(1, motion.NUM_KP, 3, generator=g) - 0.5) * 0.6
+
+    def appearance(self, image: torch.Tensor) -> torch.Tensor:
+        check_shape("image", image, (None, 3, 256, 256))
+        # the "feature" is the crop itself, upsampled once so that render is free
+        return F.interpolate(image, size=(512, 512), mode="nearest")
+
+    def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
+        check_shape("image", image, (None, 3, 256, 256))
+        b = image.shape[0]
+        gray = F.avg_pool2d(image.mean(dim=1, keepdim=True), 8)[:, 0]     # 32 x 32 is plenty here
+        ys = torch.linspace(-1, 1, 32).view(1, 32, 1)
+        xs = torch.linspace(-1, 1, 32).view(1, 1, 32)
+        mass = gray.sum(dim=(1, 2)).clamp_min(1e-6)
+        cx = (gray * xs).sum(dim=(1, 2)) / mass
+        cy = (gray * ys).sum(dim=(1, 2)) / mass
+        z = torch.zeros(b, 1)
+        return motion.KeypointInfo(pitch=(cy * 30).view(b, 1), yaw=(cx * 30).view(b, 1), roll=z,
+                                   t=torch.cat([cx.view(b, 1) * 0.1, cy.view(b, 1) * 0.1, z], dim=1),
+                                   exp=torch.zeros(b, motion.NUM_KP, 3), scale=torch.ones(b, 1) * 1.5,
+                                   kp=self._kp.expand(b, -1, -1).clone())
+
+    def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        return feature
+
+    @staticmethod
+    def stitching(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 3 * motion.NUM_KP + 2)
+
+    @staticmethod
+    def eye(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 3 * motion.NUM_KP)
+
+    @staticmethod
+    def lip(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 3 * motion.NUM_KP)

@@ -1,0 +1,406 @@
+"""The live loop: animator behaviour, settings, threaded pipeline, outputs and privacy.
+
+Threading tests use the stub backend (no networks) and the kit's driving video as the camera."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import pyvirtualcam
+import torch
+
+from app.animator import Animator, Status, prepare_avatar
+from app.face.avatar import prepare_avatar_face
+from app.face.driving import DrivingFace
+from app.face.tracker import MediaPipeFaceMesh
+from app.pipeline import FrameQueue, Pipeline
+from app.settings import AnimationSettings, LiveSettings
+from app.stages.animation import AnimationStage
+from app.stages.capture import CameraError, CameraRequest, CameraSource
+from app.stages.output import (OutputStage, PreviewSink, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable,
+                               letterbox, virtual_camera_fix)
+from app.stages.tracking import TrackingStage
+from engines import motion
+from engines.backend import StubBackend
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
+
+
+# --------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def d0(parity_dir: Path) -> Path:
+    return parity_dir / "data" / "examples" / "d0.mp4"
+
+
+@pytest.fixture(scope="module")
+def avatar_face():
+    mesh = MediaPipeFaceMesh()
+    face = prepare_avatar_face(AVATAR, mesh)
+    mesh.close()
+    return face
+
+
+@pytest.fixture()
+def stub_avatar(avatar_face):
+    return prepare_avatar(avatar_face, StubBackend())
+
+
+class ScriptedBackend(StubBackend):
+    """Stub whose motion output is set by the test: pose angles and an expression offset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pose = (0.0, 0.0, 0.0)
+        self.exp_offset = 0.0
+        self.t = (0.0, 0.0)
+        self.eye_inputs: list[torch.Tensor] = []
+
+    def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
+        info = super().motion(image)
+        b = image.shape[0]
+        p, y, r = (torch.full((b, 1), a) for a in self.pose)
+        t = torch.tensor([[self.t[0], self.t[1], 0.0]]).expand(b, 3)
+        return motion.KeypointInfo(pitch=p, yaw=y, roll=r, t=t, exp=info.exp + self.exp_offset,
+                                   scale=info.scale, kp=info.kp)
+
+    def eye(self, x: torch.Tensor) -> torch.Tensor:
+        self.eye_inputs.append(x.clone())
+        return torch.zeros(x.shape[0], 63)
+
+
+def fake_face(eye: float = 0.3, lip: float = 0.0) -> DrivingFace:
+    crop = np.full((256, 256, 3), 90, np.uint8)
+    t = np.eye(3, dtype=np.float32)
+    from app.face.crop import CropTransform
+    return DrivingFace(network_input=crop, landmarks=np.zeros((478, 2), np.float32),
+                       transform=CropTransform(t, t, 512), eye_ratios=np.array([[eye, eye]], np.float32),
+                       lip_ratio=np.array([[lip]], np.float32))
+
+
+def make_animator(avatar, backend=None, **settings):
+    backend = backend or ScriptedBackend()
+    live = LiveSettings(AnimationSettings(**settings))
+    return Animator(backend, live, prepare_avatar(avatar.face, backend) if hasattr(avatar, "face") else avatar), live
+
+
+# --------------------------------------------------------------------------- settings
+def test_settings_validate_and_update_atomically() -> None:
+    live = LiveSettings()
+    seen = []
+    live.subscribe(seen.append)
+    s = live.update(eye_mode="fixed", eye_target=0.5, rotation_multiplier=[1, 0.5, 1])
+    assert live.snapshot() is s and s.rotation_multiplier == (1.0, 0.5, 1.0) and seen == [s]
+    with pytest.raises(ValueError, match="eye_target: expected 0..0.8"):
+        live.update(eye_target=0.9)
+    with pytest.raises(ValueError, match="unknown setting"):
+        live.update(eye_targett=0.1)
+    assert live.snapshot() is s   # a rejected update changes nothing
+
+
+# --------------------------------------------------------------------------- animator
+def test_neutral_reference_averages_steady_frames_and_recalibrates(stub_avatar) -> None:
+    backend = ScriptedBackend()
+    anim, live = make_animator(stub_avatar, backend, reference_frames=5, smooth_rotation=0.0)
+    statuses = []
+    for i in range(6):
+        backend.pose = (0.0, 1.0 if i % 2 else -1.0, 0.0)    # +-1 degree jitter: still steady
+        statuses.append(anim.process(fake_face(), i / 30).status)
+    assert statuses[:4] == [Status.CALIBRATING] * 4 and statuses[4] == Status.LIVE
+    assert anim.has_reference
+    assert anim.reference.value[1] == pytest.approx(-0.2)   # mean of 5 frames, not the first one
+    anim.calibrate()
+    backend.pose = (0.0, 20.0, 0.0)
+    assert anim.process(fake_face(), 1.0).status == Status.CALIBRATING
+    assert anim.reference.value[1] == pytest.approx(20.0)
+
+
+def test_relative_motion_multipliers_limits_and_translation_lock(stub_avatar) -> None:
+    backend = ScriptedBackend()
+    anim, live = make_animator(stub_avatar, backend, reference_frames=1, smooth_rotation=0, smooth_translation=0,
+                               smooth_expression=0, stitching=False, normalize_lip=False)
+    src = anim.avatar
+    anim.process(fake_face(), 0.0)                       # reference = this frame: no motion
+    neutral = anim.last_keypoints.clone()
+    assert torch.allclose(neutral, src.x_s, atol=1e-5)
+    backend.pose = (0.0, 30.0, 0.0)
+    anim.process(fake_face(), 0.1)
+    turned = anim.last_keypoints.clone()
+    live.update(rotation_multiplier=(1.0, 0.0, 1.0))      # effective on the next frame
+    anim.process(fake_face(), 0.2)
+    assert torch.allclose(anim.last_keypoints, neutral, atol=1e-5)
+    live.update(rotation_multiplier=(1.0, 1.0, 1.0), rotation_limit_deg=(45.0, 10.0, 45.0))
+    anim.process(fake_face(), 0.3)
+    limited = anim.last_keypoints.clone()
+    assert (limited - neutral).abs().max() < (turned - neutral).abs().max() * 0.5
+    backend.pose, backend.t = (0.0, 0.0, 0.0), (0.3, 0.0)
+    anim.process(fake_face(), 0.4)
+    moved = anim.last_keypoints.clone()
+    assert torch.allclose(moved[..., 0] - neutral[..., 0], torch.full_like(moved[..., 0], 0.3), atol=1e-5)
+    live.update(translation_lock=True)
+    anim.process(fake_face(), 0.5)
+    assert torch.allclose(anim.last_keypoints, neutral, atol=1e-5)
+    backend.t, backend.exp_offset = (0.0, 0.0), 0.1
+    live.update(expression_multiplier=0.0)
+    anim.process(fake_face(), 0.6)
+    assert torch.allclose(anim.last_keypoints, neutral, atol=1e-5)
+
+
+def test_eye_retargeting_fixed_and_follow(stub_avatar) -> None:
+    backend = ScriptedBackend()
+    anim, live = make_animator(stub_avatar, backend, reference_frames=1, eye_mode="fixed", eye_target=0.6,
+                               smooth_eyes=0)
+    anim.process(fake_face(eye=0.3), 0.0)
+    assert backend.eye_inputs[-1][0, -1].item() == pytest.approx(0.6)
+    live.update(eye_mode="follow")
+    anim.process(fake_face(eye=0.15), 0.1)           # user closes to half their neutral openness
+    expected = 0.15 * stub_avatar.eye_ratios.mean().item() / 0.3
+    assert backend.eye_inputs[-1][0, -1].item() == pytest.approx(expected, rel=1e-4)
+    assert backend.eye_inputs[-1][0, 63:65].numpy() == pytest.approx(stub_avatar.eye_ratios[0].numpy())
+
+
+def test_face_lost_holds_then_eases_to_neutral_and_resumes_smoothly(stub_avatar) -> None:
+    backend = ScriptedBackend()
+    anim, live = make_animator(stub_avatar, backend, reference_frames=1, hold_seconds=0.15, ease_seconds=0.5,
+                               smooth_rotation=0.5)
+    anim.process(fake_face(), 0.0)
+    neutral = anim.last_keypoints.clone()
+    backend.pose = (0.0, 25.0, 0.0)
+    t = 0.0
+    for _ in range(30):                                      # turn the head and hold it there
+        t += 1 / 30
+        anim.process(fake_face(), t)
+    turned = anim.last_keypoints.clone()
+    lost_at = t
+    statuses, distances = [], []
+    while t < lost_at + 1.0:
+        t += 1 / 30
+        f = anim.process(None, t)
+        statuses.append((round(t - lost_at, 3), f.status))
+        distances.append(float((anim.last_keypoints - neutral).abs().max()))
+    kinds = [s for _, s in statuses]
+    assert kinds[0] == Status.HOLDING and Status.EASING in kinds and kinds[-1] == Status.NEUTRAL
+    first_neutral = next(dt for dt, s in statuses if s == Status.NEUTRAL)
+    assert first_neutral <= 0.15 + 0.5 + 0.05                  # back to neutral within about half a second
+    assert distances[-1] < 1e-5
+    eased = [d for (_, s), d in zip(statuses, distances) if s == Status.EASING]
+    assert all(a >= b - 1e-6 for a, b in zip(eased, eased[1:]))   # monotone glide, no jump
+    # the face comes back turned: the first live frame starts near neutral, then moves on
+    t += 1 / 30
+    anim.process(fake_face(), t)
+    first_back = float((anim.last_keypoints - neutral).abs().max())
+    full = float((turned - neutral).abs().max())
+    assert first_back < 0.2 * full
+    for _ in range(15):                                       # 0.5 s later it follows the face fully
+        t += 1 / 30
+        anim.process(fake_face(), t)
+    assert float((anim.last_keypoints - turned).abs().max()) < 0.05 * full
+
+
+def test_nan_motion_is_skipped_not_rendered(stub_avatar) -> None:
+    backend = ScriptedBackend()
+    anim, _ = make_animator(stub_avatar, backend, reference_frames=1)
+    good = anim.process(fake_face(), 0.0)
+    backend.pose = (float("nan"), 0.0, 0.0)
+    out = anim.process(fake_face(), 0.1)
+    assert out.image is good.image and not out.rendered
+
+
+def test_crop_only_and_mirror_outputs(stub_avatar) -> None:
+    anim, live = make_animator(stub_avatar, reference_frames=1)
+    full = anim.process(fake_face(), 0.0).image
+    assert full.shape == stub_avatar.face.image.shape
+    live.update(paste_back=False)
+    crop = anim.process(fake_face(), 0.1).image
+    assert crop.shape == (512, 512, 3)
+    live.update(mirror=True)
+    mirrored = anim.process(fake_face(), 0.2).image
+    assert np.array_equal(mirrored, crop[:, ::-1])
+
+
+def test_avatar_switch_takes_effect_between_frames(stub_avatar, parity_dir: Path) -> None:
+    anim, _ = make_animator(stub_avatar, reference_frames=1)
+    assert anim.process(fake_face(), 0.0).image.shape == (512, 512, 3)
+    mesh = MediaPipeFaceMesh()
+    other = prepare_avatar(prepare_avatar_face(parity_dir / "data" / "examples" / "s0.jpg", mesh), anim.backend)
+    mesh.close()
+    anim.set_avatar(other)
+    assert anim.process(fake_face(), 0.1).image.shape == (704, 600, 3)
+
+
+# --------------------------------------------------------------------------- outputs
+class FakeVirtualCamera:
+    frames: list[np.ndarray] = []
+
+    def __init__(self, *, width: int, height: int, fps: float, fourcc: int, device, **kw) -> None:
+        self.width, self.height = width, height
+        FakeVirtualCamera.frames = []
+
+    def send(self, frame: np.ndarray) -> None:
+        FakeVirtualCamera.frames.append(frame.reshape(self.height, self.width, 3).copy())
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return "fake0"
+
+    def native_fourcc(self):
+        return None
+
+
+class MissingVirtualCamera(FakeVirtualCamera):
+    def __init__(self, **kw) -> None:
+        raise RuntimeError("No v4l2 loopback device found at /dev/video[0-99].")
+
+
+pyvirtualcam.register_backend("avatarcam-test", FakeVirtualCamera)
+pyvirtualcam.register_backend("avatarcam-missing", MissingVirtualCamera)
+
+
+def test_virtual_camera_letterboxes_to_even_width() -> None:
+    sink = VirtualCameraSink(1281, 720, 30, backend="avatarcam-test")
+    assert (sink.width, sink.height) == (1280, 720)
+    sink.send(np.full((704, 600, 3), 200, np.uint8), True)
+    frame = FakeVirtualCamera.frames[-1]
+    assert frame.shape == (720, 1280, 3)
+    assert (frame[:, :100] == 0).all() and (frame[360, 640] == 200).all()    # bars left/right, picture centred
+    sink.close()
+
+
+def test_missing_virtual_camera_names_the_fix() -> None:
+    with pytest.raises(VirtualCameraUnavailable) as err:
+        VirtualCameraSink(backend="avatarcam-missing")
+    msg = str(err.value)
+    assert "\n" not in msg and "fix:" in msg and virtual_camera_fix() in msg
+    if __import__("sys").platform.startswith("linux"):
+        assert "modprobe v4l2loopback" in msg and "exclusive_caps=1" in msg
+
+
+def test_a_failing_sink_is_dropped_and_the_others_go_on() -> None:
+    got = []
+
+    class Broken:
+        name = "broken"
+
+        def send(self, image, tracked):
+            raise OSError("disk full")
+
+        def close(self):
+            pass
+
+    stage = OutputStage([Broken(), PreviewSink(lambda img, tr: got.append(img))])
+    stage.process(np.zeros((4, 4, 3), np.uint8), True)
+    stage.process(np.zeros((4, 4, 3), np.uint8), True)
+    assert len(got) == 2 and [s.name for s in stage.sinks] == ["preview"]
+
+
+def test_letterbox_keeps_aspect() -> None:
+    out = letterbox(np.full((100, 400, 3), 255, np.uint8), 200, 200)
+    assert out.shape == (200, 200, 3) and (out[:75] == 0).all() and (out[75:125] == 255).all()
+
+
+def test_drop_oldest_queue() -> None:
+    stop = threading.Event()
+    q = FrameQueue(1, drop_oldest=True)
+    for i in range(5):
+        q.put(i, stop)
+    assert q.get(stop) == 4 and q.dropped == 4
+
+
+# --------------------------------------------------------------------------- pipeline
+def run_stub_pipeline(camera_path: Path, avatar, *, lossless: bool, sinks=(), max_tracked=None, on_frame=None,
+                      loop=False) -> Pipeline:
+    backend = StubBackend()
+    camera = CameraSource(CameraRequest(str(camera_path), loop=loop, paced=not lossless))
+    animator = Animator(backend, LiveSettings(), prepare_avatar(avatar, backend))
+    return Pipeline(camera, TrackingStage(MediaPipeFaceMesh()), AnimationStage(animator), OutputStage(list(sinks)),
+                    lossless=lossless, max_tracked_frames=max_tracked, on_frame=on_frame)
+
+
+def test_lossless_pipeline_renders_every_frame_and_reports_stats(d0: Path, avatar_face) -> None:
+    outputs = []
+    pipe = run_stub_pipeline(d0, avatar_face, lossless=True, on_frame=outputs.append)
+    pipe.run()
+    assert [o.index for o in outputs] == list(range(78))
+    s = pipe.stats.snapshot()
+    assert s["frames_out"] == 78 and s["frames_tracked"] == 78 and s["fps"] > 0 and s["latency_ms"] > 0
+    assert {"capture", "tracking", "animation", "output"} <= set(s["stage_ms"])
+    assert not any(t.is_alive() for t in pipe.threads)
+
+
+def test_no_output_frame_shows_the_camera_image(d0: Path, avatar_face) -> None:
+    """Privacy: every output is the avatar (stub render = the avatar crop), never the camera frame."""
+    outputs = []
+    pipe = run_stub_pipeline(d0, avatar_face, lossless=True, on_frame=outputs.append)
+    pipe.run()
+    cap = cv2.VideoCapture(str(d0))
+    camera = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        camera.append(f)
+    avatar = avatar_face.image.astype(int)
+    for o in outputs:
+        img = o.frame.image
+        assert np.abs(img.astype(int) - avatar).mean() < 3        # it is the avatar
+        cam = camera[o.index]
+        if img.shape == cam.shape:
+            assert np.abs(img.astype(int) - cam.astype(int)).mean() > 30
+        # the camera's face (centre of the frame, downscaled) appears nowhere in the output
+        face = cv2.resize(cam[128:384, 128:384], (96, 96))
+        score = cv2.matchTemplate(cv2.resize(img, (256, 256)), face, cv2.TM_CCOEFF_NORMED).max()
+        assert score < 0.8
+
+
+def test_frames_without_face_never_pass_the_camera_through(avatar_face, tmp_path: Path) -> None:
+    path = tmp_path / "noface.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(10)]
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    outputs = []
+    run_stub_pipeline(path, avatar_face, lossless=True, on_frame=outputs.append).run()
+    assert len(outputs) == 10
+    assert all(o.frame.status == Status.NO_FACE_YET for o in outputs)
+    assert all(np.array_equal(o.frame.image, avatar_face.image) for o in outputs)
+
+
+def test_live_mode_clean_stop_within_a_second(d0: Path, avatar_face) -> None:
+    frames = []
+    pipe = run_stub_pipeline(d0, avatar_face, lossless=False, loop=True, on_frame=frames.append)
+    pipe.start()
+    time.sleep(1.5)
+    assert frames, "no frame came out"
+    t0 = time.perf_counter()
+    assert pipe.shutdown(timeout=1.0)
+    assert time.perf_counter() - t0 < 1.0
+    assert not pipe.camera.cap.isOpened()                    # camera released
+
+
+def test_end_of_file_shuts_down_and_records(d0: Path, avatar_face, tmp_path: Path) -> None:
+    rec = VideoRecorder(tmp_path / "out.mp4", 25, only_tracked=True)
+    pipe = run_stub_pipeline(d0, avatar_face, lossless=True, sinks=[rec], max_tracked=12)
+    t0 = time.perf_counter()
+    pipe.run()
+    assert time.perf_counter() - t0 < 30
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (512, 512)
+
+
+def test_unopenable_camera_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CameraError, match="video file not found"):
+        CameraSource(CameraRequest(str(tmp_path / "missing.mp4")))
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(CameraError, match="cannot open video file"):
+        CameraSource(CameraRequest(str(tmp_path / "bad.mp4")))
+    with pytest.raises(CameraError, match="cannot open camera '97'"):
+        CameraSource(CameraRequest("97"))
