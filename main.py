@@ -25,12 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     ap = argparse.ArgumentParser(prog="main.py", description="Animate a portrait with your webcam (LivePortrait).")
     mode = ap.add_argument_group("mode")
-    mode.add_argument("--headless", action="store_true", help="run the live loop without a window")
+    mode.add_argument("--headless", action="store_true", help="run the live loop without a window (default: the app)")
     mode.add_argument("--check", action="store_true", help="check weights and networks, time one frame, exit")
     io = ap.add_argument_group("input and output")
-    io.add_argument("--avatar", default=str(DEFAULT_AVATAR), help="portrait image to animate (default: %(default)s)")
-    io.add_argument("--camera", default="0", help="camera index or video file (default: 0)")
-    io.add_argument("--camera-size", type=_size, default=(1280, 720), metavar="WxH", help="requested camera resolution")
+    io.add_argument("--avatar", help=f"portrait image to animate (default: the last one used, else {DEFAULT_AVATAR.name})")
+    io.add_argument("--camera", help="camera index or video file (default: the last one used, else 0)")
+    io.add_argument("--camera-size", type=_size, metavar="WxH", help="requested camera resolution (default 1280x720)")
     io.add_argument("--loop", action="store_true", help="video file camera: start again at the end")
     io.add_argument("--record", metavar="OUT.mp4", help="also write the output to a video file")
     io.add_argument("--max-frames", type=int, metavar="N",
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     eng.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
                      help="torch: the networks; stub: no networks, for testing the loop")
     eng.add_argument("--no-download", action="store_true", help="never download missing weights")
+    io.add_argument("--screenshot", metavar="OUT.png",
+                    help="window mode: after --max-frames tracked frames (default 1) save a screenshot and exit")
     anim = ap.add_argument_group("animation (all adjustable live in the app)")
     anim.add_argument("--driving-option", choices=("pose-friendly", "expression-friendly"), default="pose-friendly")
     anim.add_argument("--no-stitching", action="store_true", help="turn stitching off")
@@ -87,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     from engines.weights import WeightsError
 
     try:
+        if args.check:
+            from app.selfcheck import main_selfcheck
+            return main_selfcheck(args)
         if args.headless:
             from app.headless import run_headless
             return run_headless(args, settings_from_args(args))
-        from app.selfcheck import main_selfcheck
-        return main_selfcheck(args)
+        from app.ui.app import run_app
+        return run_app(args, settings_from_args(args))
     except (WeightsError, CheckpointError, ImageError, NoFaceError, CameraError, ValueError) as e:
         log.debug("details", exc_info=True)
         print(f"error: {e}", file=sys.stderr)

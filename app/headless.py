@@ -7,7 +7,7 @@ import logging
 from .animator import Animator
 from .face.tracker import MediaPipeFaceMesh
 from .pipeline import Pipeline
-from .session import load_avatar, make_backend
+from .session import DEFAULT_AVATAR, load_avatar, make_backend
 from .settings import AnimationSettings, LiveSettings
 from .stages.animation import AnimationStage
 from .stages.capture import CameraRequest, CameraSource
@@ -21,8 +21,9 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     """Exit status 0 on success; errors of the user's input propagate as exceptions that
     ``main`` turns into one line and exit status 2."""
     backend = make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download)
-    avatar = load_avatar(args.avatar, backend)
-    width, height = args.camera_size
+    avatar = load_avatar(args.avatar or DEFAULT_AVATAR, backend)
+    width, height = args.camera_size or (1280, 720)
+    args.camera = args.camera or "0"
     # A video file is rendered frame by frame (lossless) unless it loops, which makes it a live stand-in.
     camera = CameraSource(CameraRequest(args.camera, width=width, height=height, loop=args.loop, paced=args.loop))
     sinks = []

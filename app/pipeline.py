@@ -134,15 +134,22 @@ class PipelineStats:
 
 class Pipeline:
     """Runs the four stages in threads. ``max_tracked_frames`` stops after that many frames
-    animated from a tracked face; ``on_frame`` sees every output (after the sinks)."""
+    animated from a tracked face; ``on_frame`` sees every output (after the sinks). A live camera
+    that stops delivering is re-opened every second until it is back (``camera_lost`` meanwhile);
+    a video file ends the stream."""
 
     def __init__(self, camera: CameraSource, tracking: TrackingStage, animation: AnimationStage,
                  output: OutputStage, *, lossless: bool = False, max_tracked_frames: int | None = None,
-                 on_frame: Callable[[OutputFrame], None] | None = None) -> None:
+                 on_frame: Callable[[OutputFrame], None] | None = None,
+                 on_tracked: Callable[[DrivingFace | None], None] | None = None,
+                 keep_outputs_open: bool = False) -> None:
         self.camera, self.tracking, self.animation, self.output = camera, tracking, animation, output
         self.lossless = lossless
         self.max_tracked_frames = max_tracked_frames
         self.on_frame = on_frame
+        self.on_tracked = on_tracked      # local monitor only (the app's webcam inset), never an output
+        self.keep_outputs_open = keep_outputs_open
+        self.camera_lost = False
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
         self.finished = threading.Event()
@@ -221,13 +228,30 @@ class Pipeline:
                 t0 = time.perf_counter()
                 image = self.camera.read()
                 if image is None:
-                    break
+                    if self.camera.is_file or not self._reconnect():
+                        break
+                    continue
                 t1 = time.perf_counter()
                 self.q_captured.put(CapturedFrame(index, t1, image, {"capture": (t1 - t0) * 1000}), self.stop_event)
                 index += 1
         finally:
             self.camera.release()
             self.q_captured.put(_END, self.stop_event)
+
+    def _reconnect(self) -> bool:
+        """Live camera lost: retry once a second until it delivers again or we are stopped."""
+        self.camera_lost = True
+        log.warning("camera stopped delivering frames; retrying every second")
+        while not self.stop_event.wait(1.0):
+            try:
+                self.camera.reopen()
+            except Exception as e:  # noqa: BLE001 - unplugged, busy, ...: keep trying
+                log.debug("camera re-open failed: %s", e)
+                continue
+            log.info("camera is back")
+            self.camera_lost = False
+            return True
+        return False
 
     def _tracking_loop(self) -> None:
         try:
@@ -238,6 +262,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 face = self.tracking.process(item.image, item.t_capture)
                 item.times["tracking"] = (time.perf_counter() - t0) * 1000
+                if self.on_tracked is not None:
+                    self.on_tracked(face)
                 self.q_tracked.put(TrackedFrame(item.index, item.t_capture, face, item.times), self.stop_event)
         finally:
             self.tracking.close()
@@ -280,5 +306,6 @@ class Pipeline:
                     self.stop_event.set()
                     break
         finally:
-            self.output.close()
+            if not self.keep_outputs_open:
+                self.output.close()
             self.finished.set()

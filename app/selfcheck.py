@@ -61,7 +61,7 @@ def run_selfcheck(weights_dir: Path, device: torch.device, *, download: bool = T
 
 
 def main_selfcheck(args) -> int:
-    """``main.py --check`` (and, until the desktop window lands, plain ``main.py``)."""
+    """``main.py --check``."""
     from engines.device import resolve_device
     from engines.weights import resolve_weights_dir
 
@@ -71,6 +71,4 @@ def main_selfcheck(args) -> int:
     for stage, ms in report.stage_ms.items():
         log.info("  %-32s %8.1f ms", stage, ms)
     log.info("all seven LivePortrait networks are ready")
-    if not args.check:
-        log.info("the desktop window is not part of this version yet; run the live loop with --headless")
     return 0

@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import pyvirtualcam
 import torch
 
 from app.animator import Animator, Status, prepare_avatar
@@ -26,6 +25,7 @@ from app.stages.output import (OutputStage, PreviewSink, VideoRecorder, VirtualC
 from app.stages.tracking import TrackingStage
 from engines import motion
 from engines.backend import StubBackend
+from fakes import FakeVirtualCamera
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
@@ -233,35 +233,6 @@ def test_avatar_switch_takes_effect_between_frames(stub_avatar, parity_dir: Path
 
 
 # --------------------------------------------------------------------------- outputs
-class FakeVirtualCamera:
-    frames: list[np.ndarray] = []
-
-    def __init__(self, *, width: int, height: int, fps: float, fourcc: int, device, **kw) -> None:
-        self.width, self.height = width, height
-        FakeVirtualCamera.frames = []
-
-    def send(self, frame: np.ndarray) -> None:
-        FakeVirtualCamera.frames.append(frame.reshape(self.height, self.width, 3).copy())
-
-    def close(self) -> None:
-        pass
-
-    def device(self) -> str:
-        return "fake0"
-
-    def native_fourcc(self):
-        return None
-
-
-class MissingVirtualCamera(FakeVirtualCamera):
-    def __init__(self, **kw) -> None:
-        raise RuntimeError("No v4l2 loopback device found at /dev/video[0-99].")
-
-
-pyvirtualcam.register_backend("avatarcam-test", FakeVirtualCamera)
-pyvirtualcam.register_backend("avatarcam-missing", MissingVirtualCamera)
-
-
 def test_virtual_camera_letterboxes_to_even_width() -> None:
     sink = VirtualCameraSink(1281, 720, 30, backend="avatarcam-test")
     assert (sink.width, sink.height) == (1280, 720)

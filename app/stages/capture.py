@@ -80,3 +80,9 @@ class CameraSource:
 
     def release(self) -> None:
         self.cap.release()
+
+    def reopen(self) -> None:
+        """Open the same source again (a camera that was unplugged or taken by another app)."""
+        self.cap.release()
+        fresh = CameraSource(self.request)
+        self.cap, self.fps, self.frame_size = fresh.cap, fresh.fps, fresh.frame_size

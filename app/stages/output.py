@@ -137,16 +137,19 @@ class OutputStage:
         self.sinks = list(sinks)
 
     def add(self, sink: Sink) -> None:
-        self.sinks.append(sink)
+        self.sinks = self.sinks + [sink]        # copy-on-write: the output thread may be iterating
+
+    def remove(self, sink: Sink) -> None:
+        self.sinks = [s for s in self.sinks if s is not sink]
+        _close_quietly(sink)
 
     def process(self, image: np.ndarray, tracked: bool) -> None:
-        for sink in list(self.sinks):
+        for sink in self.sinks:
             try:
                 sink.send(image, tracked)
             except Exception as e:  # noqa: BLE001 - one broken sink must not stop the others
                 log.error("%s stopped: %s", sink.name, e)
-                self.sinks.remove(sink)
-                _close_quietly(sink)
+                self.remove(sink)
 
     def close(self) -> None:
         for sink in self.sinks:

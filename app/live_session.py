@@ -1,0 +1,150 @@
+"""A running live session for the desktop app: the pipeline plus the controls the window needs
+(switch camera, switch avatar, virtual camera on/off, calibrate), none of which stops the
+animation for longer than a camera re-open.
+
+The session owns one ``Animator`` (avatar state, neutral reference, filters) across camera changes.
+Slow work (loading an avatar, opening a camera) runs in worker threads; results and failures come
+back through callbacks, which the window marshals onto the Qt thread."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+from engines.backend import InferenceBackend
+
+from .animator import Animator, PreparedAvatar
+from .face.driving import DrivingFace
+from .face.tracker import MediaPipeFaceMesh
+from .pipeline import OutputFrame, Pipeline, PipelineStats
+from .session import load_avatar
+from .settings import LiveSettings
+from .stages.animation import AnimationStage
+from .stages.capture import CameraError, CameraRequest, CameraSource
+from .stages.output import OutputStage, PreviewSink, VirtualCameraSink, VirtualCameraUnavailable
+from .stages.tracking import TrackingStage
+
+log = logging.getLogger(__name__)
+
+
+class VirtualCameraState(str, Enum):
+    OFF = "off"
+    ON = "on"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass
+class SessionCallbacks:
+    """Called from worker threads; the UI must hand them over to its own thread."""
+
+    frame: Callable[[OutputFrame], None] = lambda f: None
+    tracked: Callable[[DrivingFace | None], None] = lambda f: None
+    avatar_loaded: Callable[[str, PreparedAvatar], None] = lambda p, a: None
+    error: Callable[[str], None] = lambda msg: None
+    camera_changed: Callable[[str], None] = lambda status: None
+
+
+class LiveSession:
+    def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar,
+                 callbacks: SessionCallbacks | None = None, *, vcam_size: tuple[int, int] = (1280, 720),
+                 vcam_fps: float = 30.0, vcam_backend: str | None = None,
+                 max_tracked_frames: int | None = None) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.callbacks = callbacks or SessionCallbacks()
+        self.animator = Animator(backend, settings, avatar)
+        self.avatar_path: str | None = None
+        self.vcam_size, self.vcam_fps, self.vcam_backend = vcam_size, vcam_fps, vcam_backend
+        self.vcam_state = VirtualCameraState.OFF
+        self.vcam_message = ""
+        self._vcam: VirtualCameraSink | None = None
+        self.output = OutputStage([PreviewSink(lambda image, tracked: None)])
+        self.max_tracked_frames = max_tracked_frames
+        self.pipeline: Pipeline | None = None
+        self.camera_request: CameraRequest | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- camera --------------------------------------------------------------------------------
+    def open_camera(self, request: CameraRequest) -> None:
+        """Stop the running capture (if any) and start on ``request``; errors go to the callback
+        and the previous frame stays on screen."""
+        with self._lock:
+            self._stop_pipeline()
+            try:
+                camera = CameraSource(request)
+            except CameraError as e:
+                self.callbacks.error(str(e))
+                self.callbacks.camera_changed(f"camera unavailable: {e}")
+                return
+            self.camera_request = request
+            tracking = TrackingStage(MediaPipeFaceMesh())
+            self.pipeline = Pipeline(camera, tracking, AnimationStage(self.animator), self.output,
+                                     lossless=False, max_tracked_frames=self.max_tracked_frames,
+                                     on_frame=self.callbacks.frame, on_tracked=self.callbacks.tracked,
+                                     keep_outputs_open=True).start()
+            self.callbacks.camera_changed(f"{'video' if camera.is_file else 'camera'} {request.source}: "
+                                          f"{camera.frame_size[0]}x{camera.frame_size[1]} at {camera.fps:.0f} fps")
+
+    @property
+    def stats(self) -> PipelineStats | None:
+        return self.pipeline.stats if self.pipeline else None
+
+    # -- avatar --------------------------------------------------------------------------------
+    def load_avatar_async(self, path: str | Path) -> threading.Thread:
+        """Prepare the avatar in a worker thread; on success it replaces the current one between two
+        frames, on failure the current avatar stays and the error callback gets one line."""
+        def work() -> None:
+            try:
+                avatar = load_avatar(path, self.backend)
+            except Exception as e:  # noqa: BLE001 - any failure leaves the old avatar in place
+                self.callbacks.error(str(e) if isinstance(e, ValueError) else f"{path}: {e}")
+                return
+            self.animator.set_avatar(avatar)
+            self.avatar_path = str(path)
+            self.callbacks.avatar_loaded(str(path), avatar)
+        t = threading.Thread(target=work, name="avatar-loader", daemon=True)
+        t.start()
+        return t
+
+    # -- virtual camera ------------------------------------------------------------------------
+    def set_virtual_camera(self, on: bool) -> VirtualCameraState:
+        if on and self._vcam is None:
+            try:
+                self._vcam = VirtualCameraSink(*self.vcam_size, self.vcam_fps, backend=self.vcam_backend)
+            except VirtualCameraUnavailable as e:
+                self.vcam_state, self.vcam_message = VirtualCameraState.UNAVAILABLE, str(e)
+                return self.vcam_state
+            self.output.add(self._vcam)
+            self.vcam_state, self.vcam_message = VirtualCameraState.ON, f"sending to {self._vcam.camera.device}"
+        elif not on and self._vcam is not None:
+            self.output.remove(self._vcam)
+            self._vcam = None
+            self.vcam_state, self.vcam_message = VirtualCameraState.OFF, ""
+        return self.vcam_state
+
+    # -- misc ----------------------------------------------------------------------------------
+    def calibrate(self) -> None:
+        self.animator.calibrate()
+
+    def close(self) -> bool:
+        """Stop all threads and release the camera and the virtual camera."""
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+            ok = self._stop_pipeline()
+            self.output.close()
+            self._vcam = None
+            return ok
+
+    def _stop_pipeline(self) -> bool:
+        if self.pipeline is None:
+            return True
+        ok = self.pipeline.shutdown()
+        self.pipeline = None
+        return ok
+

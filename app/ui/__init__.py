@@ -1,0 +1,2 @@
+"""The desktop window (PySide6, Qt Widgets). Panels mirror the live loop's stages: avatar, camera,
+animation, output."""

@@ -1,0 +1,117 @@
+"""Animation panel: every live control of the animator, bound to the shared ``LiveSettings``.
+A change is written to the settings at once and used from the next frame on."""
+from __future__ import annotations
+
+from PySide6 import QtCore, QtWidgets
+
+from ..settings import AnimationSettings, LiveSettings
+from .widgets import LabeledSlider
+
+MODES = (("Off", "off"), ("Follow me", "follow"), ("Fixed", "fixed"))
+# The single "smoothing" slider drives all five groups; expression-like groups get less, as
+# heavy smoothing there makes talking look laggy.
+_SMOOTHING_SHARE = {"rotation": 1.0, "translation": 1.0, "expression": 0.6, "eyes": 0.6, "lips": 0.4}
+
+
+class AnimationPanel(QtWidgets.QGroupBox):
+    def __init__(self, settings: LiveSettings, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__("Animation", parent)
+        self.settings = settings
+        d = AnimationSettings()
+        self.eye_mode = self._mode_combo()
+        self.eye_target = LabeledSlider("Eye open", 0.0, 0.8, d.eye_target)
+        self.lip_mode = self._mode_combo()
+        self.lip_target = LabeledSlider("Lip open", 0.0, 0.8, d.lip_target)
+        self.expression = LabeledSlider("Expression", 0.0, 2.0, d.expression_multiplier, steps=200)
+        self.pitch = LabeledSlider("Head pitch", 0.0, 2.0, d.rotation_multiplier[0], steps=200)
+        self.yaw = LabeledSlider("Head yaw", 0.0, 2.0, d.rotation_multiplier[1], steps=200)
+        self.roll = LabeledSlider("Head roll", 0.0, 2.0, d.rotation_multiplier[2], steps=200)
+        self.rotation_limit = LabeledSlider("Rotation limit (deg)", 0.0, 90.0, max(d.rotation_limit_deg),
+                                            steps=90, fmt="{:.0f}")
+        self.smoothing = LabeledSlider("Smoothing", 0.0, 1.0, d.smooth_rotation)
+        self.translation_lock = QtWidgets.QCheckBox("Lock position")
+        self.stitching = QtWidgets.QCheckBox("Stitching")
+        self.calibrate_button = QtWidgets.QPushButton("Calibrate neutral  (C)")
+        self.reset_button = QtWidgets.QPushButton("Reset all")
+
+        form = QtWidgets.QFormLayout(self)
+        form.addRow("Eyes", self.eye_mode)
+        form.addRow(self.eye_target)
+        form.addRow("Lips", self.lip_mode)
+        form.addRow(self.lip_target)
+        for w in (self.expression, self.pitch, self.yaw, self.roll, self.rotation_limit, self.smoothing):
+            form.addRow(w)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.translation_lock)
+        row.addWidget(self.stitching)
+        form.addRow(row)
+        form.addRow(self.calibrate_button)
+        form.addRow(self.reset_button)
+
+        self.show_settings(settings.snapshot())
+        self.eye_mode.activated.connect(lambda _: self._push(eye_mode=self.eye_mode.currentData()))
+        self.lip_mode.activated.connect(lambda _: self._push(lip_mode=self.lip_mode.currentData()))
+        self.eye_target.value_changed.connect(lambda v: self._push(eye_target=v))
+        self.lip_target.value_changed.connect(lambda v: self._push(lip_target=v))
+        self.expression.value_changed.connect(lambda v: self._push(expression_multiplier=v))
+        for w in (self.pitch, self.yaw, self.roll):
+            w.value_changed.connect(lambda _: self._push(
+                rotation_multiplier=(self.pitch.value(), self.yaw.value(), self.roll.value())))
+        self.rotation_limit.value_changed.connect(lambda v: self._push(rotation_limit_deg=(v, v, v)))
+        self.smoothing.value_changed.connect(
+            lambda v: self._push(**{f"smooth_{g}": v * share for g, share in _SMOOTHING_SHARE.items()}))
+        self.translation_lock.toggled.connect(lambda on: self._push(translation_lock=on))
+        self.stitching.toggled.connect(lambda on: self._push(stitching=on))
+        self.reset_button.clicked.connect(self.reset_all)
+
+    @staticmethod
+    def _mode_combo() -> QtWidgets.QComboBox:
+        combo = QtWidgets.QComboBox()
+        for label, mode in MODES:
+            combo.addItem(label, mode)
+        return combo
+
+    def _push(self, **changes) -> None:
+        if not self._updating:
+            self.settings.update(**changes)
+            self._enable_targets()
+
+    def _enable_targets(self) -> None:
+        s = self.settings.snapshot()
+        self.eye_target.setEnabled(s.eye_mode == "fixed")
+        self.lip_target.setEnabled(s.lip_mode == "fixed")
+
+    _updating = False
+
+    def show_settings(self, s: AnimationSettings) -> None:
+        """Make the controls show ``s`` without writing back."""
+        self._updating = True
+        try:
+            self.eye_mode.setCurrentIndex(self.eye_mode.findData(s.eye_mode))
+            self.lip_mode.setCurrentIndex(self.lip_mode.findData(s.lip_mode))
+            self.eye_target.set_value(s.eye_target)
+            self.lip_target.set_value(s.lip_target)
+            self.expression.set_value(s.expression_multiplier)
+            self.pitch.set_value(s.rotation_multiplier[0])
+            self.yaw.set_value(s.rotation_multiplier[1])
+            self.roll.set_value(s.rotation_multiplier[2])
+            self.rotation_limit.set_value(max(s.rotation_limit_deg))
+            self.smoothing.set_value(s.smooth_rotation)
+            self.translation_lock.setChecked(s.translation_lock)
+            self.stitching.setChecked(s.stitching)
+        finally:
+            self._updating = False
+        self._enable_targets()
+
+    def reset_all(self) -> None:
+        """All animation controls back to their defaults (output choices stay)."""
+        defaults = AnimationSettings()
+        self.settings.update(**{k: getattr(defaults, k) for k in SLIDER_FIELDS})
+        self.show_settings(self.settings.snapshot())
+
+
+SLIDER_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
+                 "rotation_limit_deg", "smooth_rotation", "smooth_translation", "smooth_expression", "smooth_eyes",
+                 "smooth_lips", "translation_lock", "stitching")
+"""The settings saved per avatar."""
+

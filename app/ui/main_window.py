@@ -1,0 +1,333 @@
+"""The main window: preview on the left, the stage panels on the right, status bar below.
+
+Frames arrive from the pipeline's threads through a ``FrameBridge`` (queued Qt signals); only the
+newest frame is kept, so the preview drops what it cannot show and the UI thread never waits for
+inference."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from ..face.driving import DrivingFace
+from ..live_session import LiveSession, SessionCallbacks
+from ..pipeline import TRACKED, OutputFrame
+from ..settings import AnimationSettings, LiveSettings
+from ..stages.capture import CameraRequest
+from .animation_panel import SLIDER_FIELDS, AnimationPanel
+from .avatar_panel import AvatarPanel
+from .camera_panel import CameraPanel
+from .output_panel import OutputPanel
+from .widgets import Preview
+
+log = logging.getLogger(__name__)
+
+HOTKEYS = (
+    ("C", "Calibrate neutral pose"),
+    ("PgDown / ]", "Next avatar"),
+    ("PgUp / [", "Previous avatar"),
+    ("V", "Virtual camera on / off"),
+    ("O", "Stats overlay on / off"),
+    ("I", "Webcam inset on / off"),
+    ("Ctrl+O", "Open an avatar image"),
+    ("F1", "This help"),
+)
+
+
+class FrameBridge(QtCore.QObject):
+    """Worker threads -> UI thread. Frames are coalesced: the latest waits in a slot and one signal
+    is in flight at a time."""
+
+    frame_ready = QtCore.Signal()
+    tracked_ready = QtCore.Signal()
+    avatar_loaded = QtCore.Signal(str)
+    error = QtCore.Signal(str)
+    camera_status = QtCore.Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._frame: OutputFrame | None = None
+        self._frame_pending = False
+        self._face: DrivingFace | None = None
+        self._face_pending = False
+        self.frames_in = 0
+
+    def push_frame(self, frame: OutputFrame) -> None:
+        with self._lock:
+            self._frame = frame
+            self.frames_in += 1
+            if self._frame_pending:
+                return
+            self._frame_pending = True
+        self.frame_ready.emit()
+
+    def take_frame(self) -> OutputFrame | None:
+        with self._lock:
+            frame, self._frame, self._frame_pending = self._frame, None, False
+            return frame
+
+    def push_face(self, face: DrivingFace | None) -> None:
+        with self._lock:
+            self._face = face
+            if self._face_pending:
+                return
+            self._face_pending = True
+        self.tracked_ready.emit()
+
+    def take_face(self) -> DrivingFace | None:
+        with self._lock:
+            face, self._face_pending = self._face, False
+            return face
+
+
+def inset_image(face: DrivingFace | None) -> np.ndarray:
+    """The webcam crop with its tracked landmarks, for the local inset only."""
+    if face is None:
+        img = np.zeros((256, 256, 3), np.uint8)
+        cv2.putText(img, "no face", (70, 135), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (200, 200, 200), 2)
+        return img
+    img = face.network_input.copy()
+    M = face.transform.M_o2c.astype(np.float64) * np.array([[0.5], [0.5], [1.0]])   # 512 crop -> 256
+    pts = face.landmarks @ M[:2, :2].T + M[:2, 2]
+    for x, y in pts[::2]:
+        if 0 <= x < 256 and 0 <= y < 256:
+            cv2.circle(img, (int(x), int(y)), 1, (80, 255, 80), -1, lineType=cv2.LINE_AA)
+    return img
+
+
+def avatar_key(path: str) -> str:
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, settings: LiveSettings, store: QtCore.QSettings) -> None:
+        super().__init__()
+        self.setWindowTitle("AvatarCam")
+        self.setAcceptDrops(True)
+        self.settings = settings
+        self.store = store
+        self.session: LiveSession | None = None
+        self.bridge = FrameBridge()
+        self.preview = Preview()
+        self.avatar_panel = AvatarPanel()
+        self.camera_panel = CameraPanel()
+        self.animation_panel = AnimationPanel(settings)
+        self.output_panel = OutputPanel(settings)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setRange(0, 0)
+        self.progress.hide()
+        self.frames_tracked = 0
+        self.last_error = ""
+
+        side = QtWidgets.QWidget()
+        side_layout = QtWidgets.QVBoxLayout(side)
+        for panel in (self.avatar_panel, self.camera_panel, self.animation_panel, self.output_panel):
+            side_layout.addWidget(panel)
+        side_layout.addStretch(1)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(380)
+        splitter = QtWidgets.QSplitter()
+        splitter.addWidget(self.preview)
+        splitter.addWidget(scroll)
+        splitter.setStretchFactor(0, 3)
+        self.setCentralWidget(splitter)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.resize(1280, 800)
+
+        self.bridge.frame_ready.connect(self._show_frame, QtCore.Qt.ConnectionType.QueuedConnection)
+        self.bridge.tracked_ready.connect(self._show_face, QtCore.Qt.ConnectionType.QueuedConnection)
+        self.bridge.avatar_loaded.connect(self._on_avatar_loaded)
+        self.bridge.error.connect(self.show_error)
+        self.bridge.camera_status.connect(lambda text: self.camera_panel.status.setText(text))
+        self.avatar_panel.avatar_requested.connect(self.request_avatar)
+        self.camera_panel.camera_requested.connect(self.request_camera)
+        self.animation_panel.calibrate_button.clicked.connect(self.calibrate)
+        self.output_panel.virtual_camera_toggled.connect(self.set_virtual_camera)
+        self.output_panel.overlay.toggled.connect(self._set_overlay)
+        self.output_panel.inset.toggled.connect(self._set_inset)
+        self.settings.subscribe(lambda s: QtCore.QMetaObject.invokeMethod(self, "_save_avatar_settings",
+                                                                           QtCore.Qt.ConnectionType.QueuedConnection))
+        self._install_hotkeys()
+        self.stats_timer = QtCore.QTimer(self)
+        self.stats_timer.timeout.connect(self._update_stats)
+        self.stats_timer.start(500)
+        self.avatar_panel.set_recent(json.loads(str(store.value("recent_avatars", "[]"))))
+
+    # -- session wiring ------------------------------------------------------------------------
+    def callbacks(self) -> SessionCallbacks:
+        return SessionCallbacks(frame=self.bridge.push_frame, tracked=self.bridge.push_face,
+                                avatar_loaded=lambda path, avatar: self.bridge.avatar_loaded.emit(path),
+                                error=self.bridge.error.emit, camera_changed=self.bridge.camera_status.emit)
+
+    def attach(self, session: LiveSession, avatar_path: str) -> None:
+        self.session = session
+        session.avatar_path = avatar_path
+        self._on_avatar_loaded(avatar_path)
+        self.preview.set_frame(session.animator.avatar.face.image)
+
+    def busy(self, message: str | None) -> None:
+        """Show (or clear) a long-running task in the status bar."""
+        self.progress.setVisible(message is not None)
+        if message:
+            self.statusBar().showMessage(message)
+
+    # -- actions -------------------------------------------------------------------------------
+    def request_avatar(self, path: str) -> None:
+        if self.session is None:
+            return
+        self.statusBar().showMessage(f"loading avatar {Path(path).name}…")
+        self.session.load_avatar_async(path)
+
+    def request_camera(self, source: str, width: int, height: int) -> None:
+        if self.session is None:
+            return
+        is_file = not source.isdigit()
+        self.store.setValue("camera", source)
+        self.store.setValue("camera_size", f"{width}x{height}")
+        self.session.open_camera(CameraRequest(source, width=width, height=height, loop=is_file, paced=True))
+
+    def calibrate(self) -> None:
+        if self.session is not None:
+            self.session.calibrate()
+            self.statusBar().showMessage("calibrating: look straight at the camera with a neutral face", 3000)
+
+    def set_virtual_camera(self, on: bool) -> None:
+        if self.session is None:
+            return
+        state = self.session.set_virtual_camera(on)
+        self.output_panel.show_vcam_state(state.value, self.session.vcam_message)
+        if state.value == "unavailable":
+            self.show_error(self.session.vcam_message)
+
+    def toggle_virtual_camera(self) -> None:
+        self.set_virtual_camera(not self.output_panel.vcam.isChecked())
+
+    def step_avatar(self, step: int) -> None:
+        path = self.avatar_panel.neighbour(self.session.avatar_path if self.session else None, step)
+        if path:
+            self.request_avatar(path)
+
+    def show_error(self, message: str) -> None:
+        self.last_error = message
+        self.statusBar().showMessage(message, 15000)
+        log.warning("%s", message)
+
+    def show_help(self) -> None:
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in HOTKEYS)
+        QtWidgets.QMessageBox.information(self, "AvatarCam keys", f"<table>{rows}</table>")
+
+    # -- slots ---------------------------------------------------------------------------------
+    @QtCore.Slot()
+    def _show_frame(self) -> None:
+        packet = self.bridge.take_frame()
+        if packet is None:
+            return
+        self.preview.set_frame(packet.frame.image)
+        self.frames_tracked += packet.frame.status in TRACKED
+        waiting = self.session is not None and not self.session.animator.has_reference
+        self.preview.hint = ("No neutral pose yet: look at the camera with a relaxed face (or press C)"
+                             if waiting else "")
+
+    @QtCore.Slot()
+    def _show_face(self) -> None:
+        self.preview.set_inset(inset_image(self.bridge.take_face()))
+
+    @QtCore.Slot(str)
+    def _on_avatar_loaded(self, path: str) -> None:
+        self.avatar_panel.set_current(path)
+        self.store.setValue("avatar", path)
+        self.store.setValue("recent_avatars", json.dumps(self.avatar_panel.recent))
+        saved = self.store.value(f"avatar_settings/{avatar_key(path)}")
+        if saved:
+            try:
+                values = {k: v for k, v in json.loads(str(saved)).items() if k in SLIDER_FIELDS}
+                self.settings.update(**values)
+            except (ValueError, TypeError) as e:
+                log.info("ignoring saved settings for %s: %s", path, e)
+        self.animation_panel.show_settings(self.settings.snapshot())
+        self.statusBar().showMessage(f"avatar: {Path(path).name}", 5000)
+
+    @QtCore.Slot()
+    def _save_avatar_settings(self) -> None:
+        if self.session is None or not self.session.avatar_path:
+            return
+        s = self.settings.snapshot()
+        values = {k: getattr(s, k) for k in SLIDER_FIELDS}
+        self.store.setValue(f"avatar_settings/{avatar_key(self.session.avatar_path)}", json.dumps(values))
+        self.store.setValue("paste_back", s.paste_back)
+        self.store.setValue("mirror", s.mirror)
+
+    def _set_overlay(self, on: bool) -> None:
+        self.preview.show_overlay = on
+        self.preview.update()
+
+    def _set_inset(self, on: bool) -> None:
+        self.preview.show_inset = on
+        self.preview.update()
+
+    def _update_stats(self) -> None:
+        stats = self.session.stats if self.session else None
+        if stats is None:
+            return
+        s = stats.snapshot()
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in s["stage_ms"].items())
+        lost = self.session.pipeline is not None and self.session.pipeline.camera_lost
+        self.preview.overlay_text = (f"{s['fps']:.1f} fps   latency {s['latency_ms']:.0f} ms\n{stages} (ms)"
+                                     + ("\ncamera lost: retrying…" if lost else ""))
+        self.preview.update()
+
+    # -- hotkeys, drag and drop, closing -------------------------------------------------------
+    def _install_hotkeys(self) -> None:
+        def key(seq: str, slot) -> None:
+            QtGui.QShortcut(QtGui.QKeySequence(seq), self, activated=slot)
+
+        key("C", self.calibrate)
+        key("PgDown", lambda: self.step_avatar(1))
+        key("]", lambda: self.step_avatar(1))
+        key("PgUp", lambda: self.step_avatar(-1))
+        key("[", lambda: self.step_avatar(-1))
+        key("V", self.toggle_virtual_camera)
+        key("O", lambda: self.output_panel.overlay.toggle())
+        key("I", lambda: self.output_panel.inset.toggle())
+        key("Ctrl+O", self.avatar_panel.open_dialog)
+        key("F1", self.show_help)
+
+    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:  # noqa: N802 - Qt API
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:  # noqa: N802 - Qt API
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                self.request_avatar(url.toLocalFile())
+                event.acceptProposedAction()
+                return
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt API
+        self.stats_timer.stop()
+        if self.session is not None:
+            self._save_avatar_settings()
+            self.session.close()
+        self.store.sync()
+        super().closeEvent(event)
+
+
+def initial_settings(store: QtCore.QSettings, base: AnimationSettings) -> AnimationSettings:
+    """Output choices remembered from the last run on top of ``base``."""
+    from dataclasses import replace
+
+    def flag(name: str, default: bool) -> bool:
+        value = store.value(name)
+        return default if value is None else str(value).lower() in ("true", "1")
+
+    return replace(base, paste_back=flag("paste_back", base.paste_back), mirror=flag("mirror", base.mirror))
