@@ -50,16 +50,18 @@ class FrameListSource:
         self.i = 0
         self._next = None
 
-    def read(self) -> np.ndarray | None:
-        if self.limit is not None and self.i >= self.limit:
-            return None
-        if not self.loop and self.i >= len(self.frames):
-            return None
+    def wait(self) -> None:
         if self.paced:
             now = time.perf_counter()
             if self._next is not None and now < self._next:
                 time.sleep(self._next - now)
             self._next = max(now, self._next or now) + 1.0 / self.fps
+
+    def read(self) -> np.ndarray | None:
+        if self.limit is not None and self.i >= self.limit:
+            return None
+        if not self.loop and self.i >= len(self.frames):
+            return None
         frame = self.frames[self.i % len(self.frames)]
         self.i += 1
         return frame

@@ -225,6 +225,7 @@ class Pipeline:
         index = 0
         try:
             while not self.stop_event.is_set():
+                self.camera.wait()
                 t0 = time.perf_counter()
                 image = self.camera.read()
                 if image is None:

@@ -33,6 +33,14 @@ def parity_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def manifest(parity_dir: Path) -> dict:
+    """The kit's manifest: every official state-dict key, shape and dtype."""
+    import json
+
+    return json.loads((parity_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def synthetic_weights_dir(parity_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fake checkpoint files in the official layout, written by the kit (~520 MB, once per run)."""
     import subprocess

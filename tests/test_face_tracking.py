@@ -18,6 +18,7 @@ from app.face.layout import MEDIAPIPE_478
 from app.face.ratios import eye_open_ratios, lip_open_ratio
 from app.face.smoothing import CropSmoother, CropSmoothing, OneEuroFilter
 from app.face.tracker import MediaPipeFaceMesh
+from app.stages.capture import read_video_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
@@ -38,14 +39,7 @@ def examples(parity_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def d0_frames(examples: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(examples / "d0.mp4"))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_video_frames(examples / "d0.mp4")
     assert len(frames) == 78
     return frames
 

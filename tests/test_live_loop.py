@@ -19,7 +19,7 @@ from app.face.tracker import MediaPipeFaceMesh
 from app.pipeline import FrameQueue, Pipeline
 from app.settings import AnimationSettings, LiveSettings
 from app.stages.animation import AnimationStage
-from app.stages.capture import CameraError, CameraRequest, CameraSource
+from app.stages.capture import CameraError, CameraRequest, CameraSource, read_video_frames
 from app.stages.output import (OutputStage, PreviewSink, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable,
                                letterbox, virtual_camera_fix)
 from app.stages.tracking import TrackingStage
@@ -309,13 +309,7 @@ def test_no_output_frame_shows_the_camera_image(d0: Path, avatar_face) -> None:
     outputs = []
     pipe = run_stub_pipeline(d0, avatar_face, lossless=True, on_frame=outputs.append)
     pipe.run()
-    cap = cv2.VideoCapture(str(d0))
-    camera = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        camera.append(f)
+    camera = read_video_frames(d0)
     avatar = avatar_face.image.astype(int)
     for o in outputs:
         img = o.frame.image

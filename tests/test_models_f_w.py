@@ -4,8 +4,6 @@ checked separately with the parity kit."""
 from __future__ import annotations
 
 import inspect
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,21 +15,11 @@ from engines.models.blocks3d import make_coordinate_grid
 from engines.models.warping_network import WarpingNetwork
 
 REPO = Path(__file__).resolve().parents[1]
-PARITY_DIR = Path(os.environ.get("LIVEPORTRAIT_PARITY_DIR", REPO / ".." / "shared" / "parity"))
-MANIFEST = PARITY_DIR / "manifest.json"
 
 NETS = {
     "appearance_feature_extractor": AppearanceFeatureExtractor,
     "warping_module": WarpingNetwork,
 }
-
-
-@pytest.fixture(scope="module")
-def manifest() -> dict:
-    if not MANIFEST.is_file():
-        pytest.skip(f"parity manifest not found at {MANIFEST} (set LIVEPORTRAIT_PARITY_DIR to the parity kit folder)")
-    with open(MANIFEST) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ MLPs: input validation, checkpoint layout (against the parity kit's manifest), s
 key conventions and the DDP-prefix remapping. The numerical parity run lives elsewhere."""
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,8 +22,6 @@ from engines.models.spade_generator import (  # noqa: E402
 )
 from engines.models.stitching_retargeting import StitchingRetargetingMLP, strip_ddp_prefix  # noqa: E402
 
-PARITY_DIR = Path(os.environ.get("LIVEPORTRAIT_PARITY_DIR", str(REPO_ROOT.parent / "shared" / "parity")))
-MANIFEST = PARITY_DIR / "manifest.json"
 
 LEGACY_TO_NEW = {
     "weight_orig": "parametrizations.weight.original",
@@ -43,14 +39,6 @@ def _meta(factory):
     # parameters without storage: layout checks on the full-size networks stay cheap
     with torch.device("meta"):
         return factory()
-
-
-@pytest.fixture(scope="module")
-def manifest() -> dict:
-    if not MANIFEST.is_file():
-        pytest.skip(f"parity manifest not found at {MANIFEST} (set LIVEPORTRAIT_PARITY_DIR to the parity kit folder)")
-    with open(MANIFEST) as f:
-        return json.load(f)
 
 
 def _manifest_entry(manifest: dict, name: str) -> dict:

@@ -29,12 +29,10 @@ def default_video() -> Path:
 
 
 def frames_720p(video: Path, face_height: int = 600) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
+    from ..stages.capture import read_video_frames
+
     frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
+    for frame in read_video_frames(video):
         s = face_height / frame.shape[0]
         frame = cv2.resize(frame, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
         canvas = np.full((720, 1280, 3), 60, np.uint8)
@@ -42,7 +40,6 @@ def frames_720p(video: Path, face_height: int = 600) -> list[np.ndarray]:
         y0, x0 = (720 - h) // 2, (1280 - w) // 2
         canvas[y0:y0 + h, x0:x0 + w] = frame
         frames.append(canvas)
-    cap.release()
     if not frames:
         raise SystemExit(f"no frames read from {video}")
     return frames

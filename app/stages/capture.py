@@ -65,13 +65,16 @@ class CameraSource:
         log.info("%s %s opened: %dx%d at %.1f fps", "video" if self.is_file else "camera", request.source,
                  *self.frame_size, self.fps)
 
-    def read(self) -> np.ndarray | None:
-        """The next frame (BGR), or None at the end of a file / when the camera stops delivering."""
+    def wait(self) -> None:
+        """Paced video files: sleep until the next frame is due (cameras pace themselves)."""
         if self.is_file and self.request.paced:
             now = time.perf_counter()
             if self._next_due is not None and now < self._next_due:
                 time.sleep(self._next_due - now)
             self._next_due = max(now, self._next_due or now) + 1.0 / self.fps
+
+    def read(self) -> np.ndarray | None:
+        """The next frame (BGR), or None at the end of a file / when the camera stops delivering."""
         ok, frame = self.cap.read()
         if not ok and self.is_file and self.request.loop:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -86,3 +89,18 @@ class CameraSource:
         self.cap.release()
         fresh = CameraSource(self.request)
         self.cap, self.fps, self.frame_size = fresh.cap, fresh.fps, fresh.frame_size
+
+
+def read_video_frames(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
+    """All frames (or the first ``limit``) of a video file, decoded into memory (BGR)."""
+    cap = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    try:
+        while limit is None or len(frames) < limit:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    return frames
