@@ -44,8 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     eng.add_argument("--weights", metavar="DIR",
                      help=f"LivePortrait weights directory (default: ${WEIGHTS_ENV}, else the per-user cache)")
     eng.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
-    eng.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
-                     help="torch: the networks; stub: no networks, for testing the loop")
+    eng.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                     help="auto (default): the fastest installed and validated; torch; onnxruntime; tensorrt; "
+                          "stub: no networks, for testing the loop")
+    eng.add_argument("--onnx-dir", metavar="DIR", help="graphs from `python -m export onnx` (onnxruntime backend)")
+    eng.add_argument("--engine-dir", metavar="DIR", help="engines from `python -m export tensorrt` (tensorrt backend)")
     eng.add_argument("--no-download", action="store_true", help="never download missing weights")
     io.add_argument("--screenshot", metavar="OUT.png",
                     help="window mode: after --max-frames tracked frames (default 1) save a screenshot and exit")

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     """Exit status 0 on success; errors of the user's input propagate as exceptions that
     ``main`` turns into one line and exit status 2."""
-    backend = make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download)
+    backend = make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download,
+                           onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
     avatar = load_avatar(args.avatar or DEFAULT_AVATAR, backend)
     width, height = args.camera_size or (1280, 720)
     args.camera = args.camera or "0"

@@ -11,6 +11,8 @@ import torch
 from engines.backend import InferenceBackend, StubBackend, TorchBackend
 from engines.checkpoints import load_networks
 from engines.device import resolve_device
+from engines.select import BACKEND_KINDS as BACKEND_CHOICES  # noqa: F401 - the CLI's choices
+from engines.select import choose_backend, default_engine_dir, default_onnx_dir, machine_facts
 from engines.weights import ensure_weights, resolve_weights_dir
 
 from .animator import PreparedAvatar, prepare_avatar
@@ -19,22 +21,38 @@ from .face.tracker import LandmarkSource, MediaPipeFaceMesh
 
 log = logging.getLogger(__name__)
 
-BACKEND_CHOICES = ("torch", "stub")
+
 DEFAULT_AVATAR = Path(__file__).resolve().parents[1] / "assets" / "avatars" / "astronaut.png"
 
 
-def make_backend(kind: str = "torch", *, weights: str | Path | None = None, device: str = "auto",
-                 download: bool = True) -> InferenceBackend:
-    """``torch``: our networks from the official checkpoints; ``stub``: no networks (tests, benchmarks)."""
-    dev = resolve_device(device)
-    if kind == "stub":
-        return StubBackend(dev)
-    if kind != "torch":
-        raise ValueError(f"unknown backend {kind!r}; expected one of {', '.join(BACKEND_CHOICES)}")
-    weights_dir = ensure_weights(resolve_weights_dir(weights), download=download)
+def make_backend(kind: str = "auto", *, weights: str | Path | None = None, device: str = "auto",
+                 download: bool = True, onnx_dir: str | Path | None = None,
+                 engine_dir: str | Path | None = None) -> InferenceBackend:
+    """The backend the user asked for (``auto``: the fastest installed and validated one, see
+    ``engines.select``); ``stub`` runs no networks (tests, benchmarks)."""
+    resolve_device(device)                       # a clear error for --device cuda without a GPU
+    engine_dir = Path(engine_dir) if engine_dir else default_engine_dir()
+    onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir()
+    weights_dir = None if kind == "stub" else ensure_weights(resolve_weights_dir(weights), download=download)
+    facts = machine_facts(engine_dir, onnx_dir, weights_dir)
+    choice = choose_backend(kind, device, facts)
+    if choice.kind == "onnxruntime" and not facts.onnx_verified:
+        raise ValueError(f"{onnx_dir}: no ONNX graphs verified for the weights in {weights_dir}; make them with "
+                         f"`python -m export onnx --weights {weights_dir} --out {onnx_dir}`")
+    log.info("backend: %s on %s (%s): %s", choice.kind, choice.device, choice.precision, choice.reason)
+    if choice.kind == "stub":
+        return StubBackend(choice.device)
     t0 = time.perf_counter()
-    backend = TorchBackend(load_networks(weights_dir), dev)
-    log.info("networks loaded from %s on %s in %.1f s", weights_dir, dev, time.perf_counter() - t0)
+    if choice.kind == "onnxruntime":
+        from engines.backend_onnx import OnnxRuntimeBackend
+        backend: InferenceBackend = OnnxRuntimeBackend(onnx_dir, device=choice.device, precision=choice.precision)
+    elif choice.kind == "tensorrt":
+        from engines.backend_tensorrt import TensorRTBackend
+        # the PyTorch networks check every engine at start and stand in for any that fails
+        backend = TensorRTBackend(engine_dir, choice.device, fallback=load_networks(weights_dir), validate=True)
+    else:
+        backend = TorchBackend(load_networks(weights_dir), choice.device, precision=choice.precision)
+    log.info("networks ready (%s) in %.1f s", backend.name, time.perf_counter() - t0)
     return backend
 
 

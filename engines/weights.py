@@ -12,6 +12,7 @@ made with ``hf download`` works as is::
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -71,6 +72,18 @@ def checkpoint_path(weights_dir: Path, name: str) -> Path:
 def missing_checkpoints(weights_dir: Path) -> list[str]:
     """Repository paths of the checkpoint files not present in ``weights_dir``."""
     return [rel for rel in CHECKPOINT_FILES.values() if not (Path(weights_dir) / rel).is_file()]
+
+
+def weights_fingerprint(weights_dir: str | os.PathLike) -> str:
+    """sha256 over the five checkpoint files (their paths in the official layout, then their
+    bytes): identifies the weights that exported graphs and engines were made from."""
+    h = hashlib.sha256()
+    for rel in CHECKPOINT_FILES.values():
+        h.update(rel.encode() + b"\0")
+        with open(Path(weights_dir) / rel, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def manual_download_hint(weights_dir: Path) -> str:

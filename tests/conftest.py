@@ -49,3 +49,12 @@ def synthetic_weights_dir(parity_dir: Path, tmp_path_factory: pytest.TempPathFac
     subprocess.run([sys.executable, str(parity_dir / "weights.py"), "--write-pth", str(out)],
                    check=True, capture_output=True, timeout=600)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(synthetic_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """All ONNX graphs (fp32 and fp16) of the synthetic weights, exported and verified once per run
+    (about a minute on 2 cores); shared by the ONNX and TensorRT tests."""
+    from export.onnx_export import export_onnx
+
+    return export_onnx(synthetic_weights_dir, tmp_path_factory.mktemp("onnx"), fp16=True)

@@ -33,7 +33,8 @@ class Starter(QtCore.QObject):
         def work() -> None:
             try:
                 backend = make_backend(args.backend, weights=args.weights, device=args.device,
-                                       download=not args.no_download)
+                                       download=not args.no_download, onnx_dir=args.onnx_dir,
+                                       engine_dir=args.engine_dir)
                 try:
                     avatar = load_avatar(avatar_path, backend)
                     path = avatar_path

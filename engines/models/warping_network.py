@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.grid_sample3d import grid_sample_3d_or_reference
 from .blocks3d import Hourglass, SameBlock2d, kp2gaussian, make_coordinate_grid
 from .shapes import check_shape
 
@@ -75,7 +76,9 @@ class DenseMotionNetwork(nn.Module):
         k1 = motions.shape[1]
         feats = feature.unsqueeze(1).expand(b, k1, c, d, h, w).reshape(b * k1, c, d, h, w)
         grids = motions.reshape(b * k1, d, h, w, 3)
-        out = F.grid_sample(feats, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # trilinear, zeros padding, align_corners=False (the official settings); our fused CUDA op
+        # when enabled (engines.ops.grid_sample3d), ATen's grid_sample otherwise
+        out = grid_sample_3d_or_reference(feats, grids)
         return out.view(b, k1, c, d, h, w)
 
     def _heatmaps(self, d: int, h: int, w: int, kp_source: torch.Tensor,
@@ -150,8 +153,7 @@ class WarpingNetwork(nn.Module):
         deformation = motion["deformation"]
         occlusion_map = motion["occlusion_map"]
 
-        warped = F.grid_sample(feature_3d, deformation, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)
+        warped = grid_sample_3d_or_reference(feature_3d, deformation)
         wb, wc, wd, wh, ww = warped.shape
         out = self.fourth(self.third(warped.reshape(wb, wc * wd, wh, ww)))
         if occlusion_map is not None:

@@ -1,0 +1,449 @@
+"""The inference backend on TensorRT engines (``python -m export tensorrt``), and their validation.
+
+``TensorRTBackend(engine_dir)`` deserialises every engine listed in ``engine_dir/engines.json``
+with one execution context each. Inputs and outputs live in persistent torch CUDA buffers bound
+once with ``set_tensor_address``; a call copies the inputs in, runs ``execute_async_v3`` ordered
+after the caller's current torch stream (on the engine's own stream, joined by events: TensorRT
+syncs the whole device when given the legacy default stream) and hands back copies of the outputs
+(so a stored avatar feature is never overwritten by the next call). Nothing waits on the host.
+The engines have batch 1; larger batches run sample by sample.
+
+Given the PyTorch networks as ``fallback``, every engine is first run on reference inputs and
+compared with its PyTorch module using the parity kit's metric (``validate_engines``). An engine
+that cannot be loaded on this GPU or fails that check is not used: the reason is logged and the
+PyTorch module takes its place. Without a fallback the engines are used unchecked.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Union
+
+import torch
+
+from . import motion
+from .backend_onnx import GRAPH_SPECS
+from .checkpoints import LivePortraitNetworks
+
+log = logging.getLogger(__name__)
+
+Tensors = Mapping[str, torch.Tensor]
+Runner = Callable[[str, Tensors], Tensors]
+ReferenceFn = Callable[[str, Tensors], Tensors]
+
+# Engine name -> (input names, output names): one engine per graph of ``python -m export onnx``.
+ENGINE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    name: (tuple(spec.input_names), tuple(spec.output_names)) for name, spec in GRAPH_SPECS.items()}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity kit criterion per output: norm_max = max|d| / max|ref| and rel_l2 = ||d|| / ||ref||."""
+
+    norm_max: float
+    rel_l2: float
+
+
+# The parity kit's profiles (check_parity.py PROFILES), by the precision an engine was built in.
+PROFILES: dict[str, Tolerance] = {"fp32": Tolerance(1e-4, 5e-5), "fp16": Tolerance(3e-2, 2e-2)}
+Profile = Union[str, Tolerance, Mapping[str, Union[str, Tolerance]]]
+
+
+class TensorRTBackendError(RuntimeError):
+    """The TensorRT backend cannot be used here (no GPU, no TensorRT, no usable engines)."""
+
+
+# --------------------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class OutputCheck:
+    name: str
+    norm_max: float
+    rel_l2: float
+    finite: bool
+    passed: bool
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    engine: str
+    tolerance: Tolerance
+    passed: bool
+    reason: str                 # why it failed, "" when it passed
+    outputs: tuple[OutputCheck, ...] = ()
+
+    def line(self) -> str:
+        worst = max(self.outputs, key=lambda o: o.norm_max / self.tolerance.norm_max, default=None)
+        detail = (f" (worst {worst.name}: norm_max {worst.norm_max:.2e}, rel_l2 {worst.rel_l2:.2e}; "
+                  f"tol {self.tolerance.norm_max:g} / {self.tolerance.rel_l2:g})" if worst else "")
+        return f"{self.engine}: {'PASS' if self.passed else 'FAIL: ' + self.reason}{detail}"
+
+
+@dataclass
+class ValidationReport:
+    checks: dict[str, EngineCheck] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> list[str]:
+        return [n for n, c in self.checks.items() if c.passed]
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        return {n: c.reason for n, c in self.checks.items() if not c.passed}
+
+    def __str__(self) -> str:
+        return "\n".join(c.line() for c in self.checks.values())
+
+
+def compare_output(name: str, out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> OutputCheck:
+    """The parity kit's metric in float64 (a reference of all zeros compares absolute errors)."""
+    o = out.detach().to("cpu", torch.float64).reshape(ref.shape)
+    r = ref.detach().to("cpu", torch.float64)
+    finite = bool(torch.isfinite(o).all())
+    d = (o - r).abs()
+    amax, nr = float(r.abs().max()), float(torch.linalg.vector_norm(r))
+    dmax, dl2 = float(d.max()), float(torch.linalg.vector_norm(o - r))
+    norm_max = dmax / amax if amax > 0 else dmax
+    rel_l2 = dl2 / nr if nr > 0 else dl2
+    passed = finite and norm_max <= tol.norm_max and rel_l2 <= tol.rel_l2
+    return OutputCheck(name, norm_max if finite else math.inf, rel_l2 if finite else math.inf, finite, passed)
+
+
+def _tolerance(profile: Profile, engine: str) -> Tolerance:
+    if isinstance(profile, Mapping):
+        profile = profile[engine]
+    if isinstance(profile, Tolerance):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(f"unknown tolerance profile {profile!r}; expected one of {', '.join(PROFILES)}") from None
+
+
+def _as_runner(backend_or_runner: Any) -> Runner:
+    run = getattr(backend_or_runner, "run_engine", None)
+    return run if callable(run) else backend_or_runner
+
+
+def check_engine(runner: Runner, reference_fn: ReferenceFn, engine: str, feeds: Tensors,
+                 tol: Tolerance) -> EngineCheck:
+    """Run one engine and its reference on ``feeds`` and compare every reference output."""
+    try:
+        outs = runner(engine, feeds)
+    except Exception as e:  # noqa: BLE001 - any failure of the engine means "do not use it"
+        return EngineCheck(engine, tol, False, f"engine raised {type(e).__name__}: {e}")
+    ref = reference_fn(engine, feeds)
+    missing = sorted(set(ref) - set(outs))
+    if missing:
+        return EngineCheck(engine, tol, False, f"missing outputs {', '.join(missing)}")
+    wrong = [f"{k} {tuple(outs[k].shape)} != {tuple(r.shape)}" for k, r in ref.items() if outs[k].numel() != r.numel()]
+    if wrong:
+        return EngineCheck(engine, tol, False, "wrong output shapes " + ", ".join(wrong))
+    checks = tuple(compare_output(k, outs[k], r, tol) for k, r in ref.items())
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return EngineCheck(engine, tol, True, "", checks)
+    reason = "; ".join(f"{c.name} not finite" if not c.finite else
+                       f"{c.name} norm_max {c.norm_max:.2e} (tol {tol.norm_max:g}), "
+                       f"rel_l2 {c.rel_l2:.2e} (tol {tol.rel_l2:g})" for c in failed)
+    return EngineCheck(engine, tol, False, "differs from PyTorch: " + reason, checks)
+
+
+def validate_engines(backend_or_runner: Any, reference_fn: ReferenceFn, inputs: Mapping[str, Tensors],
+                     profile: Profile) -> ValidationReport:
+    """Run each engine named in ``inputs`` (engine -> its input tensors) and compare it with
+    ``reference_fn`` (the PyTorch modules) at ``profile``'s tolerance ("fp32", "fp16", a
+    ``Tolerance`` or a mapping engine -> either). ``backend_or_runner`` is a ``TensorRTBackend``
+    (its ``run_engine``) or any callable ``(engine, inputs) -> outputs``. Failures are logged
+    with their reason; the report lists which engines may be used."""
+    runner = _as_runner(backend_or_runner)
+    report = ValidationReport()
+    for engine, feeds in inputs.items():
+        check = check_engine(runner, reference_fn, engine, feeds, _tolerance(profile, engine))
+        report.checks[engine] = check
+        if check.passed:
+            log.info("engine %s", check.line())
+        else:
+            log.warning("engine %s; it will not be used", check.line())
+    return report
+
+
+def torch_reference(nets: LivePortraitNetworks) -> ReferenceFn:
+    """The PyTorch modules as a reference function with the engines' input and output names."""
+    mlps = {"stitching": nets.stitching, "lip": nets.lip, "eye": nets.eye}
+
+    @torch.inference_mode()
+    def reference(engine: str, feeds: Tensors) -> dict[str, torch.Tensor]:
+        if engine == "appearance_feature_extractor":
+            return {"feature_3d": nets.appearance(feeds["image"])}
+        if engine == "motion_extractor":
+            return dict(nets.motion(feeds["image"]))
+        if engine == "warping_spade":
+            warped = nets.warping(feeds["feature_3d"], kp_source=feeds["kp_source"], kp_driving=feeds["kp_driving"])
+            return {"image": nets.generator(warped["out"])}
+        if engine in mlps:
+            return {"y": mlps[engine](feeds["x"])}
+        raise ValueError(f"no PyTorch reference for engine {engine!r}")
+    return reference
+
+
+@torch.inference_mode()
+def reference_inputs(nets: LivePortraitNetworks, device: torch.device | str,
+                     seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """Deterministic inputs for every engine, realistic where it matters: the renderer gets F's
+    feature volume and M's keypoints of the same image (with a small driving offset)."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, 256, 256, generator=g).to(device)
+    feature = nets.appearance(image)
+    x_s = motion.keypoints_from_info(motion.refine_motion_output(nets.motion(image)))
+    x_d = x_s + 0.02 * torch.randn(x_s.shape, generator=g).to(device)
+
+    def mlp_input(width: int) -> torch.Tensor:
+        # flattened source keypoints, then the ratios / driving keypoints the MLP also takes
+        extra = torch.rand(1, width - x_s[0].numel(), generator=g).to(device) * 0.4
+        return torch.cat([x_s.reshape(1, -1), extra], dim=1)
+
+    return {
+        "appearance_feature_extractor": {"image": image},
+        "motion_extractor": {"image": image},
+        "warping_spade": {"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d},
+        "stitching": {"x": torch.cat([x_s.reshape(1, -1), x_d.reshape(1, -1)], dim=1)},
+        "lip": {"x": mlp_input(nets.lip.input_size)},
+        "eye": {"x": mlp_input(nets.eye.input_size)},
+    }
+
+
+# --------------------------------------------------------------------------- running engines
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "int32": torch.int32, "int64": torch.int64, "int8": torch.int8, "uint8": torch.uint8,
+                 "bool": torch.bool}
+
+
+class EngineLoadError(RuntimeError):
+    """One engine file cannot run here (other GPU, driver, version, or a damaged file)."""
+
+
+class TrtEngine:
+    """One deserialised engine, its execution context and its persistent CUDA I/O buffers."""
+
+    def __init__(self, api: Any, runtime: Any, path: Path, device: torch.device) -> None:
+        self.name, self.device = path.stem, device
+        with torch.cuda.device(device):         # TensorRT works in the current CUDA device's context
+            self._load(api, runtime, path)
+            # TensorRT adds device-wide syncs when enqueued on the legacy default stream (torch's
+            # usual current stream), so it runs on its own stream, joined to the caller's by events.
+            self._stream = torch.cuda.Stream(device)
+        self._lock = threading.Lock()           # one context: calls from several threads take turns
+        self._done: torch.cuda.Event | None = None
+
+    def _load(self, api: Any, runtime: Any, path: Path) -> None:
+        data = path.read_bytes()
+        api.logger.errors = []
+        problem = api.engine_problem(runtime, data)
+        if problem:
+            raise EngineLoadError(f"{path.name}: {problem}")
+        self.engine = runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise EngineLoadError(f"{path.name}: TensorRT could not deserialise it: "
+                                  + (" | ".join(api.logger.errors) or "no error reported"))
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise EngineLoadError(f"{path.name}: no execution context (out of GPU memory?)")
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        for i in range(self.engine.num_io_tensors):
+            self._bind(api, self.engine.get_tensor_name(i))
+
+    def _bind(self, api: Any, tensor: str) -> None:
+        shape = tuple(self.engine.get_tensor_shape(tensor))
+        if any(d < 0 for d in shape):
+            raise EngineLoadError(f"{self.name}: tensor {tensor} has a dynamic shape {shape}; "
+                                  "the ONNX export is expected to be static")
+        dtype = _TORCH_DTYPES[api.dtype_name(self.engine.get_tensor_dtype(tensor))]
+        buf = torch.empty(shape, dtype=dtype, device=self.device)
+        self.context.set_tensor_address(tensor, buf.data_ptr())
+        (self.inputs if api.is_input(self.engine, tensor) else self.outputs)[tensor] = buf
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.inputs.values())).shape[0]
+
+    def __call__(self, feeds: Tensors) -> dict[str, torch.Tensor]:
+        """One run at the engine's batch size; inputs may be flat or shaped, any float dtype.
+        Ordered on the caller's current stream: copies in, the engine, copies out."""
+        with self._lock:
+            stream = torch.cuda.current_stream(self.device)
+            if self._done is not None:
+                stream.wait_event(self._done)   # the last run (maybe from another stream) is done with the buffers
+            for name, buf in self.inputs.items():
+                x = feeds[name]
+                if x.numel() != buf.numel():
+                    raise ValueError(f"engine {self.name} input {name}: expected shape "
+                                     f"{'x'.join(map(str, buf.shape))}, got {'x'.join(map(str, x.shape))}")
+                buf.copy_(x.reshape(buf.shape), non_blocking=True)
+            # Only the persistent buffers cross streams: no allocator tensor needs record_stream.
+            self._stream.wait_stream(stream)
+            if not self.context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError(f"engine {self.name}: execute_async_v3 failed")
+            stream.wait_stream(self._stream)
+            # copies: the buffers are overwritten by the next run (float() copies as well)
+            outs = {name: buf.clone() if buf.dtype == torch.float32 else buf.float()
+                    for name, buf in self.outputs.items()}
+            self._done = torch.cuda.Event()
+            self._done.record(stream)
+            return outs
+
+
+def run_batched(engine: TrtEngine, feeds: Tensors) -> dict[str, torch.Tensor]:
+    """Run ``feeds`` with any batch size B through an engine of batch b (B a multiple of b)."""
+    total = next(iter(feeds.values())).shape[0]
+    if total == engine.batch:
+        return engine(feeds)
+    if total % engine.batch:
+        raise ValueError(f"engine {engine.name}: batch {total} is not a multiple of the engine's {engine.batch}")
+    parts = [engine({k: v[i:i + engine.batch] for k, v in feeds.items()}) for i in range(0, total, engine.batch)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _require_cuda(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise TensorRTBackendError(f"TensorRTBackend runs on a CUDA device, not {device}")
+    if not torch.cuda.is_available():
+        raise TensorRTBackendError(
+            "TensorRTBackend needs an NVIDIA GPU with CUDA, and torch.cuda.is_available() is False here "
+            f"(torch {torch.__version__}: a CPU-only build, or no usable driver); use the torch backend instead")
+    return device
+
+
+class TensorRTBackend:
+    """``InferenceBackend`` on the engines in ``engine_dir`` (see the module docstring)."""
+
+    def __init__(self, engine_dir: str | Path, device: torch.device | str = "cuda", *,
+                 fallback: LivePortraitNetworks | None = None, validate: bool = True) -> None:
+        self.device = _require_cuda(device)     # before anything else: the clearest error first
+        self.engine_dir = Path(engine_dir)
+        from export import trt_compat
+        from export.tensorrt_build import ENGINES_JSON, read_engines_json
+
+        try:
+            self.api = trt_compat.load()
+        except trt_compat.TensorRTUnavailable as e:
+            raise TensorRTBackendError(str(e)) from None
+        records = read_engines_json(self.engine_dir)["engines"]
+        if not records:
+            raise TensorRTBackendError(f"no engines in {self.engine_dir / ENGINES_JSON}; build them with "
+                                       f"`python -m export tensorrt --out {self.engine_dir}`")
+        self.problems: dict[str, str] = {}     # engine -> why it is not used
+        self.engines = self._load_engines(records)
+        self.report: ValidationReport | None = None
+        if fallback is not None:
+            fallback = fallback.to(self.device)
+            if validate:
+                self._validate(fallback, records)
+        else:
+            log.info("TensorRT engines used without validation (no PyTorch networks given to compare with)")
+        self._torch = _TorchRoles(fallback, self.device) if fallback is not None else None
+        self._assign_roles()
+
+    # ---------------------------------------------------------------- setup
+    def _load_engines(self, records: Mapping[str, Mapping[str, Any]]) -> dict[str, TrtEngine]:
+        runtime = self.api.runtime()
+        self._runtime = runtime            # engines must not outlive their runtime
+        engines = {}
+        for name, rec in records.items():
+            if name not in ENGINE_IO:
+                continue
+            start = time.perf_counter()
+            try:
+                engines[name] = TrtEngine(self.api, runtime, self.engine_dir / rec["file"], self.device)
+            except (EngineLoadError, OSError) as e:
+                self.problems[name] = str(e)
+                log.warning("engine %s not used: %s", name, e)
+                continue
+            log.info("engine %s (%s) loaded in %.1f s", name, rec.get("precision", "?"), time.perf_counter() - start)
+        return engines
+
+    def _validate(self, nets: LivePortraitNetworks, records: Mapping[str, Mapping[str, Any]]) -> None:
+        inputs = {k: v for k, v in reference_inputs(nets, self.device).items() if k in self.engines}
+        profile = {name: records[name].get("precision", "fp32") for name in inputs}
+        self.report = validate_engines(self, torch_reference(nets), inputs, profile)
+        for name, reason in self.report.rejected.items():
+            self.problems[name] = reason
+            del self.engines[name]
+
+    def _source(self, engine: str) -> Callable[[Tensors], dict[str, torch.Tensor]] | None:
+        if engine in self.engines:
+            eng = self.engines[engine]
+            return lambda feeds: run_batched(eng, feeds)
+        return None
+
+    def _assign_roles(self) -> None:
+        missing = [e for e in ENGINE_IO if e not in self.engines]
+        if missing and self._torch is None:
+            details = "; ".join(f"{e}: {self.problems.get(e, 'not built')}" for e in missing)
+            raise TensorRTBackendError(f"engines unusable and no PyTorch fallback given: {details}")
+        self.fallbacks = missing
+        self.name = self.api.flavour + (f"+torch({','.join(missing)})" if missing else "")
+        self.stitching = self._mlp("stitching")
+        self.eye = self._mlp("eye")
+        self.lip = self._mlp("lip")
+
+    def _mlp(self, engine: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        run = self._source(engine)
+        if run is None:
+            return self._torch.mlp(engine)       # type: ignore[union-attr] - checked in _assign_roles
+        return lambda x: run({"x": x.to(self.device)})["y"]
+
+    # ---------------------------------------------------------------- running
+    def run_engine(self, engine: str, feeds: Tensors) -> dict[str, torch.Tensor]:
+        """Run one loaded engine by name (validation uses this)."""
+        return run_batched(self.engines[engine], {k: v.to(self.device) for k, v in feeds.items()})
+
+    def appearance(self, image: torch.Tensor) -> torch.Tensor:
+        run = self._source("appearance_feature_extractor")
+        if run is None:
+            return self._torch.appearance(image.to(self.device))   # type: ignore[union-attr]
+        return run({"image": image.to(self.device)})["feature_3d"]
+
+    def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
+        run = self._source("motion_extractor")
+        raw = (self._torch.motion(image.to(self.device)) if run is None    # type: ignore[union-attr]
+               else run({"image": image.to(self.device)}))
+        return motion.refine_motion_output(raw)
+
+    def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        run = self._source("warping_spade")
+        if run is None:
+            return self._torch.render(feature, x_s, x_d)     # type: ignore[union-attr]
+        return run({"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d})["image"]
+
+
+class _TorchRoles:
+    """The PyTorch modules standing in for engines that are not used (fp32, inference mode)."""
+
+    def __init__(self, nets: LivePortraitNetworks, device: torch.device) -> None:
+        self.nets, self.device = nets, device
+
+    @torch.inference_mode()
+    def appearance(self, image: torch.Tensor) -> torch.Tensor:
+        return self.nets.appearance(image)
+
+    @torch.inference_mode()
+    def motion(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(self.nets.motion(image))
+
+    @torch.inference_mode()
+    def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        return self.nets.generator(self.nets.warping(feature, kp_source=x_s, kp_driving=x_d)["out"])
+
+    def mlp(self, engine: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        net = {"stitching": self.nets.stitching, "lip": self.nets.lip, "eye": self.nets.eye}[engine]
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return net(x.to(self.device))
+        return call

@@ -1,0 +1,178 @@
+"""Benchmark of the networks per backend and device.
+
+    python -m engines.bench                        # torch on every available device
+    python -m engines.bench --backends torch --devices cuda --precisions fp32,fp16 --json out.json
+    python -m engines.bench --backends onnxruntime --onnx-dir build/onnx
+
+For each backend / device / precision: milliseconds per network (median over ``--runs`` after
+``--warmup``), the per-frame total (M + S + W+G, what every webcam frame costs), frames/s from that
+total and the peak GPU memory. Weights do not change the timings, so the networks are freshly
+initialised unless ``--weights`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import motion
+from .backend import InferenceBackend, TorchBackend
+
+log = logging.getLogger("engines.bench")
+
+PER_FRAME = ("M motion", "S stitching", "W+G render")
+
+
+@dataclass
+class BenchResult:
+    backend: str
+    device: str
+    precision: str
+    ms: dict[str, float] = field(default_factory=dict)
+    per_frame_ms: float = 0.0
+    fps: float = 0.0
+    peak_gpu_mb: float | None = None
+    note: str = ""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device, runs: int, warmup: int) -> float:
+    """Median milliseconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def bench_backend(backend: InferenceBackend, precision: str, runs: int, warmup: int) -> BenchResult:
+    dev = backend.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 256, 256, generator=g).to(dev)
+    with torch.inference_mode():
+        feature = backend.appearance(image)
+        info = backend.motion(image)
+        x_s = motion.keypoints_from_info(info)
+        x_d = x_s + 0.01 * torch.randn(x_s.shape, generator=g).to(dev)
+        res = BenchResult(backend.name, str(dev), precision)
+        res.ms["F appearance (once per avatar)"] = time_call(lambda: backend.appearance(image), dev, runs, warmup)
+        res.ms["M motion"] = time_call(lambda: backend.motion(image), dev, runs, warmup)
+        res.ms["S stitching"] = time_call(lambda: motion.apply_stitching(backend.stitching, x_s, x_d), dev,
+                                          runs, warmup)
+        res.ms["W+G render"] = time_call(lambda: backend.render(feature, x_s, x_d), dev, runs, warmup)
+    res.per_frame_ms = sum(res.ms[k] for k in PER_FRAME)
+    res.fps = 1000.0 / res.per_frame_ms if res.per_frame_ms > 0 else 0.0
+    if dev.type == "cuda":
+        res.peak_gpu_mb = torch.cuda.max_memory_allocated(dev) / 2**20
+    return res
+
+
+def make_torch_backend(device: str, precision: str, weights: str | None) -> TorchBackend:
+    from .checkpoints import LivePortraitNetworks, load_networks
+    from .models import build
+
+    if weights:
+        nets = load_networks(weights)
+    else:
+        nets = LivePortraitNetworks(appearance=build("appearance_feature_extractor"), motion=build("motion_extractor"),
+                                    warping=build("warping_module"), generator=build("spade_generator"),
+                                    stitching=build("retarget_shoulder"), lip=build("retarget_mouth"),
+                                    eye=build("retarget_eye"))
+    return TorchBackend(nets, device, precision=precision)
+
+
+def available_devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def environment() -> dict[str, str]:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+           "cpu_threads": str(torch.get_num_threads())}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = str(torch.version.cuda)
+        try:
+            import subprocess
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="torch", help="comma list of torch, onnxruntime, tensorrt")
+    ap.add_argument("--devices", default=",".join(available_devices()), help="comma list of cpu, cuda")
+    ap.add_argument("--precisions", default="fp32", help="comma list of fp32, fp16 (fp16 on CUDA only)")
+    ap.add_argument("--weights", help="weights directory (default: freshly initialised networks)")
+    ap.add_argument("--onnx-dir", help="graphs from `python -m export onnx` (onnxruntime backend)")
+    ap.add_argument("--engine-dir", help="engines from `python -m export tensorrt` (tensorrt backend)")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    env = environment()
+    log.info("environment: %s", ", ".join(f"{k} {v}" for k, v in env.items()))
+    results: list[BenchResult] = []
+    for name in args.backends.split(","):
+        for device in args.devices.split(","):
+            for precision in args.precisions.split(","):
+                if precision == "fp16" and device != "cuda":
+                    continue
+                try:
+                    backend = make_backend_for_bench(name, device, precision, args)
+                except (ImportError, RuntimeError, ValueError, FileNotFoundError) as e:
+                    log.info("%s on %s (%s): not available: %s", name, device, precision, e)
+                    continue
+                r = bench_backend(backend, precision, args.runs, args.warmup)
+                results.append(r)
+                log.info("%s on %s, %s:", r.backend, r.device, precision)
+                for k, v in r.ms.items():
+                    log.info("  %-32s %9.2f ms", k, v)
+                log.info("  per frame (M + S + W+G)           %9.2f ms  -> %.1f frames/s%s", r.per_frame_ms, r.fps,
+                         f", peak GPU memory {r.peak_gpu_mb:.0f} MB" if r.peak_gpu_mb is not None else "")
+    if args.json:
+        args.json.write_text(json.dumps({"environment": env, "results": [asdict(r) for r in results]}, indent=2))
+    return 0 if results else 1
+
+
+def make_backend_for_bench(name: str, device: str, precision: str, args: argparse.Namespace) -> InferenceBackend:
+    if name == "torch":
+        return make_torch_backend(device, precision, args.weights)
+    if name == "onnxruntime":
+        from .backend_onnx import OnnxRuntimeBackend
+        if not args.onnx_dir:
+            raise ValueError("--onnx-dir is required")
+        return OnnxRuntimeBackend(args.onnx_dir, device=device, precision=precision)
+    if name == "tensorrt":
+        from .backend_tensorrt import TensorRTBackend
+        if not args.engine_dir:
+            raise ValueError("--engine-dir is required")
+        return TensorRTBackend(args.engine_dir)
+    raise ValueError(f"unknown backend {name!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,682 @@
+"""``python -m export onnx``: the LivePortrait networks as ONNX graphs, verified against PyTorch.
+
+    python -m export onnx --weights DIR --out DIR [--no-fp16] [--image PNG]
+
+Loads the official checkpoints (``engines.checkpoints.load_networks``) and writes to OUT, opset 20,
+batch 1, static shapes, the six graphs of ``engines.backend_onnx.GRAPH_SPECS`` (F, M, W+G fused, S,
+R_lip, R_eyes), each also as ``<name>.fp16.onnx``, plus ``manifest.json`` (files, sha256, opset,
+versions, weights fingerprint, verification figures).
+
+Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript). The legacy TorchScript
+exporter works too, but its W+G graph is full of Shape/Gather/Concat/Where chains around every
+nearest resize (199 Constant and 46 Shape nodes) and takes 4x longer; the dynamo graph is clean:
+5-D ``grid_sample`` is the standard ONNX ``GridSample``, BatchNorms after convolutions are folded
+into them. We then fold constants once more with larger size limits than the exporter's default,
+so the spectral-norm division of G's weights (``weight_orig / sigma``) is baked into plain weights.
+
+Verification: every graph is run with ONNX Runtime on the CPU on deterministic, real-ish inputs (a
+256x256 crop of our default avatar for F and M; F's output with M's keypoints, and a head turn of
+them, for W+G; those keypoints for the MLPs) and compared with the PyTorch module per output with
+the parity kit's metric: norm_max = max|d| / max|ref| and rel_l2 = ||d|| / ||ref||, at the kit's
+fp32 profile (1e-4, 5e-5) and, for the fp16 graphs against PyTorch fp32, its fp16 profile (3e-2, 2e-2).
+
+fp16 graphs are converted from the fp32 ONNX graphs (exporting in half on the CPU fails: avg_pool3d
+has no CPU half kernel) by ``convert_to_fp16``, our own converter (onnxconverter-common's rounds the
+graph inputs to fp16 before its fp32 islands and clamps weights at 1e4). Kept in fp32: grid-sample
+inputs and everything computing the sampling grid (keypoint inputs, softmax, the motion blend),
+softmax, normalisation ops and statistics (BatchNorm/InstanceNorm/LayerNorm, ConvNeXt's hand-written
+channels-first LayerNorm, GRN's norms), and the graph inputs and outputs (casts inside).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engines import motion
+from engines.backend_onnx import GRAPH_SPECS, MANIFEST, GraphSpec
+from engines.checkpoints import CheckpointError, LivePortraitNetworks, load_networks
+from engines.models.motion_extractor import OUTPUT_NAMES as MOTION_OUTPUTS
+from engines.weights import CHECKPOINT_FILES, missing_checkpoints, weights_fingerprint  # noqa: F401 - re-exported
+
+log = logging.getLogger(__name__)
+
+OPSET = 20
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
+MANIFEST_FORMAT = 1
+# Exit statuses: 2 for a problem the user can fix (as main.py), 1 for a failed verification.
+EXIT_USAGE, EXIT_FAILED = 2, 1
+# Constant folding limits (elements): large enough for G's biggest spectral-norm weight (1024x1024x3x3).
+FOLD_LIMIT = 1 << 24
+FP16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The parity kit's per-output criterion: norm_max <= norm_max_tol and rel_l2 <= rel_l2_tol."""
+
+    norm_max: float
+    rel_l2: float
+
+
+FP32_TOL = Tolerance(1e-4, 5e-5)     # kit profile "fp32"
+FP16_TOL = Tolerance(3e-2, 2e-2)     # kit profile "fp16"
+
+
+class ExportError(RuntimeError):
+    """The export cannot start or a graph cannot be written; the message says which and why."""
+
+
+# --------------------------------------------------------------------------- weights fingerprint
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- graphs as modules
+class MotionGraph(nn.Module):
+    """M with its dict output as a tuple in the graph's output order."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.m(image)
+        return tuple(out[k] for k in MOTION_OUTPUTS)
+
+
+class RenderGraph(nn.Module):
+    """W then G, as ``TorchBackend.render`` runs them."""
+
+    def __init__(self, w: nn.Module, g: nn.Module) -> None:
+        super().__init__()
+        self.w, self.g = w, g
+
+    def forward(self, feature_3d: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
+        return self.g(self.w(feature_3d, kp_source=kp_source, kp_driving=kp_driving)["out"])
+
+
+def graph_modules(nets: LivePortraitNetworks) -> dict[str, nn.Module]:
+    """Graph name -> the module exported as that graph (eval mode)."""
+    mods = {
+        "appearance_feature_extractor": nets.appearance,
+        "motion_extractor": MotionGraph(nets.motion),
+        "warping_spade": RenderGraph(nets.warping, nets.generator),
+        "stitching": nets.stitching,
+        "lip": nets.lip,
+        "eye": nets.eye,
+    }
+    if set(mods) != set(GRAPH_SPECS):
+        raise AssertionError("graph_modules and GRAPH_SPECS disagree")
+    return {k: m.eval() for k, m in mods.items()}
+
+
+# --------------------------------------------------------------------------- deterministic inputs
+def load_face_crop(path: Path, size: int = 256) -> torch.Tensor:
+    """Centre square of an image, area-resized to ``size``: 1 x 3 x size x size RGB in [0, 1]."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ExportError(f"{path}: cannot read the verification image")
+    h, w = bgr.shape[:2]
+    s = min(h, w)
+    square = bgr[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    rgb = cv2.cvtColor(cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255.0)[None]
+
+
+@torch.inference_mode()
+def sample_inputs(nets: LivePortraitNetworks, image: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    """Inputs per graph, as the app produces them: the crop for F and M; F's feature volume, the
+    source keypoints x_s and a driving set x_d (the same face turned by a few degrees with some
+    expression) for W+G; [x_s, x_d] for S and x_s with ratios for R_lip / R_eyes."""
+    feature = nets.appearance(image)
+    info = motion.refine_motion_output(nets.motion(image))
+    x_s = motion.keypoints_from_info(info)
+    rot = motion.rotation_matrix(info.pitch + 6.0, info.yaw - 12.0, info.roll + 4.0)
+    x_d = motion.transform_keypoints(info.kp, rot, info.exp * 1.2, info.scale, info.t)
+    flat_s, flat_d = x_s.reshape(1, -1), x_d.reshape(1, -1)
+    return {
+        "appearance_feature_extractor": {"image": image},
+        "motion_extractor": {"image": image},
+        "warping_spade": {"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d},
+        "stitching": {"x": torch.cat([flat_s, flat_d], dim=1)},
+        "lip": {"x": torch.cat([flat_s, torch.tensor([[0.12, 0.0]])], dim=1)},
+        "eye": {"x": torch.cat([flat_s, torch.tensor([[0.31, 0.30, 0.05]])], dim=1)},
+    }
+
+
+@torch.inference_mode()
+def torch_outputs(module: nn.Module, spec: GraphSpec, inputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    out = module(*(inputs[n] for n in spec.input_names))
+    outs = out if isinstance(out, tuple) else (out,)
+    return {n: o.detach().float().numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+
+
+# --------------------------------------------------------------------------- export
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter warns about optional torchvision ops and deprecations on every call, and its
+    optimizer logs every pass at INFO; none of it concerns the user."""
+    import warnings
+
+    noisy = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")]
+    levels = [n.level for n in noisy]
+    for n in noisy:
+        n.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in zip(noisy, levels):
+            n.setLevel(level)
+
+
+def _atomic_save(model: Any, path: Path) -> None:
+    """Write next to ``path`` and rename: a failed export never leaves a half-written graph."""
+    import onnx
+
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def _custom_translations() -> dict[Callable, Callable]:
+    """Translations for our custom ops: W's warp may run as ``avatarcam::grid_sample_3d`` (when that
+    switch is on), which is exactly ONNX GridSample."""
+    try:
+        from engines.ops.grid_sample3d import onnx_translation_table
+    except ImportError:
+        return {}
+    return onnx_translation_table()
+
+
+def export_graph(module: nn.Module, spec: GraphSpec, inputs: Mapping[str, torch.Tensor], path: Path) -> None:
+    """torch.onnx dynamo export at ``OPSET`` with the spec's names, constant folding, checks, save."""
+    import onnx
+    import onnx_ir
+    import onnxscript.optimizer
+
+    args = tuple(inputs[n] for n in spec.input_names)
+    with _quiet_exporter():
+        program = torch.onnx.export(module, args, None, input_names=spec.input_names,
+                                    output_names=spec.output_names, opset_version=OPSET, dynamo=True,
+                                    optimize=True, verbose=False, external_data=False,
+                                    custom_translation_table=_custom_translations())
+        ir_model = program.model
+        onnxscript.optimizer.optimize(ir_model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    model = onnx_ir.serde.serialize_model(ir_model)
+    model.producer_name = "avatarcam export.onnx_export"
+    onnx.checker.check_model(model)
+    _check_static_io(model, spec, path)
+    _atomic_save(model, path)
+
+
+def _value_shapes(values: Iterable[Any]) -> list[tuple[str, tuple[int, ...], int]]:
+    return [(v.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim),
+             v.type.tensor_type.elem_type) for v in values]
+
+
+def _check_static_io(model: Any, spec: GraphSpec, path: Path) -> None:
+    import onnx
+
+    f32 = onnx.TensorProto.FLOAT
+    for kind, values, expected in (("inputs", model.graph.input, spec.inputs),
+                                   ("outputs", model.graph.output, spec.outputs)):
+        got = _value_shapes(values)
+        want = [(n, tuple(s), f32) for n, s in expected]
+        if got != want:
+            raise ExportError(f"{path}: exported {kind} {got} differ from the spec {want}")
+
+
+# --------------------------------------------------------------------------- fp16 conversion
+HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+# Run in fp32 wherever they occur: sampling, softmax, normalisation and its statistics.
+FP32_OPS = frozenset({"GridSample", "Softmax", "LogSoftmax", "BatchNormalization", "InstanceNormalization",
+                      "LayerNormalization", "GroupNormalization", "ReduceL2", "ReduceSumSquare", "ReduceMean"})
+# Their outputs are statistics or coordinates: elementwise math on them alone stays fp32 too.
+FP32_SEED_OPS = frozenset({"Softmax", "ReduceL2", "ReduceSumSquare", "ReduceMean"})
+# Modules run wholly in fp32 (matched on the exporter's class-hierarchy metadata): ConvNeXt's
+# hand-written channels-first LayerNorm (mean, centred values, variance, normalisation).
+FP32_MODULE_CLASSES = ("LayerNorm2d",)
+# Inputs that the op specification requires in float32 whatever the data type (Resize roi, scales).
+FLOAT32_ONLY_INPUTS = {"Resize": frozenset({1, 2})}
+# Graph inputs that are coordinates: they and the arithmetic on them alone stay fp32.
+FP32_GRAPH_INPUTS = frozenset({"kp_source", "kp_driving"})
+
+
+@dataclass
+class Fp16Plan:
+    """Which nodes of a graph stay fp32 (by index) and why (for the log)."""
+
+    fp32_nodes: set[int] = field(default_factory=set)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def keep(self, index: int, reason: str) -> None:
+        if index not in self.fp32_nodes:
+            self.fp32_nodes.add(index)
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+def _class_hierarchy(node: Any) -> str:
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.class_hierarchy":
+            return p.value
+    return ""
+
+
+def plan_fp16(model: Any, types: Mapping[str, int], fp32_inputs: Iterable[str] = FP32_GRAPH_INPUTS) -> Fp16Plan:
+    """Decide the fp32 islands of ``model`` (topologically sorted, shape-inferred ``types``)."""
+    import onnx
+
+    nodes = list(model.graph.node)
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in nodes if n.op_type == "Constant" for o in n.output}
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    plan = Fp16Plan()
+    seeds = {n for n in fp32_inputs if n in {i.name for i in model.graph.input}}
+
+    def dynamic_float_inputs(node: Any) -> list[str]:
+        return [x for x in node.input if x and x not in constants and types.get(x) == onnx.TensorProto.FLOAT]
+
+    for i, node in enumerate(nodes):
+        if node.op_type in FP32_OPS:
+            plan.keep(i, f"op {node.op_type}")
+        elif any(c in _class_hierarchy(node) for c in FP32_MODULE_CLASSES):
+            plan.keep(i, "custom LayerNorm")
+        elif node.op_type not in HEAVY_OPS:
+            ins = dynamic_float_inputs(node)
+            if ins and all(x in seeds for x in ins):
+                plan.keep(i, "keypoint / statistics arithmetic")
+        if i in plan.fp32_nodes and (node.op_type in FP32_SEED_OPS or node.op_type not in FP32_OPS):
+            seeds.update(node.output)
+    # the sampling grid of every GridSample, back to the last heavy op (whose output is cast up)
+    stack = [n.input[1] for n in nodes if n.op_type == "GridSample"]
+    while stack:
+        j = producer.get(stack.pop())
+        if j is None or j in plan.fp32_nodes or nodes[j].op_type in HEAVY_OPS:
+            continue
+        plan.keep(j, "grid-sample grid")
+        stack.extend(dynamic_float_inputs(nodes[j]))
+    return plan
+
+
+def _fp16_tensor(t: Any, name: str) -> tuple[Any, int]:
+    """An fp16 copy of a float32 TensorProto; returns it and how many values were clipped."""
+    from onnx import numpy_helper
+
+    a = numpy_helper.to_array(t)
+    clipped = int(np.count_nonzero(np.abs(a) > FP16_MAX))
+    return numpy_helper.from_array(np.clip(a, -FP16_MAX, FP16_MAX).astype(np.float16), name), clipped
+
+
+def convert_to_fp16(model: Any, fp32_inputs: Iterable[str] = FP32_GRAPH_INPUTS) -> tuple[Any, Fp16Plan]:
+    """fp16 version of a float32 ONNX model: every float computation in fp16 except the fp32
+    islands of ``plan_fp16``; graph inputs and outputs stay float32, with casts inside."""
+    import onnx
+    from onnx import helper
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    g = inferred.graph
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    plan = plan_fp16(inferred, types, fp32_inputs)
+
+    inits = {t.name: t for t in g.initializer}
+    new_type: dict[str, int] = {v.name: f32 for v in g.input}   # current element type of each float tensor
+    new_nodes: list[Any] = []
+    fp16_inits: dict[str, Any] = {}
+    casts: dict[tuple[str, int], str] = {}
+    clipped = 0
+
+    def as_type(name: str, want: int) -> str:
+        nonlocal clipped
+        if name in inits:
+            if want == f32:
+                return name
+            if name not in fp16_inits:
+                fp16_inits[name], n_clip = _fp16_tensor(inits[name], name + "__fp16")
+                clipped += n_clip
+            return fp16_inits[name].name
+        if new_type.get(name, f32) == want:
+            return name
+        key = (name, want)
+        if key not in casts:
+            casts[key] = f"{name}__to_{'fp16' if want == f16 else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [name], [casts[key]], name=casts[key] + "_cast", to=want))
+        return casts[key]
+
+    for i, node in enumerate(g.node):
+        is_float = any(types.get(x) == f32 for x in [*node.input, *node.output] if x)
+        want = f32 if (i in plan.fp32_nodes or not is_float) else f16
+        fixed = FLOAT32_ONLY_INPUTS.get(node.op_type, frozenset())
+        for k, x in enumerate(node.input):
+            if x and types.get(x) == f32 and k not in fixed:
+                node.input[k] = as_type(x, want)
+        if want == f16:
+            _attributes_to_fp16(node)
+        for o in node.output:
+            if types.get(o) == f32:
+                new_type[o] = want
+        new_nodes.append(node)
+
+    # graph outputs stay float32: rename an fp16 producer's output and cast it back
+    out_names = {o.name for o in g.output}
+    out_casts = []
+    for node in new_nodes:
+        for k, o in enumerate(node.output):
+            if o in out_names and new_type.get(o) == f16:
+                node.output[k] = o + "__fp16"
+                out_casts.append(helper.make_node("Cast", [node.output[k]], [o], name=o + "__to_fp32_cast", to=f32))
+    new_nodes += out_casts
+
+    used = {x for n in new_nodes for x in n.input}
+    g.ClearField("node")
+    g.node.extend(new_nodes)
+    kept = [t for t in g.initializer if t.name in used] + [t for t in fp16_inits.values() if t.name in used]
+    g.ClearField("initializer")
+    g.initializer.extend(kept)
+    g.ClearField("value_info")
+    if clipped:
+        log.warning("fp16: %d weight values beyond +-%g were clipped", clipped, FP16_MAX)
+    onnx.checker.check_model(inferred)
+    onnx.shape_inference.infer_shapes(inferred, strict_mode=True, check_type=True)
+    return inferred, plan
+
+
+def _attributes_to_fp16(node: Any) -> None:
+    """Float32 constants and cast targets inside an fp16 node become fp16."""
+    import onnx
+    from onnx import numpy_helper
+
+    for attr in node.attribute:
+        if node.op_type == "Cast" and attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+            attr.i = onnx.TensorProto.FLOAT16
+        elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == onnx.TensorProto.FLOAT:
+            attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
+
+
+# --------------------------------------------------------------------------- verification
+@dataclass(frozen=True)
+class Comparison:
+    """One output of one graph against PyTorch fp32."""
+
+    graph: str
+    output: str
+    precision: str
+    status: str                       # PASS, FAIL or SKIPPED
+    max_abs: float = float("nan")
+    norm_max: float = float("nan")
+    rel_l2: float = float("nan")
+    reason: str = ""
+
+    def line(self) -> str:
+        head = f"{self.graph:<29} {self.precision:<4} {self.output:<10}"
+        if math.isnan(self.max_abs):
+            return f"{head} {self.status}: {self.reason}"
+        return (f"{head} max_abs={self.max_abs:.3e} norm_max={self.norm_max:.3e} rel_l2={self.rel_l2:.3e} "
+                f"{self.status}" + (f" ({self.reason})" if self.reason else ""))
+
+
+def compare(graph: str, output: str, precision: str, out: np.ndarray, ref: np.ndarray, tol: Tolerance) -> Comparison:
+    """The parity kit's metric (``check_parity.stats``) and criterion, in float64."""
+    o, r = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    if o.shape != r.shape:
+        return Comparison(graph, output, precision, "FAIL", reason=f"shape {o.shape} != {r.shape}")
+    d = np.abs(o - r)
+    amax, nr = float(np.abs(r).max()), float(np.linalg.norm(r))
+    max_abs = float(d.max())
+    norm_max = max_abs / amax if amax > 0 else max_abs
+    rel_l2 = float(np.linalg.norm(o - r)) / nr if nr > 0 else float(np.linalg.norm(o - r))
+    ok = bool(np.isfinite(o).all()) and norm_max <= tol.norm_max and rel_l2 <= tol.rel_l2
+    return Comparison(graph, output, precision, "PASS" if ok else "FAIL", max_abs, norm_max, rel_l2)
+
+
+def ort_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify_graph(path: Path, spec: GraphSpec, precision: str, inputs: Mapping[str, torch.Tensor],
+                 refs: Mapping[str, np.ndarray], tol: Tolerance) -> list[Comparison]:
+    """Run ``path`` with ONNX Runtime on the CPU and compare each output with ``refs``. An fp16
+    graph the CPU provider cannot load or run (missing kernels) is SKIPPED with ORT's reason; for
+    an fp32 graph that is a FAIL."""
+    feeds = {n: inputs[n].detach().float().numpy() for n in spec.input_names}
+    try:
+        outs = ort_session(path).run(spec.output_names, feeds)
+    except Exception as e:  # noqa: BLE001 - ORT reports missing kernels as generic runtime errors
+        reason = f"ONNX Runtime CPU cannot run it: {str(e).splitlines()[0][:160]}"
+        status = "FAIL" if precision == "fp32" else "SKIPPED"
+        return [Comparison(spec.name, n, precision, status, reason=reason) for n in spec.output_names]
+    return [compare(spec.name, n, precision, o, refs[n], tol) for n, o in zip(spec.output_names, outs)]
+
+
+# --------------------------------------------------------------------------- the whole export
+@dataclass
+class GraphRecord:
+    spec: GraphSpec
+    files: dict[str, Path] = field(default_factory=dict)      # precision -> file
+    seconds: dict[str, float] = field(default_factory=dict)   # step -> seconds
+    fp16_plan: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    graphs: list[GraphRecord]
+    comparisons: list[Comparison]
+    manifest: Path
+    inputs: dict[str, dict[str, torch.Tensor]]       # the verification inputs, per graph
+    references: dict[str, dict[str, np.ndarray]]     # PyTorch fp32 outputs on them
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "FAIL" for c in self.comparisons)
+
+
+def check_packages() -> None:
+    """The exporter's own dependencies, named in one error rather than a traceback."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"{', '.join(missing)} not installed: pip install -r requirements.txt")
+
+
+def check_weights_dir(weights_dir: Path) -> None:
+    if not weights_dir.is_dir():
+        raise ExportError(f"weights directory {weights_dir} not found")
+    missing = missing_checkpoints(weights_dir)
+    if missing:
+        raise ExportError(f"weights directory {weights_dir} lacks {', '.join(missing)} "
+                          "(expected the official layout: liveportrait/base_models/*.pth and "
+                          "liveportrait/retargeting_models/stitching_retargeting_module.pth)")
+
+
+def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, fp16: bool = True,
+                image: str | Path = DEFAULT_IMAGE, graphs: Sequence[str] | None = None) -> ExportReport:
+    """Export, verify and describe the graphs; see the module docstring. Raises ``ExportError`` or
+    ``CheckpointError`` for unusable weights; verification failures are in the report."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    weights_dir, out_dir = Path(weights_dir), Path(out_dir)
+    check_packages()
+    check_weights_dir(weights_dir)
+    names = list(graphs or GRAPH_SPECS)
+    unknown = set(names) - set(GRAPH_SPECS)
+    if unknown:
+        raise ExportError(f"unknown graph(s) {', '.join(sorted(unknown))}; expected {', '.join(GRAPH_SPECS)}")
+    crop = load_face_crop(Path(image))
+    t0 = time.perf_counter()
+    fingerprint = weights_fingerprint(weights_dir)
+    nets = load_networks(weights_dir)
+    log.info("loaded the networks from %s in %.1f s", weights_dir, time.perf_counter() - t0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modules = graph_modules(nets)
+    inputs = sample_inputs(nets, crop)
+    records, comparisons, refs_all = [], [], {}
+    with logging_redirect_tqdm():        # log lines above the bar, not through it
+        for name in tqdm(names, desc="export onnx", unit="graph", disable=None):
+            rec, comps, refs = _export_one(name, modules[name], inputs[name], out_dir, fp16)
+            records.append(rec)
+            comparisons += comps
+            refs_all[name] = refs
+    manifest = write_manifest(out_dir, records, comparisons, weights_dir, fingerprint)
+    return ExportReport(out_dir, records, comparisons, manifest, {n: inputs[n] for n in names}, refs_all)
+
+
+def _timed(rec: GraphRecord, step: str, fn: Callable[[], Any]) -> Any:
+    t = time.perf_counter()
+    result = fn()
+    rec.seconds[step] = round(time.perf_counter() - t, 2)
+    log.info("%s: %s %.1f s", rec.spec.name, step, rec.seconds[step])
+    return result
+
+
+def _export_one(name: str, module: nn.Module, inputs: Mapping[str, torch.Tensor], out_dir: Path,
+                fp16: bool) -> tuple[GraphRecord, list[Comparison], dict[str, np.ndarray]]:
+    import onnx
+
+    spec = GRAPH_SPECS[name]
+    rec = GraphRecord(spec)
+    path = out_dir / spec.file("fp32")
+    _timed(rec, "export", lambda: export_graph(module, spec, inputs, path))
+    rec.files["fp32"] = path
+    refs = _timed(rec, "pytorch reference", lambda: torch_outputs(module, spec, inputs))
+    comps = _timed(rec, "check fp32", lambda: verify_graph(path, spec, "fp32", inputs, refs, FP32_TOL))
+    if fp16:
+        path16 = out_dir / spec.file("fp16")
+        model16, plan = _timed(rec, "fp16 conversion", lambda: convert_to_fp16(onnx.load(str(path))))
+        _atomic_save(model16, path16)
+        rec.files["fp16"] = path16
+        rec.fp16_plan = dict(plan.reasons)
+        comps += _timed(rec, "check fp16", lambda: verify_graph(path16, spec, "fp16", inputs, refs, FP16_TOL))
+    else:
+        # a stale fp16 graph from an earlier export would no longer match the fp32 one
+        (out_dir / spec.file("fp16")).unlink(missing_ok=True)
+    return rec, comps, refs
+
+
+def write_manifest(out_dir: Path, records: Sequence[GraphRecord], comparisons: Sequence[Comparison],
+                   weights_dir: Path, fingerprint: str) -> Path:
+    import onnx
+    import onnxruntime
+
+    graphs = []
+    for rec in records:
+        for precision, path in rec.files.items():
+            checks = {c.output: {k: v for k, v in asdict(c).items() if k not in ("graph", "output", "precision")}
+                      for c in comparisons if c.graph == rec.spec.name and c.precision == precision}
+            graphs.append({
+                "name": rec.spec.name, "file": path.name, "precision": precision,
+                "sha256": file_sha256(path), "bytes": path.stat().st_size,
+                "inputs": {n: list(s) for n, s in rec.spec.inputs},
+                "outputs": {n: list(s) for n, s in rec.spec.outputs},
+                "verification": checks,
+                **({"fp32_islands": rec.fp16_plan} if precision == "fp16" else {}),
+            })
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "opset": OPSET,
+        "exporter": "torch.onnx.export(dynamo=True) + onnxscript optimizer",
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "weights": {"dir": str(weights_dir.resolve()), "sha256": fingerprint,
+                    "files": list(CHECKPOINT_FILES.values())},
+        "tolerances": {"fp32": asdict(FP32_TOL), "fp16": asdict(FP16_TOL)},
+        "graphs": graphs,
+    }
+    path = out_dir / MANIFEST
+    graphs += _kept_entries(path, fingerprint, {r.spec.name for r in records})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _kept_entries(path: Path, fingerprint: str, exported: set[str]) -> list[dict[str, Any]]:
+    """Entries of an existing manifest for graphs not exported this time (``--graphs``), kept
+    when they come from the same weights and opset and their files are unchanged."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if old.get("weights", {}).get("sha256") != fingerprint or old.get("opset") != OPSET:
+        return []
+    kept = []
+    for entry in old.get("graphs", []):
+        f = path.parent / str(entry.get("file", ""))
+        if entry.get("name") not in exported and f.is_file() and f.stat().st_size == entry.get("bytes"):
+            kept.append(entry)
+    return kept
+
+
+# --------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m export onnx",
+        description="Export the LivePortrait networks to ONNX (opset 20, batch 1, fp32 and fp16) and "
+                    "verify every graph against PyTorch with ONNX Runtime on the CPU.")
+    ap.add_argument("--weights", required=True, type=Path,
+                    help="weights directory in the official layout (liveportrait/base_models/...)")
+    ap.add_argument("--out", required=True, type=Path, help="output directory for the graphs and manifest.json")
+    ap.add_argument("--no-fp16", action="store_true", help="skip the fp16 graphs")
+    ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE,
+                    help="portrait whose centre crop drives the verification (default: our default avatar)")
+    ap.add_argument("--graphs", help=f"comma list of graphs to export (default all: {','.join(GRAPH_SPECS)})")
+    ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return ap
+
+
+def main_onnx(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = export_onnx(args.weights, args.out, fp16=not args.no_fp16, image=args.image,
+                             graphs=args.graphs.split(",") if args.graphs else None)
+    except (ExportError, CheckpointError) as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    for c in report.comparisons:
+        log.info("%s", c.line())
+    if any(c.precision == "fp16" and c.status != "SKIPPED" for c in report.comparisons):
+        log.info("fp16 on the CPU provider: ONNX Runtime runs nodes without an fp16 CPU kernel in fp32 "
+                 "(it inserts casts), so these figures cover fp16 weights and fp16 tensors between "
+                 "kernels, not GPU fp16 arithmetic")
+    if not report.ok:
+        failed = [c for c in report.comparisons if c.status == "FAIL"]
+        log.error("verification FAILED for %d output(s): %s", len(failed),
+                  ", ".join(f"{c.graph}.{c.output} ({c.precision})" for c in failed))
+        return EXIT_FAILED
+    log.info("wrote %d graph files and %s", sum(len(r.files) for r in report.graphs), report.manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_onnx())

@@ -1,0 +1,331 @@
+"""``python -m export tensorrt``: TensorRT engines from the ONNX graphs of ``python -m export onnx``.
+
+    python -m export tensorrt --weights DIR --out DIR [--onnx-dir DIR] [--fp32-only]
+                              [--target-cc 8.6,8.9,12.0] [--force]
+
+One engine per graph, written to OUT as ``<graph>.engine`` and described in ``OUT/engines.json``
+(cache key, source ONNX, precision, build seconds, size, I/O). With TensorRT for RTX the build is
+ahead of time and needs no GPU; the default target is any RTX-class GPU (see ``trt_compat``).
+
+Engines are cached: the key is the TensorRT flavour and version, the target GPUs, the source ONNX
+file's sha256 (which covers the weights) and ``BUILD_RECIPE``. An engine whose key is unchanged
+(and whose file is intact) is not rebuilt, and the log says so.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from engines.backend_onnx import GRAPH_SPECS, MLP_GRAPHS
+
+from . import trt_compat
+from .trt_compat import BuildTarget, EngineBuildError, TensorRT, TensorRTUnavailable
+
+log = logging.getLogger(__name__)
+
+# Graph stems written by ``python -m export onnx`` (``<stem>.onnx`` and ``<stem>.fp16.onnx``, names
+# and I/O in ``engines.backend_onnx.GRAPH_SPECS``); engines take the same names.
+GRAPHS: tuple[str, ...] = tuple(GRAPH_SPECS)
+# Graphs built from their fp32 ONNX by default, even when an fp16 one exists. M runs once per frame
+# on a 256 crop (cheap either way), and its outputs go straight into the geometry: head pose is an
+# expectation over 66 softmax bins of 3 degrees each, so small logit errors become visible jitter,
+# and ConvNeXt-V2's GRN takes global L2 norms that are fragile in half precision. The MLPs take
+# microseconds in any precision and also feed the keypoints directly, so they stay fp32 as in the
+# torch and ONNX Runtime backends.
+FP32_GRAPHS: frozenset[str] = frozenset({"motion_extractor", *MLP_GRAPHS})
+# Bump when the way engines are built changes (builder settings, network flags): invalidates caches.
+BUILD_RECIPE = 1
+ENGINES_JSON = "engines.json"
+ENGINES_JSON_FORMAT = 1
+# Exit statuses: 2 for a problem the user can fix (like main.py), 1 for a failed build.
+EXIT_USAGE, EXIT_BUILD = 2, 1
+
+
+class BuildSetupError(RuntimeError):
+    """Something the user can fix before building: missing graphs, exporter or weights."""
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One engine to build: its name, the ONNX graph it comes from and that graph's precision."""
+
+    name: str
+    onnx: Path
+    precision: str          # "fp16" (fp16 graph with fp32 islands) or "fp32"
+
+
+@dataclass
+class EngineRecord:
+    """One entry of ``engines.json``."""
+
+    name: str
+    file: str
+    key: str
+    onnx: str
+    onnx_sha256: str
+    precision: str
+    flavour: str
+    version: str
+    target: str
+    build_seconds: float
+    size_bytes: int
+    sha256: str
+    io: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    record: EngineRecord
+    built: bool             # False: the cached engine was kept
+
+
+# --------------------------------------------------------------------------- fingerprints
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _external_data_files(onnx_path: Path) -> list[Path]:
+    """Files holding tensors of this graph outside the .onnx (large graphs may use them), so that
+    the fingerprint also covers weights stored there."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    locations: set[str] = set()
+
+    def visit_tensor(t: Any) -> None:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(e.value for e in t.external_data if e.key == "location")
+
+    def visit_graph(g: Any) -> None:
+        for t in g.initializer:
+            visit_tensor(t)
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    visit_tensor(a.t)
+                for t in a.tensors:
+                    visit_tensor(t)
+                if a.HasField("g"):
+                    visit_graph(a.g)
+                for sub in a.graphs:
+                    visit_graph(sub)
+
+    visit_graph(model.graph)
+    return [onnx_path.parent / loc for loc in sorted(locations)]
+
+
+def onnx_fingerprint(onnx_path: str | Path) -> str:
+    """sha256 of the ONNX file; when it keeps weights in external files, of those too."""
+    onnx_path = Path(onnx_path)
+    external = _external_data_files(onnx_path)
+    if not external:
+        return file_sha256(onnx_path)
+    h = hashlib.sha256(file_sha256(onnx_path).encode())
+    for path in external:
+        h.update(f"\n{path.name}:{file_sha256(path)}".encode())
+    return h.hexdigest()
+
+
+def engine_cache_key(flavour: str, version: str, target_key: str, onnx_sha256: str,
+                     recipe: int = BUILD_RECIPE) -> str:
+    """The cache key of one engine: any change of these inputs means a rebuild."""
+    fields = {"flavour": flavour, "version": version, "target": target_key, "onnx_sha256": onnx_sha256,
+              "recipe": recipe}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- engines.json
+def read_engines_json(out_dir: str | Path) -> dict[str, Any]:
+    """``engines.json`` of ``out_dir`` (an empty one when absent or unreadable: it is only a cache)."""
+    path = Path(out_dir) / ENGINES_JSON
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"format": ENGINES_JSON_FORMAT, "engines": {}}
+    except (OSError, ValueError) as e:
+        log.warning("%s unreadable (%s): every engine will be rebuilt", path, e)
+        return {"format": ENGINES_JSON_FORMAT, "engines": {}}
+    if data.get("format") != ENGINES_JSON_FORMAT or not isinstance(data.get("engines"), dict):
+        log.warning("%s has another format: every engine will be rebuilt", path)
+        return {"format": ENGINES_JSON_FORMAT, "engines": {}}
+    return data
+
+
+def _write_atomic(path: Path, data: bytes | memoryview) -> None:
+    # Never leave a half-written engine or manifest in place if the build is interrupted.
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_engines_json(out_dir: Path, records: dict[str, EngineRecord | dict[str, Any]]) -> None:
+    engines = {name: asdict(r) if isinstance(r, EngineRecord) else r for name, r in sorted(records.items())}
+    text = json.dumps({"format": ENGINES_JSON_FORMAT, "engines": engines}, indent=2) + "\n"
+    _write_atomic(out_dir / ENGINES_JSON, text.encode())
+
+
+def _cached(entry: dict[str, Any] | None, key: str, out_dir: Path) -> bool:
+    """The recorded engine has this key and its file is intact."""
+    if not entry or entry.get("key") != key:
+        return False
+    path = out_dir / entry.get("file", "")
+    return (path.is_file() and path.stat().st_size == entry.get("size_bytes")
+            and file_sha256(path) == entry.get("sha256"))
+
+
+# --------------------------------------------------------------------------- building
+def _display_path(path: Path, out_dir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(out_dir.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def build_one(api: TensorRT, job: BuildJob, out_dir: Path, target: BuildTarget, onnx_sha256: str,
+              key: str) -> EngineRecord:
+    """Build ``job``'s engine into ``out_dir`` and describe it."""
+    start = time.perf_counter()
+    data, io = api.build_engine(job.onnx, target)
+    seconds = time.perf_counter() - start
+    file = f"{job.name}.engine"
+    _write_atomic(out_dir / file, data)
+    return EngineRecord(name=job.name, file=file, key=key, onnx=_display_path(job.onnx, out_dir),
+                        onnx_sha256=onnx_sha256, precision=job.precision, flavour=api.flavour,
+                        version=api.version, target=target.key, build_seconds=round(seconds, 2),
+                        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), io=io)
+
+
+def build_engines(api: TensorRT, jobs: Sequence[BuildJob], out_dir: str | Path, target: BuildTarget,
+                  force: bool = False) -> list[BuildOutcome]:
+    """Build every job's engine into ``out_dir`` unless its cached engine has the same key;
+    ``engines.json`` is rewritten after each engine, so an interrupted run keeps what it built."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records: dict[str, Any] = dict(read_engines_json(out_dir)["engines"])
+    outcomes = []
+    log.info("%s %s, target: %s", api.flavour, api.version, target.describe())
+    with logging_redirect_tqdm():
+        for job in tqdm(jobs, desc="engines", unit="engine", disable=None):
+            onnx_sha = onnx_fingerprint(job.onnx)
+            key = engine_cache_key(api.flavour, api.version, target.key, onnx_sha)
+            if not force and _cached(records.get(job.name), key, out_dir):
+                log.info("%s: unchanged (key %s), kept %s", job.name, key[:12], records[job.name]["file"])
+                outcomes.append(BuildOutcome(EngineRecord(**records[job.name]), built=False))
+                continue
+            log.info("%s: building from %s (%s) ...", job.name, job.onnx.name, job.precision)
+            record = build_one(api, job, out_dir, target, onnx_sha, key)
+            log.info("%s: built in %.1f s, %.1f MB -> %s", job.name, record.build_seconds,
+                     record.size_bytes / 1e6, out_dir / record.file)
+            records[job.name] = record
+            write_engines_json(out_dir, records)
+            outcomes.append(BuildOutcome(record, built=True))
+    return outcomes
+
+
+# --------------------------------------------------------------------------- ONNX graphs
+def plan_jobs(onnx_dir: str | Path, fp32_only: bool = False,
+              graphs: Iterable[str] = GRAPHS) -> tuple[list[BuildJob], list[str]]:
+    """Which ONNX file each engine is built from: the fp16 graph unless ``fp32_only`` or the graph
+    is in ``FP32_GRAPHS`` (or has no fp16 version). Returns the jobs and the missing files."""
+    onnx_dir = Path(onnx_dir)
+    jobs, missing = [], []
+    for name in graphs:
+        fp32, fp16 = onnx_dir / f"{name}.onnx", onnx_dir / f"{name}.fp16.onnx"
+        if not fp32_only and name not in FP32_GRAPHS and fp16.is_file():
+            jobs.append(BuildJob(name, fp16, "fp16"))
+        elif fp32.is_file():
+            if not fp32_only and name not in FP32_GRAPHS:
+                log.info("%s: no fp16 graph in %s, building from the fp32 one", name, onnx_dir)
+            jobs.append(BuildJob(name, fp32, "fp32"))
+        else:
+            missing.append(fp32.name)
+    return jobs, missing
+
+
+def export_onnx_graphs(weights: str | Path | None, onnx_dir: Path) -> None:
+    """Produce the ONNX graphs with ``export.onnx_export`` (imported only when needed)."""
+    if weights is None:
+        raise BuildSetupError(f"the ONNX graphs are not in {onnx_dir}; pass --weights DIR to export them "
+                              "(or --onnx-dir with the output of `python -m export onnx`)")
+    try:
+        onnx_export = importlib.import_module("export.onnx_export")
+    except ImportError as e:
+        raise BuildSetupError(f"the ONNX graphs are not in {onnx_dir} and the ONNX exporter "
+                              f"(export/onnx_export.py) cannot be imported ({e}); run `python -m export onnx` "
+                              "first and pass its output as --onnx-dir") from None
+    log.info("exporting the ONNX graphs to %s ...", onnx_dir)
+    status = onnx_export.main_onnx(["--weights", str(weights), "--out", str(onnx_dir)])
+    if status:
+        raise BuildSetupError(f"the ONNX export into {onnx_dir} failed (exit status {status})")
+
+
+# --------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m export tensorrt",
+                                 description="Build TensorRT engines from the ONNX graphs (cached).")
+    ap.add_argument("--weights", type=Path, help="LivePortrait weights directory (to export missing ONNX graphs)")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the engines and engines.json")
+    ap.add_argument("--onnx-dir", type=Path, help="ONNX graphs of `python -m export onnx` (default OUT/onnx)")
+    ap.add_argument("--fp32-only", action="store_true", help="build every engine from its fp32 graph")
+    ap.add_argument("--target-cc", default="",
+                    help="TensorRT-RTX: comma list of compute capabilities, e.g. 8.6,8.9,12.0 "
+                         f"(default: {trt_compat.RTX_DEFAULT_TARGET}; Turing needs 7.5 explicitly)")
+    ap.add_argument("--force", action="store_true", help="rebuild even when the cache key is unchanged")
+    return ap
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def run_build(args: argparse.Namespace) -> list[BuildOutcome]:
+    """The whole command: ensure the ONNX graphs, resolve the target, build, return the outcomes."""
+    api = trt_compat.load()
+    target = api.resolve_target([c for c in args.target_cc.split(",") if c.strip()])
+    onnx_dir = args.onnx_dir or args.out / "onnx"
+    jobs, missing = plan_jobs(onnx_dir, args.fp32_only)
+    if missing:
+        log.info("missing in %s: %s", onnx_dir, ", ".join(missing))
+        export_onnx_graphs(args.weights, onnx_dir)
+        jobs, missing = plan_jobs(onnx_dir, args.fp32_only)
+        if missing:
+            raise BuildSetupError(f"the ONNX export did not write {', '.join(missing)} into {onnx_dir}")
+    return build_engines(api, jobs, args.out, target, force=args.force)
+
+
+def main_tensorrt(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging()
+    try:
+        outcomes = run_build(args)
+    except (BuildSetupError, TensorRTUnavailable, ValueError) as e:
+        log.error("error: %s", e)
+        return EXIT_USAGE
+    except EngineBuildError as e:
+        log.error("error: %s", e)
+        return EXIT_BUILD
+    built = sum(o.built for o in outcomes)
+    log.info("%d engine(s) built, %d unchanged; %s", built, len(outcomes) - built, args.out / ENGINES_JSON)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_tensorrt())
