@@ -56,8 +56,8 @@ def image_to_tensor(image_bgr: np.ndarray, device: torch.device) -> torch.Tensor
 
 def tensor_to_image(image: torch.Tensor) -> np.ndarray:
     """1 x 3 x H x W RGB in [0, 1] -> H x W x 3 uint8 BGR (truncated, like the official code)."""
-    rgb = (image[0].clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    planes = (image[0] * 255).clamp_(0, 255).to(torch.uint8).cpu().numpy()     # C x H x W
+    return cv2.merge([planes[2], planes[1], planes[0]])       # interleave and reverse in one pass
 
 
 @dataclass(frozen=True)

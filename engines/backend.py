@@ -146,7 +146,7 @@ class StubBackend:
     def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
         check_shape("image", image, (None, 3, 256, 256))
         b = image.shape[0]
-        gray = F.avg_pool2d(image.mean(dim=1, keepdim=True), 8)[:, 0]     # 32 x 32 is plenty here
+        gray = image[:, :, 4::8, 4::8].mean(dim=1)          # every 8th pixel: 32 x 32 is plenty here
         ys = torch.linspace(-1, 1, 32).view(1, 32, 1)
         xs = torch.linspace(-1, 1, 32).view(1, 1, 32)
         mass = gray.sum(dim=(1, 2)).clamp_min(1e-6)
