@@ -72,6 +72,10 @@ class PreparedAvatar:
     eye_ratios: torch.Tensor         # 1 x 2
     lip_ratio: torch.Tensor          # 1 x 1
     lip_normalization: torch.Tensor | None
+    # "expression-friendly" driving: the relative keypoints of a motionless frame and the
+    # convex-hull size ratio, fixed per avatar (they need neither the driver nor the settings)
+    expression_reference: torch.Tensor
+    expression_multiplier: float | None        # None: keypoints span no 3-D hull
 
 
 def prepare_avatar(face: AvatarFace, backend: InferenceBackend) -> PreparedAvatar:
@@ -80,9 +84,19 @@ def prepare_avatar(face: AvatarFace, backend: InferenceBackend) -> PreparedAvata
     info = backend.motion(image)
     x_s = motion.keypoints_from_info(info)
     lip = torch.from_numpy(face.lip_ratio.astype(np.float32)).to(backend.device)
-    return PreparedAvatar(face=face, feature=feature, info=info, x_s=x_s, R_s=info.rotation(),
+    R_s = info.rotation()
+    still = motion.DrivingMotion(R=R_s, exp=info.exp, scale=info.scale, t=info.t)
+    x_ref = motion.relative_keypoints(info, R_s, still, still)
+    try:
+        multiplier: float | None = motion.expression_motion_multiplier(x_s, x_ref)
+    except ValueError as e:
+        log.warning("expression-friendly driving unavailable for this avatar: %s", e)
+        multiplier = None
+    return PreparedAvatar(face=face, feature=feature, info=info, x_s=x_s, R_s=R_s,
                           eye_ratios=torch.from_numpy(face.eye_ratios.astype(np.float32)).to(backend.device),
-                          lip_ratio=lip, lip_normalization=motion.lip_normalization_delta(backend.lip, x_s, lip))
+                          lip_ratio=lip, lip_normalization=motion.lip_normalization_delta(backend.lip, x_s, lip),
+                          expression_reference=x_ref,
+                          expression_multiplier=multiplier)
 
 
 class Status(str, Enum):
@@ -129,10 +143,11 @@ class NeutralReference:
         if self.final:
             return
         self.window.append(v)
-        mean = np.mean(self.window, axis=0)
-        steady = (np.abs(np.stack(self.window)[:, _ANG] - mean[_ANG]).max() < _STEADY_DEGREES
-                  and np.abs(np.stack(self.window)[:, _T] - mean[_T]).max() < _STEADY_TRANSLATION
-                  and np.abs(np.stack(self.window)[:, _SCALE] / mean[_SCALE] - 1).max() < _STEADY_SCALE)
+        frames = np.stack(self.window)
+        mean = frames.mean(axis=0)
+        steady = (np.abs(frames[:, _ANG] - mean[_ANG]).max() < _STEADY_DEGREES
+                  and np.abs(frames[:, _T] - mean[_T]).max() < _STEADY_TRANSLATION
+                  and np.abs(frames[:, _SCALE] / mean[_SCALE] - 1).max() < _STEADY_SCALE)
         if not steady:                    # moving: start the window again from this frame
             self.window = [v]
             mean = v
@@ -329,9 +344,9 @@ class Animator:
         x_d = scale_new[..., None] * (src.kp @ R_new + exp_new) + t_new[:, None, :]
 
         if s.driving_option == "expression-friendly":
-            same = motion.DrivingMotion(R=src.rotation(), exp=src.exp, scale=src.scale, t=src.t)
-            x_ref = motion.relative_keypoints(src, src.rotation(), same, same)
-            x_d = motion.expression_friendly(x_d, x_ref, a.x_s, motion.expression_motion_multiplier(a.x_s, x_ref))
+            if a.expression_multiplier is None:
+                raise ValueError("the avatar's keypoints span no 3-D volume (expression-friendly driving)")
+            x_d = motion.expression_friendly(x_d, a.expression_reference, a.x_s, a.expression_multiplier)
 
         if s.eye_mode != "off":
             target = s.eye_target if s.eye_mode == "fixed" else self._follow_eye_target(v, ref)

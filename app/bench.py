@@ -25,6 +25,7 @@ import torch
 
 from engines import motion
 from engines.backend import InferenceBackend
+from engines.bench import synchronize
 
 from .animator import Animator
 from .face.bench import default_video, frames_720p
@@ -103,12 +104,10 @@ class TimedBackend:
         self._lock = threading.Lock()
 
     def _timed(self, key: str, fn, *args):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         t0 = time.perf_counter()
         out = fn(*args)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         with self._lock:
             self.ms.setdefault(key, []).append((time.perf_counter() - t0) * 1000)
         return out

@@ -288,25 +288,20 @@ class Pipeline:
             self.q_output.put(_END, self.stop_event)
 
     def _output_loop(self) -> None:
-        tracked = 0
         try:
             while True:
                 item = self.q_output.get(self.stop_event)
-                if item is _END:
+                if item is _END:      # also after max_tracked_frames: the animation stage ends the stream
                     break
                 t0 = time.perf_counter()
-                is_tracked = item.frame.status in TRACKED
-                self.output.process(item.frame.image, is_tracked)
+                self.output.process(item.frame.image, item.frame.status in TRACKED)
                 t1 = time.perf_counter()
                 item.times["output"] = (t1 - t0) * 1000
                 self.stats.record(item, t1)
                 if self.on_frame is not None:
                     self.on_frame(item)
-                tracked += is_tracked
-                if self.max_tracked_frames is not None and tracked >= self.max_tracked_frames:
-                    self.stop_event.set()
-                    break
         finally:
             if not self.keep_outputs_open:
                 self.output.close()
+            self.stop_event.set()     # the last stage is done: nothing upstream needs to run on
             self.finished.set()

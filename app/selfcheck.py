@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from engines import motion
+from engines.bench import synchronize
 from engines.checkpoints import LivePortraitNetworks, load_networks
 from engines.weights import ensure_weights
 
@@ -31,12 +32,10 @@ def time_one_frame(nets: LivePortraitNetworks, device: torch.device) -> dict[str
     stages: dict[str, float] = {}
 
     def timed(name: str, fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         stages[name] = (time.perf_counter() - t0) * 1000
         return out
 

@@ -28,6 +28,7 @@ import torch
 from . import motion
 from .backend_onnx import GRAPH_SPECS
 from .checkpoints import LivePortraitNetworks
+from .tolerances import PROFILES, Tolerance, parity_errors
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,7 @@ ENGINE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     name: (tuple(spec.input_names), tuple(spec.output_names)) for name, spec in GRAPH_SPECS.items()}
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Parity kit criterion per output: norm_max = max|d| / max|ref| and rel_l2 = ||d|| / ||ref||."""
-
-    norm_max: float
-    rel_l2: float
-
-
-# The parity kit's profiles (check_parity.py PROFILES), by the precision an engine was built in.
-PROFILES: dict[str, Tolerance] = {"fp32": Tolerance(1e-4, 5e-5), "fp16": Tolerance(3e-2, 2e-2)}
+# Tolerance profiles by the precision an engine was built in: the parity kit's (engines/tolerances.py).
 Profile = Union[str, Tolerance, Mapping[str, Union[str, Tolerance]]]
 
 
@@ -100,16 +92,10 @@ class ValidationReport:
 
 def compare_output(name: str, out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> OutputCheck:
     """The parity kit's metric in float64 (a reference of all zeros compares absolute errors)."""
-    o = out.detach().to("cpu", torch.float64).reshape(ref.shape)
-    r = ref.detach().to("cpu", torch.float64)
-    finite = bool(torch.isfinite(o).all())
-    d = (o - r).abs()
-    amax, nr = float(r.abs().max()), float(torch.linalg.vector_norm(r))
-    dmax, dl2 = float(d.max()), float(torch.linalg.vector_norm(o - r))
-    norm_max = dmax / amax if amax > 0 else dmax
-    rel_l2 = dl2 / nr if nr > 0 else dl2
-    passed = finite and norm_max <= tol.norm_max and rel_l2 <= tol.rel_l2
-    return OutputCheck(name, norm_max if finite else math.inf, rel_l2 if finite else math.inf, finite, passed)
+    o = out.detach().to("cpu", torch.float64).reshape(ref.shape).numpy()
+    e = parity_errors(o, ref.detach().to("cpu", torch.float64).numpy())
+    return OutputCheck(name, e.norm_max if e.finite else math.inf, e.rel_l2 if e.finite else math.inf, e.finite,
+                       e.within(tol))
 
 
 def _tolerance(profile: Profile, engine: str) -> Tolerance:

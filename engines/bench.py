@@ -44,7 +44,8 @@ class BenchResult:
     note: str = ""
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so a timer measures it (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -53,12 +54,12 @@ def time_call(fn: Callable[[], object], device: torch.device, runs: int, warmup:
     """Median milliseconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         samples.append((time.perf_counter() - t0) * 1000)
     return statistics.median(samples)
 

@@ -74,15 +74,26 @@ def missing_checkpoints(weights_dir: Path) -> list[str]:
     return [rel for rel in CHECKPOINT_FILES.values() if not (Path(weights_dir) / rel).is_file()]
 
 
+def _hash_file(h: "hashlib._Hash", path: str | os.PathLike) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 4 MB pieces."""
+    h = hashlib.sha256()
+    _hash_file(h, path)
+    return h.hexdigest()
+
+
 def weights_fingerprint(weights_dir: str | os.PathLike) -> str:
     """sha256 over the five checkpoint files (their paths in the official layout, then their
     bytes): identifies the weights that exported graphs and engines were made from."""
     h = hashlib.sha256()
     for rel in CHECKPOINT_FILES.values():
         h.update(rel.encode() + b"\0")
-        with open(Path(weights_dir) / rel, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
+        _hash_file(h, Path(weights_dir) / rel)
     return h.hexdigest()
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -51,7 +50,8 @@ from engines import motion
 from engines.backend_onnx import GRAPH_SPECS, MANIFEST, GraphSpec
 from engines.checkpoints import CheckpointError, LivePortraitNetworks, load_networks
 from engines.models.motion_extractor import OUTPUT_NAMES as MOTION_OUTPUTS
-from engines.weights import CHECKPOINT_FILES, missing_checkpoints, weights_fingerprint  # noqa: F401 - re-exported
+from engines.tolerances import PROFILES, Tolerance, parity_errors
+from engines.weights import CHECKPOINT_FILES, file_sha256, missing_checkpoints, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -66,29 +66,12 @@ FOLD_LIMIT = 1 << 24
 FP16_MAX = 65504.0
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """The parity kit's per-output criterion: norm_max <= norm_max_tol and rel_l2 <= rel_l2_tol."""
-
-    norm_max: float
-    rel_l2: float
-
-
-FP32_TOL = Tolerance(1e-4, 5e-5)     # kit profile "fp32"
-FP16_TOL = Tolerance(3e-2, 2e-2)     # kit profile "fp16"
+FP32_TOL = PROFILES["fp32"]     # kit profile "fp32"
+FP16_TOL = PROFILES["fp16"]     # kit profile "fp16"
 
 
 class ExportError(RuntimeError):
     """The export cannot start or a graph cannot be written; the message says which and why."""
-
-
-# --------------------------------------------------------------------------- weights fingerprint
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- graphs as modules
@@ -442,16 +425,11 @@ class Comparison:
 
 def compare(graph: str, output: str, precision: str, out: np.ndarray, ref: np.ndarray, tol: Tolerance) -> Comparison:
     """The parity kit's metric (``check_parity.stats``) and criterion, in float64."""
-    o, r = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    o, r = np.asarray(out), np.asarray(ref)
     if o.shape != r.shape:
         return Comparison(graph, output, precision, "FAIL", reason=f"shape {o.shape} != {r.shape}")
-    d = np.abs(o - r)
-    amax, nr = float(np.abs(r).max()), float(np.linalg.norm(r))
-    max_abs = float(d.max())
-    norm_max = max_abs / amax if amax > 0 else max_abs
-    rel_l2 = float(np.linalg.norm(o - r)) / nr if nr > 0 else float(np.linalg.norm(o - r))
-    ok = bool(np.isfinite(o).all()) and norm_max <= tol.norm_max and rel_l2 <= tol.rel_l2
-    return Comparison(graph, output, precision, "PASS" if ok else "FAIL", max_abs, norm_max, rel_l2)
+    e = parity_errors(o, r)
+    return Comparison(graph, output, precision, "PASS" if e.within(tol) else "FAIL", e.max_abs, e.norm_max, e.rel_l2)
 
 
 def ort_session(path: Path) -> Any:

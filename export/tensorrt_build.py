@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from engines.backend_onnx import GRAPH_SPECS, MLP_GRAPHS
+from engines.weights import file_sha256
 
 from . import trt_compat
 from .trt_compat import BuildTarget, EngineBuildError, TensorRT, TensorRTUnavailable
@@ -89,14 +90,6 @@ class BuildOutcome:
 
 
 # --------------------------------------------------------------------------- fingerprints
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _external_data_files(onnx_path: Path) -> list[Path]:
     """Files holding tensors of this graph outside the .onnx (large graphs may use them), so that
     the fingerprint also covers weights stored there."""

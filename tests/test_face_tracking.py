@@ -2,7 +2,6 @@
 (the kit's example portraits and driving video, and our default avatar)."""
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 

@@ -28,7 +28,6 @@ from export.onnx_export import (  # noqa: E402
     OPSET,
     ExportReport,
     compare,
-    export_onnx,
     file_sha256,
     weights_fingerprint,
 )

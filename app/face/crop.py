@@ -174,12 +174,8 @@ def warp_affine_precise(image: np.ndarray, M: np.ndarray, dsize: tuple[int, int]
     rounding, zeros outside the image. image: H x W (x C) uint8; M: 2x3 or 3x3; dsize: (w, h)."""
     w, h = dsize
     inv = cv2.invertAffineTransform(np.asarray(M, np.float64)[:2])
-    height, width = image.shape[:2]
-    # Only the source region the crop touches (+1 px for the bilinear neighbours) is converted.
-    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64) @ inv[:, :2].T + inv[:, 2]
-    x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
-    x1 = min(width, int(np.floor(corners[:, 0].max())) + 2)
-    y1 = min(height, int(np.floor(corners[:, 1].max())) + 2)
+    # Only the source region the crop touches is converted.
+    x0, y0, x1, y1 = _source_box(inv, dsize, image.shape[:2])
     if x1 <= x0 or y1 <= y0:
         return np.zeros((h, w) + image.shape[2:], image.dtype)
     roi = image[y0:y1, x0:x1]

@@ -2,7 +2,7 @@
 A change is written to the settings at once and used from the next frame on."""
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtWidgets
 
 from ..settings import AnimationSettings, LiveSettings
 from .widgets import LabeledSlider
@@ -17,6 +17,7 @@ class AnimationPanel(QtWidgets.QGroupBox):
     def __init__(self, settings: LiveSettings, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Animation", parent)
         self.settings = settings
+        self._updating = False        # True while show_settings sets the controls: no write-back
         d = AnimationSettings()
         self.eye_mode = self._mode_combo()
         self.eye_target = LabeledSlider("Eye open", 0.0, 0.8, d.eye_target)
@@ -80,8 +81,6 @@ class AnimationPanel(QtWidgets.QGroupBox):
         s = self.settings.snapshot()
         self.eye_target.setEnabled(s.eye_mode == "fixed")
         self.lip_target.setEnabled(s.lip_mode == "fixed")
-
-    _updating = False
 
     def show_settings(self, s: AnimationSettings) -> None:
         """Make the controls show ``s`` without writing back."""

@@ -17,7 +17,6 @@ from PySide6 import QtCore, QtWidgets
 from ..live_session import LiveSession
 from ..session import DEFAULT_AVATAR, load_avatar, make_backend
 from ..settings import AnimationSettings, LiveSettings
-from ..stages.capture import CameraRequest
 from .main_window import MainWindow, initial_settings
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from ..face.crop import transform_points
 from ..face.driving import DrivingFace
 from ..live_session import LiveSession, SessionCallbacks
 from ..pipeline import TRACKED, OutputFrame
@@ -40,9 +41,29 @@ HOTKEYS = (
 )
 
 
+class LatestSlot:
+    """Holds the newest value from a worker thread; ``put`` returns True only when no earlier value
+    is still waiting, so one signal is in flight at a time and the UI takes only the latest."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = None
+        self._pending = False
+
+    def put(self, value) -> bool:
+        with self._lock:
+            self._value = value
+            first, self._pending = not self._pending, True
+            return first
+
+    def take(self):
+        with self._lock:
+            self._pending = False
+            return self._value
+
+
 class FrameBridge(QtCore.QObject):
-    """Worker threads -> UI thread. Frames are coalesced: the latest waits in a slot and one signal
-    is in flight at a time."""
+    """Worker threads -> UI thread. Frames and tracked faces are coalesced (``LatestSlot``)."""
 
     frame_ready = QtCore.Signal()
     tracked_ready = QtCore.Signal()
@@ -52,39 +73,22 @@ class FrameBridge(QtCore.QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.Lock()
-        self._frame: OutputFrame | None = None
-        self._frame_pending = False
-        self._face: DrivingFace | None = None
-        self._face_pending = False
-        self.frames_in = 0
+        self._frame = LatestSlot()
+        self._face = LatestSlot()
 
     def push_frame(self, frame: OutputFrame) -> None:
-        with self._lock:
-            self._frame = frame
-            self.frames_in += 1
-            if self._frame_pending:
-                return
-            self._frame_pending = True
-        self.frame_ready.emit()
+        if self._frame.put(frame):
+            self.frame_ready.emit()
 
     def take_frame(self) -> OutputFrame | None:
-        with self._lock:
-            frame, self._frame, self._frame_pending = self._frame, None, False
-            return frame
+        return self._frame.take()
 
     def push_face(self, face: DrivingFace | None) -> None:
-        with self._lock:
-            self._face = face
-            if self._face_pending:
-                return
-            self._face_pending = True
-        self.tracked_ready.emit()
+        if self._face.put(face):
+            self.tracked_ready.emit()
 
     def take_face(self) -> DrivingFace | None:
-        with self._lock:
-            face, self._face_pending = self._face, False
-            return face
+        return self._face.take()
 
 
 def inset_image(face: DrivingFace | None) -> np.ndarray:
@@ -95,7 +99,7 @@ def inset_image(face: DrivingFace | None) -> np.ndarray:
         return img
     img = face.network_input.copy()
     M = face.transform.M_o2c.astype(np.float64) * np.array([[0.5], [0.5], [1.0]])   # 512 crop -> 256
-    pts = face.landmarks @ M[:2, :2].T + M[:2, 2]
+    pts = transform_points(face.landmarks, M)
     for x, y in pts[::2]:
         if 0 <= x < 256 and 0 <= y < 256:
             cv2.circle(img, (int(x), int(y)), 1, (80, 255, 80), -1, lineType=cv2.LINE_AA)
