@@ -7,11 +7,16 @@ tunable behaviour comes from ``AnimationSettings`` (read once per frame).
 Motion is always *relative*: the user's pose and expression are compared with their own neutral
 reference (averaged over the first steady frames, or re-taken with ``calibrate``) and the change is
 applied to the avatar's own pose and expression.
+
+The per-frame chain stays on the backend's device: the driver's motion vector, its smoothing, the
+keypoint math, the MLPs, the renderer and (on a GPU) the paste-back are torch operations queued
+without waiting, and the frame's one device -> host transfer is the finished image (with a
+validity byte). Only while a neutral reference is being taken (a few frames) does the motion come
+to the host, for the steadiness test.
 """
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from enum import Enum
@@ -26,6 +31,7 @@ from engines.backend import InferenceBackend
 from .face import crop as fc
 from .face.avatar import AvatarFace
 from .face.driving import DrivingFace
+from .face.paste_device import DevicePasteBack
 from .face.smoothing import OneEuroFilter
 from .settings import AnimationSettings, LiveSettings
 
@@ -54,10 +60,26 @@ def image_to_tensor(image_bgr: np.ndarray, device: torch.device) -> torch.Tensor
     return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255.0)
 
 
-def tensor_to_image(image: torch.Tensor) -> np.ndarray:
-    """1 x 3 x H x W RGB in [0, 1] -> H x W x 3 uint8 BGR (truncated, like the official code)."""
-    planes = (image[0] * 255).clamp_(0, 255).to(torch.uint8).cpu().numpy()     # C x H x W
-    return cv2.merge([planes[2], planes[1], planes[0]])       # interleave and reverse in one pass
+def render_to_planes(image: torch.Tensor) -> torch.Tensor:
+    """1 x 3 x H x W RGB in [0, 1] -> 3 x H x W uint8 RGB planes (truncated, like the official code)."""
+    return (image[0] * 255).clamp_(0, 255).to(torch.uint8)
+
+
+def fetch_image(planes: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[np.ndarray, bool]:
+    """The frame's one device -> host transfer: 3 x H x W uint8 RGB planes (and a 0-dim bool
+    validity flag, riding along as one extra byte) -> H x W x 3 BGR image and the flag."""
+    if planes.device.type == "cpu":
+        p = planes.numpy()
+        ok = True if valid is None else bool(valid.numpy())       # no transfer on the CPU
+        if p.size == 0:
+            return np.empty(p.shape[1:] + (3,), np.uint8), ok
+        return cv2.merge([p[2], p[1], p[0]]), ok                  # interleave and reverse in one pass
+    h, w = planes.shape[1:]
+    flat = planes.flip(0).permute(1, 2, 0).reshape(-1)            # BGR rows, interleaved on the device
+    if valid is not None:
+        flat = torch.cat([flat, valid.reshape(1).to(torch.uint8)])
+    host = flat.cpu().numpy()
+    return host[:h * w * 3].reshape(h, w, 3), valid is None or bool(host[-1])
 
 
 @dataclass(frozen=True)
@@ -115,16 +137,38 @@ class AnimatedFrame:
     rendered: bool         # False when a held / cached frame was returned without rendering
 
 
-def driver_vector(info: motion.KeypointInfo, face: DrivingFace) -> np.ndarray:
-    """The user's motion in one frame as a flat float64 vector (see the slices above)."""
-    v = np.empty(_SIZE)
-    v[_ANG] = [float(info.pitch[0, 0]), float(info.yaw[0, 0]), float(info.roll[0, 0])]
-    v[_T] = info.t[0].detach().cpu().numpy()
-    v[_SCALE] = float(info.scale[0, 0])
-    v[_EXP] = info.exp[0].detach().cpu().numpy().reshape(-1)
-    v[_EYES] = face.eye_ratios[0]
-    v[_LIP] = face.lip_ratio[0]
-    return v
+def driver_vector(info: motion.KeypointInfo, ratios: torch.Tensor) -> torch.Tensor:
+    """The user's motion in one frame as a flat float32 vector on the motion's device (see the
+    slices above); ``ratios`` = [left eye, right eye, lip] open ratios from the landmarks."""
+    return torch.cat([info.pitch.reshape(1), info.yaw.reshape(1), info.roll.reshape(1), info.t.reshape(3),
+                      info.scale.reshape(1), info.exp.reshape(-1), ratios.reshape(3)]).float()
+
+
+class HostToDevice:
+    """Uploads of a frame's inputs that do not wait for the GPU. A plain copy from pageable host
+    memory drains the CUDA stream first; a copy from page-locked memory is queued like a kernel.
+    So each named input goes through its own page-locked staging buffer, reused once the copy
+    queued from it last time has finished. On a CPU device the array is used in place."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._staging: dict[str, tuple[torch.Tensor, torch.cuda.Event]] = {}
+
+    def __call__(self, name: str, array: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        staged = self._staging.get(name)
+        if staged is None or staged[0].shape != host.shape or staged[0].dtype != host.dtype:
+            staged = (torch.empty(host.shape, dtype=host.dtype, pin_memory=True), torch.cuda.Event())
+            self._staging[name] = staged
+        buffer, done = staged
+        if not done.query():       # the last copy is still in flight (normally long finished)
+            done.synchronize()
+        buffer.copy_(host)
+        on_device = buffer.to(self.device, non_blocking=True)
+        done.record()
+        return on_device
 
 
 class NeutralReference:
@@ -158,35 +202,31 @@ class NeutralReference:
 
 
 class MotionSmoother:
-    """One Euro filters per motion group, with strengths read from the settings each frame."""
+    """One Euro filtering of the driver vector with a strength per motion group, read from the
+    settings each frame. One filter runs over the whole vector with per-element cutoffs and betas
+    (a handful of device operations per frame instead of one set per group); a group at strength
+    0 gets an infinite cutoff, which passes it through unchanged."""
 
     def __init__(self) -> None:
-        self.filters = {g: OneEuroFilter() for g in _GROUPS}
+        self.filter = OneEuroFilter()
+        self._tuning: tuple[tuple[float, ...], torch.device, torch.Tensor, torch.Tensor] | None = None
 
     def reset(self) -> None:
-        for f in self.filters.values():
-            f.reset()
+        self.filter.reset()
 
-    def __call__(self, v: np.ndarray, t: float, settings: AnimationSettings) -> np.ndarray:
-        out = v.copy()
-        for group, parts in _GROUPS.items():
-            strength = getattr(settings, f"smooth_{group}")
-            f = self.filters[group]
-            x = np.concatenate([v[p] for p in parts])
-            if strength <= 0:
-                f.reset()
-                f(x, t)          # keep the state current so switching smoothing on does not jump
-                continue
-            # strength 0..1 -> cutoff from 8 Hz (light) down to 0.3 Hz (heavy), geometric
-            f.min_cutoff = _WEAKEST_CUTOFF * (_STRONGEST_CUTOFF / _WEAKEST_CUTOFF) ** strength
-            f.beta = _BETA[group]
-            y = f(x, t)
-            i = 0
-            for p in parts:
-                n = p.stop - p.start
-                out[p] = y[i:i + n]
-                i += n
-        return out
+    def __call__(self, v: torch.Tensor, t: float, settings: AnimationSettings) -> torch.Tensor:
+        strengths = tuple(getattr(settings, f"smooth_{group}") for group in _GROUPS)
+        if self._tuning is None or self._tuning[:2] != (strengths, v.device):
+            cutoff, beta = np.empty(_SIZE, np.float32), np.empty(_SIZE, np.float32)
+            for (group, parts), strength in zip(_GROUPS.items(), strengths):
+                for p in parts:
+                    # strength 0..1 -> cutoff from 8 Hz (light) down to 0.3 Hz (heavy), geometric
+                    cutoff[p] = (np.inf if strength <= 0
+                                 else _WEAKEST_CUTOFF * (_STRONGEST_CUTOFF / _WEAKEST_CUTOFF) ** strength)
+                    beta[p] = 0.0 if strength <= 0 else _BETA[group]
+            self._tuning = (strengths, v.device, torch.from_numpy(cutoff).to(v.device), torch.from_numpy(beta).to(v.device))
+        self.filter.min_cutoff, self.filter.beta = self._tuning[2], self._tuning[3]
+        return self.filter(v, t)
 
 
 def _smoothstep(x: float) -> float:
@@ -197,25 +237,36 @@ def _smoothstep(x: float) -> float:
 class Animator:
     """Per-frame animation of one avatar. ``process`` is called from one thread (the inference
     stage); ``set_avatar`` and ``calibrate`` may be called from any thread and take effect on the
-    next frame."""
+    next frame.
 
-    def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar) -> None:
+    ``paste_on_device``: blend the rendered crop into the avatar image on the backend's device
+    (default: on CUDA devices; on a CPU, OpenCV's paste-back is faster)."""
+
+    def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar, *,
+                 paste_on_device: bool | None = None) -> None:
         self.backend = backend
         self.settings = settings
+        self.paste_on_device = backend.device.type == "cuda" if paste_on_device is None else paste_on_device
+        self._upload = HostToDevice(backend.device)
         self._lock = threading.Lock()
         self._pending_avatar: PreparedAvatar | None = None
         self._calibrate_requested = False
         self.avatar = avatar
+        self._device_paste: DevicePasteBack | None = None
         self.reference = NeutralReference()
+        self._reference: torch.Tensor | None = None       # reference.value on the device
+        self._reference_rotation_t: torch.Tensor | None = None   # its rotation, transposed
         self.smoother = MotionSmoother()
-        self._last_motion: np.ndarray | None = None     # smoothed driver vector of the last frame
+        self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
+        self._last_motion: torch.Tensor | None = None     # smoothed driver vector of the last frame
         self._last_image: np.ndarray | None = None
         self._lost_since: float | None = None
-        self._lost_from: np.ndarray | None = None
+        self._lost_from: torch.Tensor | None = None
         self._neutral_image: np.ndarray | None = None
-        self.last_keypoints: torch.Tensor | None = None    # x_d of the last rendered frame
-        self._resume_from: np.ndarray | None = None
+        self.last_keypoints: torch.Tensor | None = None   # x_d of the last rendered frame
+        self._resume_from: torch.Tensor | None = None
         self._resume_start = 0.0
+        self._constants: tuple[AnimationSettings, _SettingTensors] | None = None
 
     # -- control (any thread) ------------------------------------------------------------------
     def set_avatar(self, avatar: PreparedAvatar) -> None:
@@ -238,12 +289,29 @@ class Animator:
         self._apply_requests()
         if face is None:
             return self._face_lost(t, s)
-        info = self.backend.motion(image_to_tensor(face.network_input, self.backend.device))
-        raw = driver_vector(info, face)
-        if not np.isfinite(raw).all():
-            log.warning("motion extractor returned NaN/inf; frame skipped")
-            return self._face_lost(t, s)
-        self.reference.add(raw, s.reference_frames)
+        # both uploads first, then the work: nothing below waits for the device until the fetch
+        crop = self._upload("crop", cv2.cvtColor(face.network_input, cv2.COLOR_BGR2RGB))
+        ratios = self._upload("ratios", np.concatenate([face.eye_ratios.reshape(-1)[:2],
+                                                        face.lip_ratio.reshape(-1)[:1]]).astype(np.float32))
+        info = self.backend.motion(crop.permute(2, 0, 1)[None].float().div_(255.0))
+        raw = driver_vector(info, ratios)
+        valid: torch.Tensor | None = None
+        if not self.reference.final:
+            # calibrating: the steadiness test reads the motion on the host (a few frames only)
+            host = raw.double().cpu().numpy()
+            if not np.isfinite(host).all():
+                log.warning("motion extractor returned NaN/inf; frame skipped")
+                return self._face_lost(t, s)
+            self.reference.add(host, s.reference_frames)
+            ref = torch.as_tensor(self.reference.value, dtype=torch.float32, device=raw.device)
+            self._reference = ref
+            self._reference_rotation_t = motion.rotation_matrix(ref[0:1], ref[1:2], ref[2:3]).transpose(1, 2)
+        else:
+            # live: a NaN/inf motion is replaced by the last valid one on the device (no waiting
+            # here); the flag comes back with the image and the frame is then dropped
+            valid = torch.isfinite(raw).all()
+            raw = torch.where(valid, raw, self._last_raw if self._last_raw is not None else self._reference)
+        self._last_raw = raw
         v = self.smoother(raw, t, s)
         if self._lost_since is not None:          # the face is back: glide from where we are
             self._lost_since = None
@@ -256,7 +324,7 @@ class Animator:
                 self._resume_from = None
         self._last_motion = v
         status = Status.LIVE if self.reference.final else Status.CALIBRATING
-        return self._render(v, s, status)
+        return self._render(v, s, status, valid)
 
     # -- internals ----------------------------------------------------------------------------
     def _apply_requests(self) -> None:
@@ -265,13 +333,15 @@ class Animator:
             calibrate, self._calibrate_requested = self._calibrate_requested, False
         if avatar is not None:
             self.avatar = avatar
+            self._device_paste = None
             self._neutral_image = None
             self._last_image = None
+            self.last_keypoints = None
         if calibrate:
             self.reference.reset()
 
     def _face_lost(self, t: float, s: AnimationSettings) -> AnimatedFrame:
-        if self._last_motion is None or self.reference.value is None:
+        if self._last_motion is None or self._reference is None:
             # nothing animated yet: the avatar as it is (never the camera image)
             return AnimatedFrame(self._still_avatar(s), Status.NO_FACE_YET, rendered=False)
         if self._lost_since is None:
@@ -282,11 +352,11 @@ class Animator:
         w = 1.0 if s.ease_seconds <= 0 else _smoothstep((elapsed - s.hold_seconds) / s.ease_seconds)
         if w >= 1.0 and self._neutral_image is not None:
             return AnimatedFrame(self._neutral_image, Status.NEUTRAL, rendered=False)
-        v = (1 - w) * self._lost_from + w * self.reference.value
+        v = (1 - w) * self._lost_from + w * self._reference
         self.smoother(v, t, s)        # keep the filters on the eased motion: resuming glides from here
         self._last_motion = v
         frame = self._render(v, s, Status.NEUTRAL if w >= 1.0 else Status.EASING)
-        if w >= 1.0:
+        if w >= 1.0 and frame.rendered:
             self._neutral_image = frame.image
         return frame
 
@@ -294,53 +364,68 @@ class Animator:
         img = self.avatar.face.image if s.paste_back else self.avatar.face.crop
         return img[:, ::-1].copy() if s.mirror else img
 
-    def _render(self, v: np.ndarray, s: AnimationSettings, status: Status) -> AnimatedFrame:
+    def _render(self, v: torch.Tensor, s: AnimationSettings, status: Status,
+                valid: torch.Tensor | None = None) -> AnimatedFrame:
+        a = self.avatar
         try:
             x_d = self._driving_keypoints(v, s)
-        except ValueError as e:     # non-finite keypoints or degenerate geometry: keep the last frame
+        except ValueError as e:     # degenerate geometry: keep the last frame
             log.warning("frame skipped: %s", e)
-            image = self._last_image if self._last_image is not None else self._still_avatar(s)
-            return AnimatedFrame(image, status, rendered=False)
+            return self._skipped(s, status)
+        finite = torch.isfinite(x_d).all()
+        valid = finite if valid is None else valid & finite
+        x_d = torch.where(finite, x_d, self.last_keypoints if self.last_keypoints is not None else a.x_s)
         self.last_keypoints = x_d
-        a = self.avatar
-        crop = tensor_to_image(self.backend.render(a.feature, a.x_s, x_d))
-        if s.paste_back:
-            image = fc.paste_back(crop, a.face.transform.M_c2o, a.face.image, a.face.paste)
+        rendered = self.backend.render(a.feature, a.x_s, x_d)
+        if s.paste_back and self.paste_on_device:
+            planes = self._paste_back_on_device()(render_to_planes(rendered))
         else:
-            image = crop
+            planes = render_to_planes(rendered)
+        image, ok = fetch_image(planes, valid)
+        if not ok:
+            log.warning("frame skipped: the driving keypoints contain NaN or inf")
+            return self._skipped(s, status)
+        if s.paste_back:
+            image = (self._paste_back_on_device().compose(image) if self.paste_on_device
+                     else fc.paste_back(image, a.face.transform.M_c2o, a.face.image, a.face.paste))
         if s.mirror:
             image = np.ascontiguousarray(image[:, ::-1])
         self._last_image = image
         return AnimatedFrame(image, status, rendered=True)
 
-    def _driving_keypoints(self, v: np.ndarray, s: AnimationSettings) -> torch.Tensor:
-        a, ref = self.avatar, self.reference.value
-        dev = self.backend.device
-        src = a.info
+    def _skipped(self, s: AnimationSettings, status: Status) -> AnimatedFrame:
+        image = self._last_image if self._last_image is not None else self._still_avatar(s)
+        return AnimatedFrame(image, status, rendered=False)
 
-        def tensor(x: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(x, np.float32).reshape(shape), device=dev)
+    def _paste_back_on_device(self) -> DevicePasteBack:
+        if self._device_paste is None:
+            face = self.avatar.face
+            self._device_paste = DevicePasteBack(face.image, face.transform.M_c2o, face.paste,
+                                                 face.transform.dsize, self.backend.device)
+        return self._device_paste
 
+    def _setting_tensors(self, s: AnimationSettings) -> _SettingTensors:
+        if self._constants is None or self._constants[0] is not s:
+            self._constants = (s, _SettingTensors.make(s, self.backend.device))
+        return self._constants[1]
+
+    def _driving_keypoints(self, v: torch.Tensor, s: AnimationSettings) -> torch.Tensor:
+        """x_d from the (smoothed) driver vector, all on the device."""
+        a, ref, src = self.avatar, self._reference, self.avatar.info
+        c = self._setting_tensors(s)
         # rotation: the user's rotation relative to the reference, as angles, scaled and limited
-        # (3x3 bookkeeping in numpy: cheaper than a dozen tiny torch calls per frame)
-        rel = motion.euler_from_rotation_np(motion.rotation_matrix_np(*v[_ANG]) @ motion.rotation_matrix_np(*ref[_ANG]).T)
-        limited = [float(np.clip(angle * mult, -limit, limit))
-                   for angle, mult, limit in zip(rel, s.rotation_multiplier, s.rotation_limit_deg)]
-        R_new = tensor(motion.rotation_matrix_np(*limited), (1, 3, 3)) @ a.R_s
+        R_rel = motion.rotation_matrix(v[0:1], v[1:2], v[2:3]) @ self._reference_rotation_t
+        angles = torch.stack(motion.euler_from_rotation(R_rel), dim=1)[0] * c.rotation_multiplier
+        angles = torch.minimum(torch.maximum(angles, -c.rotation_limit), c.rotation_limit)
+        R_new = motion.rotation_matrix(angles[0:1], angles[1:2], angles[2:3]) @ a.R_s
 
-        exp_delta = (v[_EXP] - ref[_EXP]) * s.expression_multiplier
         # with retargeting on, the eye / lip keypoints keep the avatar's own expression and the
         # retargeting network sets their openness instead (no double counting)
-        exp_delta = exp_delta.reshape(motion.NUM_KP, 3)
-        if s.eye_mode != "off":
-            exp_delta[list(motion.EYE_KEYPOINTS)] = 0.0
-        if s.lip_mode != "off":
-            exp_delta[list(motion.LIP_KEYPOINTS)] = 0.0
-        exp_new = src.exp + tensor(exp_delta, (1, motion.NUM_KP, 3))
-        scale_new = src.scale * float(v[_SCALE][0] / ref[_SCALE][0])
-        t_delta = np.zeros(3) if s.translation_lock else (v[_T] - ref[_T])
-        t_delta[2] = -float(src.t[0, 2])        # t_z of the result is 0, as in the official pipeline
-        t_new = src.t + tensor(t_delta, (1, 3))
+        exp_delta = (v[_EXP] - ref[_EXP]).reshape(1, motion.NUM_KP, 3) * c.expression_weights
+        exp_new = src.exp + exp_delta
+        scale_new = src.scale * (v[_SCALE] / ref[_SCALE])
+        # t_z of the result is 0, as in the official pipeline
+        t_new = src.t * c.keep_xy + (v[_T] - ref[_T]) * c.translation_weights
         x_d = scale_new[..., None] * (src.kp @ R_new + exp_new) + t_new[:, None, :]
 
         if s.driving_option == "expression-friendly":
@@ -349,26 +434,57 @@ class Animator:
             x_d = motion.expression_friendly(x_d, a.expression_reference, a.x_s, a.expression_multiplier)
 
         if s.eye_mode != "off":
-            target = s.eye_target if s.eye_mode == "fixed" else self._follow_eye_target(v, ref)
-            ratios = motion.combined_eye_ratios(a.eye_ratios, torch.tensor([[target]], device=dev))
+            target = c.eye_target if s.eye_mode == "fixed" else self._follow_eye_target(v, ref)
+            ratios = motion.combined_eye_ratios(a.eye_ratios, target)
             x_d = x_d + motion.eye_retarget_delta(self.backend.eye, a.x_s, ratios)
         if s.lip_mode != "off":
-            target = s.lip_target if s.lip_mode == "fixed" else float(v[_LIP][0])
-            ratios = motion.combined_lip_ratios(a.lip_ratio, torch.tensor([[target]], device=dev))
+            target = c.lip_target if s.lip_mode == "fixed" else v[_LIP]
+            ratios = motion.combined_lip_ratios(a.lip_ratio, target)
             x_d = x_d + motion.lip_retarget_delta(self.backend.lip, a.x_s, ratios)
 
         if s.stitching:
             x_d = motion.apply_stitching(self.backend.stitching, a.x_s, x_d)
             if s.normalize_lip and s.lip_mode == "off" and a.lip_normalization is not None:
                 x_d = x_d + a.lip_normalization
-        return motion.require_finite("driving keypoints", x_d)
+        return x_d
 
-    def _follow_eye_target(self, v: np.ndarray, ref: np.ndarray) -> float:
+    def _follow_eye_target(self, v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """The user's eye openness on the avatar's scale (paper, sec. 4.3): the user's ratio times
         avatar-open / user-neutral, so a user with narrow eyes still opens the avatar's fully."""
-        user_neutral = float(np.mean(ref[_EYES]))
-        avatar_open = float(self.avatar.eye_ratios.mean())
-        user_now = float(np.mean(v[_EYES]))
-        if user_neutral < 1e-3 or not math.isfinite(user_now):
-            return avatar_open
-        return float(np.clip(user_now * avatar_open / user_neutral, 0.0, 0.8))
+        user_neutral = ref[_EYES].mean()
+        avatar_open = self.avatar.eye_ratios.mean()
+        user_now = v[_EYES].mean()
+        scaled = (user_now * avatar_open / user_neutral.clamp_min(1e-3)).clamp(0.0, 0.8)
+        usable = (user_neutral >= 1e-3) & torch.isfinite(user_now)
+        return torch.where(usable, scaled, avatar_open).reshape(1, 1)
+
+
+@dataclass(frozen=True)
+class _SettingTensors:
+    """The settings the keypoint math multiplies with, as device tensors (made once per settings
+    snapshot, not once per frame)."""
+
+    rotation_multiplier: torch.Tensor     # 3
+    rotation_limit: torch.Tensor          # 3, degrees
+    expression_weights: torch.Tensor      # 1 x K x 3: the multiplier, 0 on retargeted keypoints
+    translation_weights: torch.Tensor     # 3: 0 when locked; z always 0
+    keep_xy: torch.Tensor                 # 3: (1, 1, 0)
+    eye_target: torch.Tensor              # 1 x 1
+    lip_target: torch.Tensor              # 1 x 1
+
+    @staticmethod
+    def make(s: AnimationSettings, device: torch.device) -> _SettingTensors:
+        weights = np.full((1, motion.NUM_KP, 3), s.expression_multiplier, np.float32)
+        if s.eye_mode != "off":
+            weights[:, list(motion.EYE_KEYPOINTS)] = 0.0
+        if s.lip_mode != "off":
+            weights[:, list(motion.LIP_KEYPOINTS)] = 0.0
+        move = 0.0 if s.translation_lock else 1.0
+
+        def tensor(x: object) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x, np.float32), device=device)
+
+        return _SettingTensors(rotation_multiplier=tensor(s.rotation_multiplier),
+                               rotation_limit=tensor(s.rotation_limit_deg), expression_weights=tensor(weights),
+                               translation_weights=tensor([move, move, 0.0]), keep_xy=tensor([1.0, 1.0, 0.0]),
+                               eye_target=tensor([[s.eye_target]]), lip_target=tensor([[s.lip_target]]))

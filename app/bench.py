@@ -3,6 +3,7 @@
     python -m app.bench --engine torch --device cpu --frames 3      # real networks (kit weights)
     python -m app.bench --engine stub --tracking replay --seconds 10  # threading throughput
     python -m app.bench --engine stub --soak-minutes 20              # resident memory over time
+    python -m app.bench --engine auto --device cuda --no-network-timing --seconds 20   # on a GPU
 
 Prints per-stage milliseconds (medians), the networks' share, output frames/s and
 capture-to-output latency. ``--tracking replay`` replays landmarks computed beforehand, so the
@@ -153,8 +154,12 @@ def rss_mb() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engine", choices=("torch", "stub"), default="stub")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "tensorrt", "stub"), default="stub",
+                    help="the backend, as main.py's --backend")
+    ap.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    ap.add_argument("--network-timing", action=argparse.BooleanOptionalAction, default=True,
+                    help="time M and W+G separately; this waits for the device around each call, so on a GPU "
+                         "use --no-network-timing for the loop's true frame rate and latency")
     ap.add_argument("--weights", help="weights directory (torch engine)")
     ap.add_argument("--avatar", default=str(DEFAULT_AVATAR))
     ap.add_argument("--video", type=Path, default=default_video())
@@ -170,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "stub":
         torch.set_num_threads(1)   # only tiny tensor ops: a thread pool costs more than it gives
     frames = frames_720p(args.video)
-    backend = TimedBackend(make_backend(args.engine, weights=args.weights, device=args.device))
+    inner = make_backend(args.engine, weights=args.weights, device=args.device)
+    backend: InferenceBackend = TimedBackend(inner) if args.network_timing else inner
     avatar = load_avatar(args.avatar, backend)
     if args.tracking == "replay":
         mesh = MediaPipeFaceMesh()
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     memory.append((wall, rss_mb()))
 
     stats = pipe.stats.snapshot()
-    nets = {k: float(np.median(v)) for k, v in backend.ms.items() if v}
+    nets = {k: float(np.median(v)) for k, v in backend.ms.items() if v} if isinstance(backend, TimedBackend) else {}
     network_ms = nets.get("M motion", 0.0) + nets.get("W+G render", 0.0)
     stage_total = sum(stats["stage_ms"].values())
     frames_out = stats["frames_out"]
@@ -218,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__, "frames_out": frames_out, "wall_s": wall,
         "fps": frames_out / wall, "fps_last_window": stats["fps"], "latency_ms": stats["latency_ms"],
-        "stage_ms": stats["stage_ms"], "network_ms": nets, "beyond_networks_ms": stage_total - network_ms,
+        "stage_ms": stats["stage_ms"], "network_ms": nets,
+        "beyond_networks_ms": (stage_total - network_ms) if nets else None,
         "dropped": pipe.q_captured.dropped + pipe.q_tracked.dropped + pipe.q_output.dropped,
     }
     if len(memory) > 2 and args.soak_minutes:
@@ -233,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("  stage %-10s %9.2f ms", stage, ms)
     for net, ms in nets.items():
         log.info("  network %-12s %7.2f ms", net, ms)
-    log.info("  per-frame work beyond the networks: %.2f ms", report["beyond_networks_ms"])
+    if nets:
+        log.info("  per-frame work beyond the networks: %.2f ms", report["beyond_networks_ms"])
     log.info("  output %.1f frames/s over the run (%.1f in the last window), capture-to-output latency "
              "%.1f ms (median), %d frames dropped", report["fps"], report["fps_last_window"], report["latency_ms"],
              report["dropped"])

@@ -14,6 +14,7 @@ networks (its render is an identity warp of the avatar crop).
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Callable, Protocol
 
 import torch
@@ -43,7 +44,8 @@ class TorchBackend:
 
     On CUDA: ``precision="fp16"`` runs F, M, W and G under autocast (the official GPU default; the
     MLPs stay fp32), the 2-D networks use channels-last memory, and W+G run as a captured CUDA
-    graph (fixed shapes: one launch per frame instead of hundreds of kernels)."""
+    graph, and so does M on the one-crop batch of the live loop (fixed shapes: one launch each per
+    frame instead of hundreds of kernels)."""
 
     def __init__(self, nets: LivePortraitNetworks, device: torch.device | str = "cpu", *,
                  precision: str = "fp32", cuda_graphs: bool = True) -> None:
@@ -59,7 +61,8 @@ class TorchBackend:
             for net in (self.nets.generator, self.nets.motion, self.nets.appearance):
                 net.to(memory_format=torch.channels_last)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
-        self._graph: _GraphedRender | None = None
+        self._motion_graph: _CudaGraph | None = None
+        self._render_graph: _CudaGraph | None = None
         self.stitching = self._no_grad(self.nets.stitching)
         self.eye = self._no_grad(self.nets.eye)
         self.lip = self._no_grad(self.nets.lip)
@@ -81,31 +84,41 @@ class TorchBackend:
 
     @torch.inference_mode()
     def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
+        image = image.to(self.device)
+        if self.cuda_graphs and image.shape[0] == 1:       # the per-frame call: one crop
+            if self._motion_graph is None:
+                self._motion_graph = _CudaGraph(self._motion_eager, image)
+            return motion.KeypointInfo(*self._motion_graph(image))
+        return motion.KeypointInfo(*self._motion_eager(image))
+
+    def _motion_eager(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self._autocast():
-            raw = self.nets.motion(image.to(self.device))
-        return motion.refine_motion_output({k: v.float() for k, v in raw.items()})
+            raw = self.nets.motion(image)
+        info = motion.refine_motion_output({k: v.float() for k, v in raw.items()})
+        return tuple(getattr(info, f.name) for f in fields(info))
 
     @torch.inference_mode()
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         if self.cuda_graphs:
-            if self._graph is None:
-                self._graph = _GraphedRender(self._render_eager, feature, x_s, x_d)
-            return self._graph(feature, x_s, x_d)
-        return self._render_eager(feature, x_s, x_d)
+            if self._render_graph is None:
+                self._render_graph = _CudaGraph(self._render_eager, feature, x_s, x_d)
+            return self._render_graph(feature, x_s, x_d)[0]
+        return self._render_eager(feature, x_s, x_d)[0]
 
-    def _render_eager(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+    def _render_eager(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> tuple[torch.Tensor]:
         # On CUDA the 3-D warps use our fused grid-sample (fp32 coordinates even under fp16)
         with self._autocast(), use_custom_grid_sample(self.device.type == "cuda"):
             warped = self.nets.warping(feature, kp_source=x_s, kp_driving=x_d)
-            return self.nets.generator(warped["out"]).float()
+            return (self.nets.generator(warped["out"]).float(),)
 
 
-class _GraphedRender:
-    """W+G captured once as a CUDA graph on static input buffers; each call copies the inputs in
-    (the 8 MB feature volume too: a device copy of microseconds, and no stale-avatar risk) and
-    replays."""
+class _CudaGraph:
+    """A function of fixed-shape tensors captured once as a CUDA graph on static input buffers
+    (M on the driving crop; W+G). Each call copies the inputs in (the 8 MB feature volume too: a
+    device copy of microseconds, and no stale-avatar risk), replays, and returns copies of the
+    outputs, so a caller may keep them across frames."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor], *example: torch.Tensor) -> None:
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], *example: torch.Tensor) -> None:
         self.inputs = [t.detach().clone() for t in example]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -115,47 +128,46 @@ class _GraphedRender:
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.output = fn(*self.inputs)
+            self.outputs = fn(*self.inputs)
 
-    def __call__(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        self.inputs[0].copy_(feature)
-        self.inputs[1].copy_(x_s)
-        self.inputs[2].copy_(x_d)
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        for buffer, value in zip(self.inputs, inputs, strict=True):
+            buffer.copy_(value)
         self.graph.replay()
-        return self.output.clone()
+        return tuple(out.clone() for out in self.outputs)
 
 
 class StubBackend:
     """Stand-in with the backend's shapes and no real networks: ``appearance`` keeps the avatar
     crop, ``render`` returns it at 512 (identity warp), ``motion`` derives a plausible pose from the
     crop's brightness moments and the MLPs return zeros. Microseconds instead of seconds, so tests
-    and benchmarks can exercise everything around the networks."""
+    and benchmarks can exercise everything around the networks (on any device)."""
 
     name = "stub"
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         g = torch.Generator().manual_seed(0)
-        self._kp = (torch.rand(1, motion.NUM_KP, 3, generator=g) - 0.5) * 0.6
+        self._kp = ((torch.rand(1, motion.NUM_KP, 3, generator=g) - 0.5) * 0.6).to(self.device)
+        self._ys = torch.linspace(-1, 1, 32, device=self.device).view(1, 32, 1)
+        self._xs = torch.linspace(-1, 1, 32, device=self.device).view(1, 1, 32)
 
     def appearance(self, image: torch.Tensor) -> torch.Tensor:
         check_shape("image", image, (None, 3, 256, 256))
         # the "feature" is the crop itself, upsampled once so that render is free
-        return F.interpolate(image, size=(512, 512), mode="nearest")
+        return F.interpolate(image.to(self.device), size=(512, 512), mode="nearest")
 
     def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
         check_shape("image", image, (None, 3, 256, 256))
         b = image.shape[0]
-        gray = image[:, :, 4::8, 4::8].mean(dim=1)          # every 8th pixel: 32 x 32 is plenty here
-        ys = torch.linspace(-1, 1, 32).view(1, 32, 1)
-        xs = torch.linspace(-1, 1, 32).view(1, 1, 32)
+        gray = image.to(self.device)[:, :, 4::8, 4::8].mean(dim=1)     # every 8th pixel: 32 x 32 is plenty
         mass = gray.sum(dim=(1, 2)).clamp_min(1e-6)
-        cx = (gray * xs).sum(dim=(1, 2)) / mass
-        cy = (gray * ys).sum(dim=(1, 2)) / mass
-        z = torch.zeros(b, 1)
+        cx = (gray * self._xs).sum(dim=(1, 2)) / mass
+        cy = (gray * self._ys).sum(dim=(1, 2)) / mass
+        z = torch.zeros(b, 1, device=self.device)
         return motion.KeypointInfo(pitch=(cy * 30).view(b, 1), yaw=(cx * 30).view(b, 1), roll=z,
                                    t=torch.cat([cx.view(b, 1) * 0.1, cy.view(b, 1) * 0.1, z], dim=1),
-                                   exp=torch.zeros(b, motion.NUM_KP, 3), scale=torch.ones(b, 1) * 1.5,
+                                   exp=torch.zeros(b, motion.NUM_KP, 3, device=self.device), scale=z + 1.5,
                                    kp=self._kp.expand(b, -1, -1).clone())
 
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
@@ -163,12 +175,12 @@ class StubBackend:
 
     @staticmethod
     def stitching(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(x.shape[0], 3 * motion.NUM_KP + 2)
+        return x.new_zeros(x.shape[0], 3 * motion.NUM_KP + 2)
 
     @staticmethod
     def eye(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(x.shape[0], 3 * motion.NUM_KP)
+        return x.new_zeros(x.shape[0], 3 * motion.NUM_KP)
 
     @staticmethod
     def lip(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(x.shape[0], 3 * motion.NUM_KP)
+        return x.new_zeros(x.shape[0], 3 * motion.NUM_KP)

@@ -99,23 +99,6 @@ def euler_from_rotation(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return pitch * to_deg, yaw * to_deg, roll * to_deg
 
 
-def rotation_matrix_np(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """``rotation_matrix`` for one pose in float64 numpy (for per-frame CPU bookkeeping, where a
-    handful of torch calls on 3x3 matrices cost more than the math)."""
-    p, y, r = (math.radians(a) for a in (pitch, yaw, roll))
-    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
-    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    return (rz @ ry @ rx).T
-
-
-def euler_from_rotation_np(rot: np.ndarray) -> tuple[float, float, float]:
-    """``euler_from_rotation`` for one 3x3 numpy matrix -> (pitch, yaw, roll) degrees."""
-    a = np.asarray(rot, np.float64).T
-    yaw = math.asin(max(-1.0, min(1.0, -a[2, 0])))
-    return math.degrees(math.atan2(a[2, 1], a[2, 2])), math.degrees(yaw), math.degrees(math.atan2(a[1, 0], a[0, 0]))
-
-
 # Implicit keypoints that the official pipeline treats as the eye and lip region
 # (its animation_region "eyes" / "lip" options).
 EYE_KEYPOINTS = (11, 13, 15, 16, 18)

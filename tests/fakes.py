@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyvirtualcam
+import torch
+
+from app.face.crop import CropTransform
+from app.face.driving import DrivingFace
+from engines import motion
+from engines.backend import StubBackend
 
 
 class FakeVirtualCamera:
@@ -33,3 +39,36 @@ class MissingVirtualCamera(FakeVirtualCamera):
 # registered once, when this module is first imported
 pyvirtualcam.register_backend("avatarcam-test", FakeVirtualCamera)
 pyvirtualcam.register_backend("avatarcam-missing", MissingVirtualCamera)
+
+
+class ScriptedBackend(StubBackend):
+    """Stub whose motion output is set by the test: pose angles, translation and an expression
+    offset; it records what R_eyes was asked."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.pose = (0.0, 0.0, 0.0)
+        self.exp_offset = 0.0
+        self.t = (0.0, 0.0)
+        self.eye_inputs: list[torch.Tensor] = []
+
+    def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
+        info = super().motion(image)
+        b = image.shape[0]
+        p, y, r = (torch.full((b, 1), a, device=self.device) for a in self.pose)
+        t = torch.tensor([[self.t[0], self.t[1], 0.0]], device=self.device).expand(b, 3)
+        return motion.KeypointInfo(pitch=p, yaw=y, roll=r, t=t, exp=info.exp + self.exp_offset,
+                                   scale=info.scale, kp=info.kp)
+
+    def eye(self, x: torch.Tensor) -> torch.Tensor:
+        self.eye_inputs.append(x.clone())
+        return x.new_zeros(x.shape[0], 63)
+
+
+def fake_face(eye: float = 0.3, lip: float = 0.0) -> DrivingFace:
+    """A driving face with a flat grey crop and the given eye / lip open ratios."""
+    crop = np.full((256, 256, 3), 90, np.uint8)
+    t = np.eye(3, dtype=np.float32)
+    return DrivingFace(network_input=crop, landmarks=np.zeros((478, 2), np.float32),
+                       transform=CropTransform(t, t, 512), eye_ratios=np.array([[eye, eye]], np.float32),
+                       lip_ratio=np.array([[lip]], np.float32))

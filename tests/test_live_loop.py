@@ -14,7 +14,6 @@ import torch
 
 from app.animator import Animator, Status, prepare_avatar
 from app.face.avatar import prepare_avatar_face
-from app.face.driving import DrivingFace
 from app.face.tracker import MediaPipeFaceMesh
 from app.pipeline import FrameQueue, Pipeline
 from app.settings import AnimationSettings, LiveSettings
@@ -23,9 +22,8 @@ from app.stages.capture import CameraError, CameraRequest, CameraSource, read_vi
 from app.stages.output import (OutputStage, PreviewSink, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable,
                                letterbox, virtual_camera_fix)
 from app.stages.tracking import TrackingStage
-from engines import motion
 from engines.backend import StubBackend
-from fakes import FakeVirtualCamera
+from fakes import FakeVirtualCamera, ScriptedBackend, fake_face
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
@@ -48,38 +46,6 @@ def avatar_face():
 @pytest.fixture()
 def stub_avatar(avatar_face):
     return prepare_avatar(avatar_face, StubBackend())
-
-
-class ScriptedBackend(StubBackend):
-    """Stub whose motion output is set by the test: pose angles and an expression offset."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pose = (0.0, 0.0, 0.0)
-        self.exp_offset = 0.0
-        self.t = (0.0, 0.0)
-        self.eye_inputs: list[torch.Tensor] = []
-
-    def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
-        info = super().motion(image)
-        b = image.shape[0]
-        p, y, r = (torch.full((b, 1), a) for a in self.pose)
-        t = torch.tensor([[self.t[0], self.t[1], 0.0]]).expand(b, 3)
-        return motion.KeypointInfo(pitch=p, yaw=y, roll=r, t=t, exp=info.exp + self.exp_offset,
-                                   scale=info.scale, kp=info.kp)
-
-    def eye(self, x: torch.Tensor) -> torch.Tensor:
-        self.eye_inputs.append(x.clone())
-        return torch.zeros(x.shape[0], 63)
-
-
-def fake_face(eye: float = 0.3, lip: float = 0.0) -> DrivingFace:
-    crop = np.full((256, 256, 3), 90, np.uint8)
-    t = np.eye(3, dtype=np.float32)
-    from app.face.crop import CropTransform
-    return DrivingFace(network_input=crop, landmarks=np.zeros((478, 2), np.float32),
-                       transform=CropTransform(t, t, 512), eye_ratios=np.array([[eye, eye]], np.float32),
-                       lip_ratio=np.array([[lip]], np.float32))
 
 
 def make_animator(avatar, backend=None, **settings):

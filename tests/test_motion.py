@@ -121,10 +121,3 @@ def test_euler_round_trip() -> None:
     rot = motion.rotation_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
     p, y, r = motion.euler_from_rotation(rot)
     assert torch.allclose(torch.stack([p, y, r], dim=1), angles, atol=1e-3)
-
-
-def test_numpy_rotation_helpers_match_torch() -> None:
-    for p, y, r in [(10.0, -30.0, 5.0), (-45.0, 70.0, -120.0), (0.0, 0.0, 0.0)]:
-        ref = motion.rotation_matrix(torch.tensor([p]), torch.tensor([y]), torch.tensor([r]))[0].double().numpy()
-        assert np.allclose(motion.rotation_matrix_np(p, y, r), ref, atol=1e-6)
-        assert np.allclose(motion.euler_from_rotation_np(ref), (p, y, r), atol=1e-3)

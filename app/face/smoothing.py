@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+import torch
 
 from .crop import CropParams
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
 def _alpha(cutoff_hz: float, dt: float) -> float:
@@ -18,38 +22,52 @@ def _alpha(cutoff_hz: float, dt: float) -> float:
 
 
 class OneEuroFilter:
-    """Element-wise One Euro filter on arrays of a fixed shape.
+    """Element-wise One Euro filter on arrays of a fixed shape: numpy arrays (float64), or torch
+    tensors, which stay on their device (the animator filters its motion on the GPU without a
+    host copy; the math is element-wise arithmetic, the same for both).
 
     min_cutoff (Hz): smoothing of a still signal (lower = smoother). beta: how fast the cutoff
     rises with speed (higher = less lag on fast motion). d_cutoff (Hz): smoothing of the speed."""
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
+        # min_cutoff and beta may also be set to arrays of the signal's shape (one per element;
+        # an infinite cutoff passes that element through)
         if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
             raise ValueError("OneEuroFilter: min_cutoff and d_cutoff must be > 0, beta >= 0")
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.reset()
 
     def reset(self) -> None:
-        self._x: np.ndarray | None = None
-        self._dx: np.ndarray | None = None
+        self._x: np.ndarray | torch.Tensor | None = None
+        self._dx: np.ndarray | torch.Tensor | None = None
         self._t: float | None = None
 
-    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        if self._x is None or self._t is None or x.shape != self._x.shape:
-            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
-            return x.copy()
+    def __call__(self, x: Array, t: float) -> Array:
+        if not isinstance(x, torch.Tensor):
+            x = np.asarray(x, dtype=np.float64)
+        if (self._x is None or self._t is None or x.shape != self._x.shape
+                or type(x) is not type(self._x) or _device(x) != _device(self._x)):
+            self._x, self._dx, self._t = _copy(x), x * 0, t
+            return _copy(x)
         dt = t - self._t
         if dt <= 0:            # same or older timestamp: nothing new to integrate
-            return self._x.copy()
+            return _copy(self._x)
         dx = (x - self._x) / dt
         a_d = _alpha(self.d_cutoff, dt)
         self._dx = a_d * dx + (1 - a_d) * self._dx
-        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        cutoff = self.min_cutoff + self.beta * abs(self._dx)
         a = 1.0 / (1.0 + (1.0 / (2.0 * math.pi * cutoff)) / dt)
         self._x = a * x + (1 - a) * self._x
         self._t = t
-        return self._x.copy()
+        return _copy(self._x)
+
+
+def _copy(x: Array) -> Array:
+    return x.clone() if isinstance(x, torch.Tensor) else x.copy()
+
+
+def _device(x: Array) -> object:
+    return x.device if isinstance(x, torch.Tensor) else None
 
 
 @dataclass

@@ -1,0 +1,225 @@
+"""The per-frame chain on the inference device: paste-back on the device, no host reads between the
+uploads and the one image fetch, the torch keypoint math against the official relative-motion
+formula, NaN handling without host checks, and (on a CUDA GPU) CUDA graphs and one synchronising
+call per frame."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from app.animator import Animator, Status, fetch_image, image_to_tensor, prepare_avatar
+from app.face import crop as fc
+from app.face.avatar import prepare_avatar_face
+from app.face.paste_device import DevicePasteBack
+from app.face.tracker import MediaPipeFaceMesh
+from app.settings import AnimationSettings, LiveSettings
+from engines import motion
+from engines.backend import StubBackend
+from fakes import ScriptedBackend, fake_face
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+NO_SMOOTHING = {f"smooth_{g}": 0.0 for g in ("rotation", "translation", "expression", "eyes", "lips")}
+
+
+@pytest.fixture(scope="module")
+def avatar_face():
+    mesh = MediaPipeFaceMesh()
+    face = prepare_avatar_face(AVATAR, mesh)
+    mesh.close()
+    return face
+
+
+def animator(face, backend, paste_on_device: bool | None = None, **settings) -> tuple[Animator, LiveSettings]:
+    live = LiveSettings(AnimationSettings(**settings))
+    return Animator(backend, live, prepare_avatar(face, backend), paste_on_device=paste_on_device), live
+
+
+class HostReads(TorchDispatchMode):
+    """Records every operation that reads a tensor's value into Python (``.item()``, ``float(t)``,
+    ``bool(t)``, ``if t:``): on a GPU each of them waits for the device."""
+
+    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default,
+             torch.ops.aten.is_nonzero.default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+# --------------------------------------------------------------------------- paste-back on the device
+def test_device_paste_matches_the_official_paste_back(parity_dir: Path) -> None:
+    kit = np.load(parity_dir / "fixtures" / "glue_crop_paste.npz")
+    orig, crop, M_c2o = kit["in__paste_orig_u8"], kit["in__paste_crop_u8"], kit["in__paste_M_c2o"]
+    before = orig.copy()
+    mask = cv2.imread(str(parity_dir / "data" / "mask_template.png"))
+    paste = fc.prepare_paste_mask(mask, M_c2o, (orig.shape[1], orig.shape[0]))
+    pasted = DevicePasteBack(orig, M_c2o, paste, 512, "cpu")
+    planes = torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1)   # RGB planes
+    box, ok = fetch_image(pasted(planes))
+    out = pasted.compose(box)
+    assert ok and out.shape == orig.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - kit["out__paste_result_u8"]).max() <= 2      # the kit's tolerance
+    assert np.abs(out.astype(int) - fc.paste_back(crop, M_c2o, orig, paste)).max() <= 2
+    assert np.array_equal(orig, before)                                          # the avatar is untouched
+
+
+def test_device_paste_with_an_empty_box_and_a_wrong_mask() -> None:
+    image = np.full((40, 30, 3), 77, np.uint8)
+    empty = fc.PasteMask(mask=np.zeros((40, 30, 3), np.float32), box=(0, 0, 0, 0))
+    pasted = DevicePasteBack(image, np.eye(3, dtype=np.float32), empty, 512, "cpu")
+    box, _ = fetch_image(pasted(torch.zeros(3, 512, 512, dtype=torch.uint8)))
+    out = pasted.compose(box)
+    assert np.array_equal(out, image) and out is not image
+    with pytest.raises(ValueError, match="paste mask: expected 20x30 to match the image, got 40x30"):
+        DevicePasteBack(image[:20], np.eye(3, dtype=np.float32), empty, 512, "cpu")
+
+
+def test_animator_paste_on_device_matches_opencv_paste(avatar_face) -> None:
+    on_device, live_a = animator(avatar_face, ScriptedBackend(), paste_on_device=True, reference_frames=1)
+    opencv, live_b = animator(avatar_face, ScriptedBackend(), paste_on_device=False, reference_frames=1)
+    for i, mirror in enumerate([False, False, True]):
+        for live in (live_a, live_b):
+            live.update(mirror=mirror)
+        a, b = on_device.process(fake_face(), i / 30), opencv.process(fake_face(), i / 30)
+        assert a.rendered and b.rendered and a.image.shape == b.image.shape == avatar_face.image.shape
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+
+
+# --------------------------------------------------------------------------- no host reads per frame
+def test_the_detector_sees_host_reads() -> None:
+    with HostReads() as mode:
+        float(torch.ones(1).sum())
+        bool(torch.ones(1) > 0)
+    assert len(mode.reads) == 2
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"eye_mode": "follow", "lip_mode": "follow", "driving_option": "expression-friendly"},
+    {"eye_mode": "fixed", "lip_mode": "fixed", "translation_lock": True, "mirror": True},
+    {"paste_back": False, **NO_SMOOTHING},
+], ids=["default", "follow+expression-friendly", "fixed+lock+mirror", "crop-only"])
+@pytest.mark.parametrize("paste_on_device", [False, True], ids=["opencv-paste", "device-paste"])
+def test_steady_frames_read_nothing_back_before_the_fetch(avatar_face, settings, paste_on_device) -> None:
+    backend = ScriptedBackend()
+    anim, _ = animator(avatar_face, backend, paste_on_device=paste_on_device, reference_frames=3, **settings)
+    for i in range(3):
+        anim.process(fake_face(), i / 30)
+    assert anim.has_reference
+    with HostReads() as mode:
+        frames = []
+        for i in range(3, 8):
+            backend.pose = (i * 2.0, -i * 3.0, i * 1.0)
+            backend.exp_offset = 0.01 * i
+            frames.append(anim.process(fake_face(eye=0.2 + 0.01 * i, lip=0.05 * i), i / 30))
+    assert mode.reads == []
+    assert all(f.rendered and f.status == Status.LIVE for f in frames)
+
+
+# --------------------------------------------------------------------------- the keypoint math
+def test_keypoints_follow_the_official_relative_motion(avatar_face) -> None:
+    backend = ScriptedBackend()
+    anim, _ = animator(avatar_face, backend, reference_frames=1, stitching=False, normalize_lip=False,
+                       **NO_SMOOTHING)
+    crop = image_to_tensor(fake_face().network_input, backend.device)
+
+    def drive(pose, t, exp_offset, when) -> motion.DrivingMotion:
+        backend.pose, backend.t, backend.exp_offset = pose, t, exp_offset
+        anim.process(fake_face(), when)
+        return motion.DrivingMotion.from_info(backend.motion(crop))
+
+    reference = drive((2.0, -3.0, 1.0), (0.01, 0.02), 0.0, 0.0)
+    driving = drive((10.0, -20.0, 5.0), (0.05, -0.03), 0.02, 0.1)
+    src = anim.avatar
+    expected = motion.relative_keypoints(src.info, src.R_s, driving, reference)
+    assert torch.allclose(anim.last_keypoints, expected, atol=1e-4)
+    assert not torch.allclose(expected, src.x_s, atol=1e-2)          # it did move
+
+
+def test_nan_motion_in_live_mode_does_not_poison_later_frames(avatar_face) -> None:
+    backend = ScriptedBackend()
+    anim, _ = animator(avatar_face, backend, reference_frames=1)
+    good = anim.process(fake_face(), 0.0)
+    neutral = anim.last_keypoints.clone()
+    backend.pose = (float("nan"), 0.0, 0.0)
+    bad = anim.process(fake_face(), 1 / 30)
+    assert bad.image is good.image and not bad.rendered
+    backend.pose = (0.0, 0.0, 0.0)
+    after = anim.process(fake_face(), 2 / 30)
+    assert after.rendered and torch.isfinite(anim.last_keypoints).all()
+    assert torch.allclose(anim.last_keypoints, neutral, atol=1e-4)
+
+
+def test_nan_motion_while_calibrating_shows_the_avatar(avatar_face) -> None:
+    backend = ScriptedBackend()
+    anim, _ = animator(avatar_face, backend, reference_frames=3)
+    backend.pose = (0.0, float("inf"), 0.0)
+    frame = anim.process(fake_face(), 0.0)
+    assert frame.status == Status.NO_FACE_YET and not frame.rendered and frame.image is avatar_face.image
+    assert anim.reference.value is None
+
+
+# --------------------------------------------------------------------------- on a CUDA GPU
+@CUDA
+def test_one_synchronising_call_per_steady_frame_on_cuda(avatar_face) -> None:
+    anim, _ = animator(avatar_face, ScriptedBackend("cuda"), reference_frames=2)
+    assert anim.paste_on_device
+    for i in range(4):                     # calibration, and the first frames that set buffers up
+        anim.process(fake_face(), i / 30)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            frames = [anim.process(fake_face(eye=0.3 + 0.01 * i), (4 + i) / 30) for i in range(5)]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert all(f.rendered for f in frames)
+    assert len(syncs) == len(frames), syncs
+
+
+@CUDA
+def test_cuda_chain_matches_the_cpu_chain(avatar_face) -> None:
+    gpu, _ = animator(avatar_face, StubBackend("cuda"), reference_frames=1)
+    cpu, _ = animator(avatar_face, StubBackend("cpu"), reference_frames=1)
+    for i in range(3):
+        a, b = gpu.process(fake_face(), i / 30), cpu.process(fake_face(), i / 30)
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+        assert torch.allclose(gpu.last_keypoints.cpu(), cpu.last_keypoints, atol=1e-4)
+
+
+@CUDA
+def test_cuda_graphs_replay_new_inputs(synthetic_weights_dir: Path) -> None:
+    from engines.backend import TorchBackend
+    from engines.checkpoints import load_networks
+
+    nets = load_networks(synthetic_weights_dir)
+    graphed = TorchBackend(nets, "cuda", precision="fp16")
+    eager = TorchBackend(load_networks(synthetic_weights_dir), "cuda", precision="fp16", cuda_graphs=False)
+    g = torch.Generator().manual_seed(0)
+    crops = [torch.rand(1, 3, 256, 256, generator=g).cuda() for _ in range(2)]
+    feature = graphed.appearance(crops[0])
+    x_s = motion.keypoints_from_info(graphed.motion(crops[0]))
+    outputs = []
+    for crop in crops:
+        a, b = graphed.motion(crop), eager.motion(crop)
+        assert torch.allclose(a.exp, b.exp, atol=1e-3) and torch.allclose(a.yaw, b.yaw, atol=1e-2)
+        x_d = motion.keypoints_from_info(a)
+        r_graph, r_eager = graphed.render(feature, x_s, x_d), eager.render(feature, x_s, x_d)
+        assert torch.allclose(r_graph, r_eager, atol=2e-3)
+        outputs.append(r_graph)
+    assert not torch.allclose(outputs[0], outputs[1])          # the second replay saw the new inputs
