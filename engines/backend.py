@@ -14,6 +14,7 @@ networks (its render is an identity warp of the avatar crop).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import fields
 from typing import Callable, Protocol
 
@@ -66,6 +67,8 @@ class TorchBackend:
         self.stitching = self._no_grad(self.nets.stitching)
         self.eye = self._no_grad(self.nets.eye)
         self.lip = self._no_grad(self.nets.lip)
+        if self.cuda_graphs:
+            self._capture_graphs()
 
     @staticmethod
     def _no_grad(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -83,11 +86,21 @@ class TorchBackend:
             return self.nets.appearance(image.to(self.device)).float()
 
     @torch.inference_mode()
+    def _capture_graphs(self) -> None:
+        """Capture M and W+G now, on inputs of the live loop's shapes, while no other thread uses
+        the GPU (a capture fails if another thread queues work meanwhile, as an avatar being
+        prepared would)."""
+        g = torch.Generator().manual_seed(0)
+        image = torch.rand(1, 3, 256, 256, generator=g).to(self.device)
+        feature = self.appearance(image)
+        kp = (torch.rand(1, motion.NUM_KP, 3, generator=g) - 0.5).to(self.device)
+        self._motion_graph = _CudaGraph(self._motion_eager, image)
+        self._render_graph = _CudaGraph(self._render_eager, feature, kp, kp * 0.9)
+
+    @torch.inference_mode()
     def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
         image = image.to(self.device)
-        if self.cuda_graphs and image.shape[0] == 1:       # the per-frame call: one crop
-            if self._motion_graph is None:
-                self._motion_graph = _CudaGraph(self._motion_eager, image)
+        if self._motion_graph is not None and image.shape == self._motion_graph.inputs[0].shape:
             return motion.KeypointInfo(*self._motion_graph(image))
         return motion.KeypointInfo(*self._motion_eager(image))
 
@@ -99,10 +112,9 @@ class TorchBackend:
 
     @torch.inference_mode()
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        if self.cuda_graphs:
-            if self._render_graph is None:
-                self._render_graph = _CudaGraph(self._render_eager, feature, x_s, x_d)
-            return self._render_graph(feature, x_s, x_d)[0]
+        graph = self._render_graph
+        if graph is not None and [t.shape for t in (feature, x_s, x_d)] == [t.shape for t in graph.inputs]:
+            return graph(feature, x_s, x_d)[0]
         return self._render_eager(feature, x_s, x_d)[0]
 
     def _render_eager(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> tuple[torch.Tensor]:
@@ -116,9 +128,11 @@ class _CudaGraph:
     """A function of fixed-shape tensors captured once as a CUDA graph on static input buffers
     (M on the driving crop; W+G). Each call copies the inputs in (the 8 MB feature volume too: a
     device copy of microseconds, and no stale-avatar risk), replays, and returns copies of the
-    outputs, so a caller may keep them across frames."""
+    outputs, so a caller may keep them across frames. Calls from several threads (the live loop
+    and an avatar being prepared) take turns: they share the static buffers."""
 
     def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], *example: torch.Tensor) -> None:
+        self._lock = threading.Lock()
         self.inputs = [t.detach().clone() for t in example]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -131,10 +145,11 @@ class _CudaGraph:
             self.outputs = fn(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        for buffer, value in zip(self.inputs, inputs, strict=True):
-            buffer.copy_(value)
-        self.graph.replay()
-        return tuple(out.clone() for out in self.outputs)
+        with self._lock:
+            for buffer, value in zip(self.inputs, inputs, strict=True):
+                buffer.copy_(value)
+            self.graph.replay()
+            return tuple(out.clone() for out in self.outputs)
 
 
 class StubBackend:

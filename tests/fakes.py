@@ -56,7 +56,8 @@ class ScriptedBackend(StubBackend):
         info = super().motion(image)
         b = image.shape[0]
         p, y, r = (torch.full((b, 1), a, device=self.device) for a in self.pose)
-        t = torch.tensor([[self.t[0], self.t[1], 0.0]], device=self.device).expand(b, 3)
+        t = torch.zeros(b, 3, device=self.device)          # filled in place: no host-to-device copy
+        t[:, 0], t[:, 1] = self.t
         return motion.KeypointInfo(pitch=p, yaw=y, roll=r, t=t, exp=info.exp + self.exp_offset,
                                    scale=info.scale, kp=info.kp)
 
