@@ -58,3 +58,16 @@ def exported_onnx(synthetic_weights_dir: Path, tmp_path_factory: pytest.TempPath
     from export.onnx_export import export_onnx
 
     return export_onnx(synthetic_weights_dir, tmp_path_factory.mktemp("onnx"), fp16=True)
+
+
+@pytest.fixture(scope="session")
+def avatar_face():
+    """Our default avatar, tracked and cropped once per run."""
+    from app.face.avatar import prepare_avatar_face
+    from app.face.tracker import MediaPipeFaceMesh
+
+    mesh = MediaPipeFaceMesh()
+    try:
+        return prepare_avatar_face(REPO_ROOT / "assets" / "avatars" / "astronaut.png", mesh)
+    finally:
+        mesh.close()

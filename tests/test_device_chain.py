@@ -15,26 +15,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from app.animator import Animator, Status, fetch_image, image_to_tensor, prepare_avatar
 from app.face import crop as fc
-from app.face.avatar import prepare_avatar_face
 from app.face.paste_device import DevicePasteBack
-from app.face.tracker import MediaPipeFaceMesh
 from app.settings import AnimationSettings, LiveSettings
 from engines import motion
 from engines.backend import StubBackend
 from fakes import ScriptedBackend, fake_face
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 NO_SMOOTHING = {f"smooth_{g}": 0.0 for g in ("rotation", "translation", "expression", "eyes", "lips")}
-
-
-@pytest.fixture(scope="module")
-def avatar_face():
-    mesh = MediaPipeFaceMesh()
-    face = prepare_avatar_face(AVATAR, mesh)
-    mesh.close()
-    return face
 
 
 def animator(face, backend, paste_on_device: bool | None = None, **settings) -> tuple[Animator, LiveSettings]:

@@ -25,22 +25,12 @@ from app.stages.tracking import TrackingStage
 from engines.backend import StubBackend
 from fakes import FakeVirtualCamera, ScriptedBackend, fake_face
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
 
 
 # --------------------------------------------------------------------------- helpers
 @pytest.fixture(scope="module")
 def d0(parity_dir: Path) -> Path:
     return parity_dir / "data" / "examples" / "d0.mp4"
-
-
-@pytest.fixture(scope="module")
-def avatar_face():
-    mesh = MediaPipeFaceMesh()
-    face = prepare_avatar_face(AVATAR, mesh)
-    mesh.close()
-    return face
 
 
 @pytest.fixture()
