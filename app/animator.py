@@ -74,12 +74,18 @@ def fetch_image(planes: torch.Tensor, valid: torch.Tensor | None = None) -> tupl
         if p.size == 0:
             return np.empty(p.shape[1:] + (3,), np.uint8), ok
         return cv2.merge([p[2], p[1], p[0]]), ok                  # interleave and reverse in one pass
-    h, w = planes.shape[1:]
-    flat = planes.flip(0).permute(1, 2, 0).reshape(-1)            # BGR rows, interleaved on the device
-    if valid is not None:
-        flat = torch.cat([flat, valid.reshape(1).to(torch.uint8)])
-    host = flat.cpu().numpy()
-    return host[:h * w * 3].reshape(h, w, 3), valid is None or bool(host[-1])
+    return unpack_frame(pack_frame(planes, valid).cpu().numpy(), planes.shape[1], planes.shape[2], valid is not None)
+
+
+def pack_frame(planes: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """On the device: RGB planes -> interleaved BGR bytes, then the validity byte (if any)."""
+    flat = planes.flip(0).permute(1, 2, 0).reshape(-1)
+    return flat if valid is None else torch.cat([flat, valid.reshape(1).to(torch.uint8)])
+
+
+def unpack_frame(host: np.ndarray, height: int, width: int, has_flag: bool) -> tuple[np.ndarray, bool]:
+    """On the host: the bytes of ``pack_frame`` -> H x W x 3 BGR image (a view) and the flag."""
+    return host[:height * width * 3].reshape(height, width, 3), not has_flag or bool(host[-1])
 
 
 @dataclass(frozen=True)
@@ -214,17 +220,22 @@ class MotionSmoother:
     def reset(self) -> None:
         self.filter.reset()
 
-    def __call__(self, v: torch.Tensor, t: float, settings: AnimationSettings) -> torch.Tensor:
+    def tune(self, settings: AnimationSettings, device: torch.device) -> None:
+        """Per-element cutoffs and betas for these settings, uploaded when they change."""
         strengths = tuple(getattr(settings, f"smooth_{group}") for group in _GROUPS)
-        if self._tuning is None or self._tuning[:2] != (strengths, v.device):
-            cutoff, beta = np.empty(_SIZE, np.float32), np.empty(_SIZE, np.float32)
-            for (group, parts), strength in zip(_GROUPS.items(), strengths):
-                for p in parts:
-                    # strength 0..1 -> cutoff from 8 Hz (light) down to 0.3 Hz (heavy), geometric
-                    cutoff[p] = (np.inf if strength <= 0
-                                 else _WEAKEST_CUTOFF * (_STRONGEST_CUTOFF / _WEAKEST_CUTOFF) ** strength)
-                    beta[p] = 0.0 if strength <= 0 else _BETA[group]
-            self._tuning = (strengths, v.device, torch.from_numpy(cutoff).to(v.device), torch.from_numpy(beta).to(v.device))
+        if self._tuning is not None and self._tuning[:2] == (strengths, device):
+            return
+        cutoff, beta = np.empty(_SIZE, np.float32), np.empty(_SIZE, np.float32)
+        for (group, parts), strength in zip(_GROUPS.items(), strengths):
+            for p in parts:
+                # strength 0..1 -> cutoff from 8 Hz (light) down to 0.3 Hz (heavy), geometric
+                cutoff[p] = (np.inf if strength <= 0
+                             else _WEAKEST_CUTOFF * (_STRONGEST_CUTOFF / _WEAKEST_CUTOFF) ** strength)
+                beta[p] = 0.0 if strength <= 0 else _BETA[group]
+        self._tuning = (strengths, device, torch.from_numpy(cutoff).to(device), torch.from_numpy(beta).to(device))
+
+    def __call__(self, v: torch.Tensor, t: float, settings: AnimationSettings) -> torch.Tensor:
+        self.tune(settings, v.device)
         self.filter.min_cutoff, self.filter.beta = self._tuning[2], self._tuning[3]
         return self.filter(v, t)
 
@@ -287,6 +298,10 @@ class Animator:
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
         s = self.settings.snapshot()
         self._apply_requests()
+        # constants of changed settings go up now, while nothing is queued (an upload from
+        # pageable memory waits for the device to finish what is queued)
+        self.smoother.tune(s, self.backend.device)
+        self._setting_tensors(s)
         if face is None:
             return self._face_lost(t, s)
         # both uploads first, then the work: nothing below waits for the device until the fetch

@@ -11,15 +11,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes import ScriptedBackend, fake_face
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from app.animator import Animator, Status, fetch_image, image_to_tensor, prepare_avatar
+from app.animator import Animator, Status, fetch_image, image_to_tensor, pack_frame, prepare_avatar, unpack_frame
 from app.face import crop as fc
 from app.face.paste_device import DevicePasteBack
 from app.settings import AnimationSettings, LiveSettings
 from engines import motion
 from engines.backend import StubBackend
-from fakes import ScriptedBackend, fake_face
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 NO_SMOOTHING = {f"smooth_{g}": 0.0 for g in ("rotation", "translation", "expression", "eyes", "lips")}
@@ -84,6 +84,15 @@ def test_animator_paste_on_device_matches_opencv_paste(avatar_face) -> None:
         a, b = on_device.process(fake_face(), i / 30), opencv.process(fake_face(), i / 30)
         assert a.rendered and b.rendered and a.image.shape == b.image.shape == avatar_face.image.shape
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+
+
+def test_the_gpu_fetch_packing_round_trips() -> None:
+    """The bytes the CUDA path copies (packed on the device) give the CPU path's image and flag."""
+    planes = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    expected, _ = fetch_image(planes)
+    for valid in (torch.tensor(True), torch.tensor(False), None):
+        image, ok = unpack_frame(pack_frame(planes, valid).numpy(), 5, 7, valid is not None)
+        assert np.array_equal(image, expected) and ok == (valid is None or bool(valid))
 
 
 # --------------------------------------------------------------------------- no host reads per frame
