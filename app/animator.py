@@ -298,10 +298,12 @@ class Animator:
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
         s = self.settings.snapshot()
         self._apply_requests()
-        # constants of changed settings go up now, while nothing is queued (an upload from
-        # pageable memory waits for the device to finish what is queued)
+        # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
+        # is queued: an upload from pageable memory waits for the device to finish what is queued
         self.smoother.tune(s, self.backend.device)
         self._setting_tensors(s)
+        if s.paste_back and self.paste_on_device:
+            self._paste_back_on_device()
         if face is None:
             return self._face_lost(t, s)
         # both uploads first, then the work: nothing below waits for the device until the fetch
@@ -398,7 +400,7 @@ class Animator:
             planes = render_to_planes(rendered)
         image, ok = fetch_image(planes, valid)
         if not ok:
-            log.warning("frame skipped: the driving keypoints contain NaN or inf")
+            log.warning("frame skipped: NaN or inf in the driver's motion or the driving keypoints")
             return self._skipped(s, status)
         if s.paste_back:
             image = (self._paste_back_on_device().compose(image) if self.paste_on_device
