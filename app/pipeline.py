@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -254,15 +254,15 @@ class Pipeline:
             return True
         return False
 
+    def _packets(self, q: FrameQueue) -> Iterator[Any]:
+        """The packets of ``q`` until the end of the stream (or until stopped)."""
+        while (item := q.get(self.stop_event)) is not _END:
+            yield item
+
     def _tracking_loop(self) -> None:
         try:
-            while True:
-                item = self.q_captured.get(self.stop_event)
-                if item is _END:
-                    break
-                t0 = time.perf_counter()
-                face = self.tracking.process(item.image, item.t_capture)
-                item.times["tracking"] = (time.perf_counter() - t0) * 1000
+            for item in self._packets(self.q_captured):
+                face = _timed(item.times, "tracking", self.tracking.process, item.image, item.t_capture)
                 if self.on_tracked is not None:
                     self.on_tracked(face)
                 self.q_tracked.put(TrackedFrame(item.index, item.t_capture, face, item.times), self.stop_event)
@@ -273,13 +273,8 @@ class Pipeline:
     def _animation_loop(self) -> None:
         tracked = 0
         try:
-            while True:
-                item = self.q_tracked.get(self.stop_event)
-                if item is _END:
-                    break
-                t0 = time.perf_counter()
-                frame = self.animation.process(item.face, item.t_capture)
-                item.times["animation"] = (time.perf_counter() - t0) * 1000
+            for item in self._packets(self.q_tracked):
+                frame = _timed(item.times, "animation", self.animation.process, item.face, item.t_capture)
                 self.q_output.put(OutputFrame(item.index, item.t_capture, frame, item.times), self.stop_event)
                 tracked += frame.status in TRACKED
                 if self.max_tracked_frames is not None and tracked >= self.max_tracked_frames:
@@ -289,15 +284,10 @@ class Pipeline:
 
     def _output_loop(self) -> None:
         try:
-            while True:
-                item = self.q_output.get(self.stop_event)
-                if item is _END:      # also after max_tracked_frames: the animation stage ends the stream
-                    break
-                t0 = time.perf_counter()
-                self.output.process(item.frame.image, item.frame.status in TRACKED)
-                t1 = time.perf_counter()
-                item.times["output"] = (t1 - t0) * 1000
-                self.stats.record(item, t1)
+            # the stream also ends after max_tracked_frames: the animation stage ends it
+            for item in self._packets(self.q_output):
+                _timed(item.times, "output", self.output.process, item.frame.image, item.frame.status in TRACKED)
+                self.stats.record(item, time.perf_counter())
                 if self.on_frame is not None:
                     self.on_frame(item)
         finally:
@@ -305,3 +295,11 @@ class Pipeline:
                 self.output.close()
             self.stop_event.set()     # the last stage is done: nothing upstream needs to run on
             self.finished.set()
+
+
+def _timed(times: dict[str, float], stage: str, process: Callable[..., Any], *args: Any) -> Any:
+    """``process(*args)``, with its milliseconds recorded in ``times[stage]``."""
+    t0 = time.perf_counter()
+    result = process(*args)
+    times[stage] = (time.perf_counter() - t0) * 1000
+    return result
