@@ -40,8 +40,10 @@ def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: Landmark
                         mask_crop: np.ndarray | None = None, max_side: int = MAX_AVATAR_SIDE) -> AvatarFace:
     """Load (if a path), downscale large images, find the largest face, crop it in the official
     source framing (512, scale 2.3, vy -0.125) and prepare the paste-back mask."""
-    name = str(image_or_path) if not isinstance(image_or_path, np.ndarray) else "avatar image"
-    image = load_image(image_or_path) if not isinstance(image_or_path, np.ndarray) else image_or_path
+    if isinstance(image_or_path, np.ndarray):
+        name, image = "avatar image", image_or_path
+    else:
+        name, image = str(image_or_path), load_image(image_or_path)
     image = limit_size(image, max_side)
     faces = source.detect_faces(image)
     if not faces:

@@ -31,10 +31,10 @@ def eye_open_ratios(landmarks: np.ndarray, layout: LandmarkLayout) -> np.ndarray
     lmk = _as_batch(landmarks, layout)
     ratios = np.concatenate([distance_ratio(lmk, layout.left_eye_ratio),
                              distance_ratio(lmk, layout.right_eye_ratio)], axis=1)
-    return ratios if layout.eye_ratio_scale == 1.0 else ratios * np.asarray(layout.eye_ratio_scale, ratios.dtype)
+    return ratios * np.asarray(layout.eye_ratio_scale, ratios.dtype)
 
 
 def lip_open_ratio(landmarks: np.ndarray, layout: LandmarkLayout) -> np.ndarray:
     """B x 1: inner-lip opening over mouth width."""
     ratio = distance_ratio(_as_batch(landmarks, layout), layout.lip_ratio)
-    return ratio if layout.lip_ratio_scale == 1.0 else ratio * np.asarray(layout.lip_ratio_scale, ratio.dtype)
+    return ratio * np.asarray(layout.lip_ratio_scale, ratio.dtype)

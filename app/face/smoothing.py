@@ -16,7 +16,7 @@ from .crop import CropParams
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
-def _alpha(cutoff_hz: float, dt: float) -> float:
+def _alpha(cutoff_hz: Array | float, dt: float) -> Array | float:
     tau = 1.0 / (2.0 * math.pi * cutoff_hz)
     return 1.0 / (1.0 + tau / dt)
 
@@ -56,7 +56,7 @@ class OneEuroFilter:
         a_d = _alpha(self.d_cutoff, dt)
         self._dx = a_d * dx + (1 - a_d) * self._dx
         cutoff = self.min_cutoff + self.beta * abs(self._dx)
-        a = 1.0 / (1.0 + (1.0 / (2.0 * math.pi * cutoff)) / dt)
+        a = _alpha(cutoff, dt)
         self._x = a * x + (1 - a) * self._x
         self._t = t
         return _copy(self._x)
@@ -95,9 +95,8 @@ class CropSmoother:
         self._angle = None
 
     def update(self, params: CropParams, t: float) -> CropParams:
-        s = self.settings
-        if (self._filter.min_cutoff, self._filter.beta, self._filter.d_cutoff) != (s.min_cutoff, s.beta, s.d_cutoff):
-            self._filter.min_cutoff, self._filter.beta, self._filter.d_cutoff = s.min_cutoff, s.beta, s.d_cutoff
+        s = self.settings          # read each frame: the tuning may change while tracking
+        self._filter.min_cutoff, self._filter.beta, self._filter.d_cutoff = s.min_cutoff, s.beta, s.d_cutoff
         if self._unit is None:
             self._unit = params.side
         angle = params.angle

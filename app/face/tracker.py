@@ -82,7 +82,7 @@ class MediaPipeFaceMesh:
         if not faces:
             return None
         if self._last_center is None or len(faces) == 1:
-            face = faces[0] if len(faces) == 1 else max(faces, key=face_extent)
+            face = max(faces, key=face_extent)
         else:
             face = min(faces, key=lambda f: float(np.linalg.norm(f.mean(axis=0) - self._last_center)))
         self._last_center = face.mean(axis=0)
