@@ -26,7 +26,7 @@ import torch
 
 from engines import motion
 from engines.backend import InferenceBackend
-from engines.bench import synchronize
+from engines.device import synced_ms
 
 from .animator import Animator
 from .face.bench import default_video, frames_720p
@@ -105,12 +105,9 @@ class TimedBackend:
         self._lock = threading.Lock()
 
     def _timed(self, key: str, fn, *args):
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        out = fn(*args)
-        synchronize(self.device)
+        out, ms = synced_ms(lambda: fn(*args), self.device)
         with self._lock:
-            self.ms.setdefault(key, []).append((time.perf_counter() - t0) * 1000)
+            self.ms.setdefault(key, []).append(ms)
         return out
 
     def appearance(self, image):

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from engines import motion
-from engines.bench import synchronize
 from engines.checkpoints import LivePortraitNetworks, load_networks
+from engines.device import synced_ms
 from engines.weights import ensure_weights
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,7 @@ def time_one_frame(nets: LivePortraitNetworks, device: torch.device) -> dict[str
     stages: dict[str, float] = {}
 
     def timed(name: str, fn):
-        synchronize(device)
-        t0 = time.perf_counter()
-        out = fn()
-        synchronize(device)
-        stages[name] = (time.perf_counter() - t0) * 1000
+        out, stages[name] = synced_ms(fn, device)
         return out
 
     feature = timed("F appearance (once per avatar)", lambda: nets.appearance(image))

@@ -15,17 +15,15 @@ import argparse
 import json
 import logging
 import platform
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from . import motion
 from .backend import InferenceBackend, TorchBackend
+from .device import median_ms
 
 log = logging.getLogger("engines.bench")
 
@@ -44,26 +42,6 @@ class BenchResult:
     note: str = ""
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so a timer measures it (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn: Callable[[], object], device: torch.device, runs: int, warmup: int) -> float:
-    """Median milliseconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        samples.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(samples)
-
-
 def bench_backend(backend: InferenceBackend, precision: str, runs: int, warmup: int) -> BenchResult:
     dev = backend.device
     if dev.type == "cuda":
@@ -76,11 +54,11 @@ def bench_backend(backend: InferenceBackend, precision: str, runs: int, warmup: 
         x_s = motion.keypoints_from_info(info)
         x_d = x_s + 0.01 * torch.randn(x_s.shape, generator=g).to(dev)
         res = BenchResult(backend.name, str(dev), precision)
-        res.ms["F appearance (once per avatar)"] = time_call(lambda: backend.appearance(image), dev, runs, warmup)
-        res.ms["M motion"] = time_call(lambda: backend.motion(image), dev, runs, warmup)
-        res.ms["S stitching"] = time_call(lambda: motion.apply_stitching(backend.stitching, x_s, x_d), dev,
+        res.ms["F appearance (once per avatar)"] = median_ms(lambda: backend.appearance(image), dev, runs, warmup)
+        res.ms["M motion"] = median_ms(lambda: backend.motion(image), dev, runs, warmup)
+        res.ms["S stitching"] = median_ms(lambda: motion.apply_stitching(backend.stitching, x_s, x_d), dev,
                                           runs, warmup)
-        res.ms["W+G render"] = time_call(lambda: backend.render(feature, x_s, x_d), dev, runs, warmup)
+        res.ms["W+G render"] = median_ms(lambda: backend.render(feature, x_s, x_d), dev, runs, warmup)
     res.per_frame_ms = sum(res.ms[k] for k in PER_FRAME)
     res.fps = 1000.0 / res.per_frame_ms if res.per_frame_ms > 0 else 0.0
     if dev.type == "cuda":

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from ..device import median_ms, synchronize
 from .grid_sample3d import grid_sample_3d, triton_available
 
 logger = logging.getLogger("engines.ops.bench_grid_sample")
@@ -46,24 +45,6 @@ class Row:
     ours_peak_mib: Optional[float]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_ms(fn: Callable[[], torch.Tensor], device: torch.device, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times: List[float] = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        _sync(device)                 # time the kernel, not the launch
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
-
-
 def _inputs(shape: str, device: torch.device, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Features ~ N(0, 1) and a flow like W's: identity-ish grid plus noise, ~5% outside [-1, 1]."""
     in_shape, grid_shape = SHAPES[shape]
@@ -77,11 +58,11 @@ def _peak_extra_mib(fn: Callable[[], torch.Tensor], device: torch.device) -> Opt
     """CUDA memory allocated beyond what existed before the call (output included)."""
     if device.type != "cuda":
         return None
-    _sync(device)
+    synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     fn()
-    _sync(device)
+    synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
@@ -103,8 +84,8 @@ def bench_case(device: torch.device, shape: str, dtype: torch.dtype, iters: int,
     with torch.inference_mode():
         aten_out, ours_out = aten().double(), ours().double()
         return Row(device=str(device), shape=shape, dtype=str(dtype).replace("torch.", ""),
-                   aten_ms=_median_ms(aten, device, iters, warmup),
-                   ours_ms=_median_ms(ours, device, iters, warmup),
+                   aten_ms=median_ms(aten, device, iters, warmup),
+                   ours_ms=median_ms(ours, device, iters, warmup),
                    aten_err=(aten_out - expected).abs().max().item(),
                    ours_err=(ours_out - expected).abs().max().item(),
                    ours_vs_aten=(ours_out - aten_out).abs().max().item(),
