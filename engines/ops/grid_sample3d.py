@@ -21,8 +21,8 @@ Gradients are not implemented: the op is for inference (export and the live rend
 from __future__ import annotations
 
 import contextlib
-import threading
 import logging
+import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
@@ -32,7 +32,6 @@ __all__ = [
     "ONNX_OPSET",
     "grid_sample_3d",
     "grid_sample_3d_or_reference",
-    "reference_grid_sample_3d",
     "set_custom_grid_sample",
     "custom_grid_sample_enabled",
     "use_custom_grid_sample",
@@ -113,12 +112,6 @@ def _reference_impl(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
                 out.addcmul_(table.index_select(0, rows.reshape(-1)), weight.reshape(-1, 1))
     # back to channels-first; contiguous like ATen's output (and the fake kernel's strides)
     return out.reshape(n, -1, c).permute(0, 2, 1).reshape(out_shape).to(input.dtype).contiguous()
-
-
-def reference_grid_sample_3d(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """The plain-torch reference, callable directly on any device (it is also the op's kernel on
-    every device but CUDA)."""
-    return _reference_impl(input, grid)
 
 
 def _native_impl(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
