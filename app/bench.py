@@ -29,13 +29,14 @@ from engines.backend import InferenceBackend
 from engines.device import synced_ms
 
 from .animator import Animator
-from .face.bench import default_video, frames_720p
+from .face.bench import allowed_cpu_cores, default_video, frames_720p
 from .face.layout import MEDIAPIPE_478
 from .face.tracker import MediaPipeFaceMesh
 from .pipeline import Pipeline
 from .session import DEFAULT_AVATAR, load_avatar, make_backend
 from .settings import LiveSettings
 from .stages.animation import AnimationStage
+from .stages.capture import FramePacer
 from .stages.output import OutputStage, VirtualCameraSink
 from .stages.tracking import TrackingStage
 
@@ -50,14 +51,11 @@ class FrameListSource:
     def __init__(self, frames: list[np.ndarray], fps: float, *, loop: bool, paced: bool, limit: int | None = None):
         self.frames, self.fps, self.loop, self.paced, self.limit = frames, fps, loop, paced, limit
         self.i = 0
-        self._next = None
+        self._pacer = FramePacer()
 
     def wait(self) -> None:
         if self.paced:
-            now = time.perf_counter()
-            if self._next is not None and now < self._next:
-                time.sleep(self._next - now)
-            self._next = max(now, self._next or now) + 1.0 / self.fps
+            self._pacer.wait(self.fps)
 
     def read(self) -> np.ndarray | None:
         if self.limit is not None and self.i >= self.limit:
@@ -218,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     frames_out = stats["frames_out"]
     report = {
         "engine": args.engine, "device": str(backend.device), "tracking": args.tracking, "lossless": lossless,
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_cores": allowed_cpu_cores(),
         "torch": torch.__version__, "frames_out": frames_out, "wall_s": wall,
         "fps": frames_out / wall, "fps_last_window": stats["fps"], "latency_ms": stats["latency_ms"],
         "stage_ms": stats["stage_ms"], "network_ms": nets,

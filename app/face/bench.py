@@ -50,6 +50,11 @@ class TimedTracking:
         self.inner.close()
 
 
+def allowed_cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS reports one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def frames_720p(video: Path, face_height: int = 600) -> list[np.ndarray]:
     from ..stages.capture import read_video_frames
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             elif rep > 0 or i >= 10:   # skip warm-up
                 track_ms.append(source.last_ms)
                 total_ms.append(total)
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    affinity = allowed_cpu_cores()
     log.info("tracking + crop, 1280x720, %d frames, %d CPU core(s) allowed, max_faces=%d, python %s",
              len(total_ms), affinity, args.max_faces, sys.version.split()[0])
     log.info("  tracking (MediaPipe)     median %.2f ms  p90 %.2f ms", np.median(track_ms), np.percentile(track_ms, 90))

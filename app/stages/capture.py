@@ -34,6 +34,20 @@ def parse_source(source: str) -> int | Path:
     return int(source) if source.strip().isdigit() else Path(source)
 
 
+class FramePacer:
+    """Sleeps until the next frame of a stream played in real time is due; a late frame moves the
+    schedule on instead of bursting to catch up."""
+
+    def __init__(self) -> None:
+        self._next_due: float | None = None
+
+    def wait(self, fps: float) -> None:
+        now = time.perf_counter()
+        if self._next_due is not None and now < self._next_due:
+            time.sleep(self._next_due - now)
+        self._next_due = max(now, self._next_due or now) + 1.0 / fps
+
+
 class CameraSource:
     def __init__(self, request: CameraRequest) -> None:
         self.request = request
@@ -61,17 +75,14 @@ class CameraSource:
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 1 <= fps <= 240 else request.fps
         self.frame_size = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        self._next_due: float | None = None
+        self._pacer = FramePacer()
         log.info("%s %s opened: %dx%d at %.1f fps", "video" if self.is_file else "camera", request.source,
                  *self.frame_size, self.fps)
 
     def wait(self) -> None:
         """Paced video files: sleep until the next frame is due (cameras pace themselves)."""
         if self.is_file and self.request.paced:
-            now = time.perf_counter()
-            if self._next_due is not None and now < self._next_due:
-                time.sleep(self._next_due - now)
-            self._next_due = max(now, self._next_due or now) + 1.0 / self.fps
+            self._pacer.wait(self.fps)
 
     def read(self) -> np.ndarray | None:
         """The next frame (BGR), or None at the end of a file / when the camera stops delivering."""
