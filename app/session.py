@@ -34,10 +34,7 @@ def make_backend(kind: str = "auto", *, weights: str | Path | None = None, devic
     engine_dir = Path(engine_dir) if engine_dir else default_engine_dir()
     onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir()
     weights_dir = None if kind == "stub" else ensure_weights(resolve_weights_dir(weights), download=download)
-    # Checking exported graphs hashes the 520 MB of weights: only when ONNX Runtime could be chosen.
-    onnx_may_serve = kind == "onnxruntime" or (kind == "auto" and not (torch.cuda.is_available()
-                                                                         and device in ("auto", "cuda")))
-    facts = machine_facts(engine_dir, onnx_dir, weights_dir if onnx_may_serve else None)
+    facts = machine_facts(engine_dir, onnx_dir, weights_dir, requested=kind, device=device)
     choice = choose_backend(kind, device, facts)
     if choice.kind == "onnxruntime" and not facts.onnx_verified:
         raise ValueError(f"{onnx_dir}: no ONNX graphs verified for the weights in {weights_dir}; make them with "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .backend_onnx import CUDA_PROVIDER, MANIFEST
 from .weights import default_weights_dir
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,16 @@ class BackendChoice:
     reason: str
 
 
+def uses_gpu(cuda: bool, device: str) -> bool:
+    """Whether the networks go on the GPU: there is one and ``device`` (auto, cpu, cuda) allows it."""
+    return cuda and device in ("auto", "cuda")
+
+
 def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendChoice:
     """``requested`` is one of BACKEND_KINDS; ``device`` is auto, cpu or cuda."""
     if requested not in BACKEND_KINDS:
         raise ValueError(f"unknown backend {requested!r}; expected one of {', '.join(BACKEND_KINDS)}")
-    gpu = facts.cuda and device in ("auto", "cuda")
+    gpu = uses_gpu(facts.cuda, device)
     if device == "cuda" and not facts.cuda:
         raise ValueError("--device cuda: no CUDA GPU is usable by this PyTorch build")
     dev = "cuda" if gpu else "cpu"
@@ -89,7 +95,7 @@ def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
     """The graphs in ``onnx_dir`` were exported from the weights in ``weights_dir`` and every fp32
     graph passed its check against PyTorch (``manifest.json`` written by ``python -m export onnx``)."""
     try:
-        manifest = json.loads((onnx_dir / "manifest.json").read_text())
+        manifest = json.loads((onnx_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
     fp32 = [g for g in manifest.get("graphs", []) if g.get("precision") == "fp32"]
@@ -104,21 +110,27 @@ def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
 
 
 def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
-                  weights_dir: Path | None = None) -> MachineFacts:
+                  weights_dir: Path | None = None, *, requested: str = "auto", device: str = "auto") -> MachineFacts:
+    """The facts ``choose_backend(requested, device, ...)`` needs. Exported ONNX graphs are checked
+    against ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes the 520 MB of
+    weights."""
     cuda = torch.cuda.is_available()
     trt = any(importlib.util.find_spec(m) is not None for m in ("tensorrt_rtx", "tensorrt"))
     engines = False
-    path = (engine_dir or default_engine_dir()) / "engines.json"
+    from export.tensorrt_build import ENGINES_JSON
+
+    path = (engine_dir or default_engine_dir()) / ENGINES_JSON
     if path.is_file():
         try:
             engines = "warping_spade" in json.loads(path.read_text()).get("engines", {})
         except (OSError, ValueError):
             engines = False
-    ort_cuda = False
-    if cuda and importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime
-        ort_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     ort = importlib.util.find_spec("onnxruntime") is not None
-    verified = ort and onnx_graphs_verified(onnx_dir or default_onnx_dir(), weights_dir)
+    ort_cuda = False
+    if cuda and ort:
+        import onnxruntime
+        ort_cuda = CUDA_PROVIDER in onnxruntime.get_available_providers()
+    onnx_may_serve = requested == "onnxruntime" or (requested == "auto" and not uses_gpu(cuda, device))
+    verified = ort and onnx_may_serve and onnx_graphs_verified(onnx_dir or default_onnx_dir(), weights_dir)
     return MachineFacts(cuda=cuda, tensorrt=trt, engines_built=engines, onnxruntime_cuda=ort_cuda,
                         onnx_verified=verified)
