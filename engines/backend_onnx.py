@@ -89,6 +89,14 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
+def make_session(ort: Any, path: Path, providers: Sequence[str]) -> Any:
+    """An ONNX Runtime session on ``path`` with the given providers, quiet about provider fallbacks
+    (its warnings about them are noise here)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=list(providers))
+
+
 def choose_providers(device: str, available: Sequence[str]) -> list[str]:
     """``auto``: CUDA when ONNX Runtime has it, else the CPU; ``cuda`` requires it; ``cpu`` is the CPU."""
     if device not in ("auto", "cpu", "cuda"):
@@ -140,10 +148,8 @@ class _Graph:
     """One ONNX Runtime session with its spec: torch tensors in, float32 numpy arrays out."""
 
     def __init__(self, ort: Any, path: Path, spec: GraphSpec, providers: list[str]) -> None:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3          # ORT's warnings about provider fallbacks are noise here
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = make_session(ort, path, providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for broken files
             raise OnnxModelError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
         check_graph_signature(

@@ -28,6 +28,7 @@ import torch
 from . import motion
 from .backend_onnx import GRAPH_SPECS
 from .checkpoints import LivePortraitNetworks
+from .graphs import torch_runner
 from .tolerances import PROFILES, Tolerance, parity_errors
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 Tensors = Mapping[str, torch.Tensor]
 Runner = Callable[[str, Tensors], Tensors]
 ReferenceFn = Callable[[str, Tensors], Tensors]
-
-# Engine name -> (input names, output names): one engine per graph of ``python -m export onnx``.
-ENGINE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    name: (tuple(spec.input_names), tuple(spec.output_names)) for name, spec in GRAPH_SPECS.items()}
 
 
 # Tolerance profiles by the precision an engine was built in: the parity kit's (engines/tolerances.py).
@@ -159,21 +156,7 @@ def validate_engines(backend_or_runner: Any, reference_fn: ReferenceFn, inputs: 
 
 def torch_reference(nets: LivePortraitNetworks) -> ReferenceFn:
     """The PyTorch modules as a reference function with the engines' input and output names."""
-    mlps = {"stitching": nets.stitching, "lip": nets.lip, "eye": nets.eye}
-
-    @torch.inference_mode()
-    def reference(engine: str, feeds: Tensors) -> dict[str, torch.Tensor]:
-        if engine == "appearance_feature_extractor":
-            return {"feature_3d": nets.appearance(feeds["image"])}
-        if engine == "motion_extractor":
-            return dict(nets.motion(feeds["image"]))
-        if engine == "warping_spade":
-            warped = nets.warping(feeds["feature_3d"], kp_source=feeds["kp_source"], kp_driving=feeds["kp_driving"])
-            return {"image": nets.generator(warped["out"])}
-        if engine in mlps:
-            return {"y": mlps[engine](feeds["x"])}
-        raise ValueError(f"no PyTorch reference for engine {engine!r}")
-    return reference
+    return torch_runner(nets)
 
 
 @torch.inference_mode()
@@ -332,7 +315,7 @@ class TensorRTBackend:
                 self._validate(fallback, records)
         else:
             log.info("TensorRT engines used without validation (no PyTorch networks given to compare with)")
-        self._torch = _TorchRoles(fallback, self.device) if fallback is not None else None
+        self._torch = torch_runner(fallback) if fallback is not None else None
         self._assign_roles()
 
     # ---------------------------------------------------------------- setup
@@ -341,7 +324,7 @@ class TensorRTBackend:
         self._runtime = runtime            # engines must not outlive their runtime
         engines = {}
         for name, rec in records.items():
-            if name not in ENGINE_IO:
+            if name not in GRAPH_SPECS:      # one engine per graph of `python -m export onnx`
                 continue
             start = time.perf_counter()
             try:
@@ -361,27 +344,28 @@ class TensorRTBackend:
             self.problems[name] = reason
             del self.engines[name]
 
-    def _source(self, engine: str) -> Callable[[Tensors], dict[str, torch.Tensor]] | None:
-        if engine in self.engines:
-            eng = self.engines[engine]
-            return lambda feeds: run_batched(eng, feeds)
-        return None
-
     def _assign_roles(self) -> None:
-        missing = [e for e in ENGINE_IO if e not in self.engines]
+        """Bind each graph once: to its engine, or to the PyTorch modules standing in for it."""
+        missing = [e for e in GRAPH_SPECS if e not in self.engines]
         if missing and self._torch is None:
             details = "; ".join(f"{e}: {self.problems.get(e, 'not built')}" for e in missing)
             raise TensorRTBackendError(f"engines unusable and no PyTorch fallback given: {details}")
         self.fallbacks = missing
         self.name = self.api.flavour + (f"+torch({','.join(missing)})" if missing else "")
+        self._run = {e: self._runner(e) for e in GRAPH_SPECS}
         self.stitching = self._mlp("stitching")
         self.eye = self._mlp("eye")
         self.lip = self._mlp("lip")
 
-    def _mlp(self, engine: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        run = self._source(engine)
-        if run is None:
-            return self._torch.mlp(engine)       # type: ignore[union-attr] - checked in _assign_roles
+    def _runner(self, graph: str) -> Callable[[Tensors], dict[str, torch.Tensor]]:
+        if graph in self.engines:
+            engine = self.engines[graph]
+            return lambda feeds: run_batched(engine, feeds)
+        reference = self._torch
+        return lambda feeds: reference(graph, feeds)          # type: ignore[misc] - checked above
+
+    def _mlp(self, graph: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        run = self._run[graph]
         return lambda x: run({"x": x.to(self.device)})["y"]
 
     # ---------------------------------------------------------------- running
@@ -390,46 +374,10 @@ class TensorRTBackend:
         return run_batched(self.engines[engine], {k: v.to(self.device) for k, v in feeds.items()})
 
     def appearance(self, image: torch.Tensor) -> torch.Tensor:
-        run = self._source("appearance_feature_extractor")
-        if run is None:
-            return self._torch.appearance(image.to(self.device))   # type: ignore[union-attr]
-        return run({"image": image.to(self.device)})["feature_3d"]
+        return self._run["appearance_feature_extractor"]({"image": image.to(self.device)})["feature_3d"]
 
     def motion(self, image: torch.Tensor) -> motion.KeypointInfo:
-        run = self._source("motion_extractor")
-        raw = (self._torch.motion(image.to(self.device)) if run is None    # type: ignore[union-attr]
-               else run({"image": image.to(self.device)}))
-        return motion.refine_motion_output(raw)
+        return motion.refine_motion_output(self._run["motion_extractor"]({"image": image.to(self.device)}))
 
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        run = self._source("warping_spade")
-        if run is None:
-            return self._torch.render(feature, x_s, x_d)     # type: ignore[union-attr]
-        return run({"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d})["image"]
-
-
-class _TorchRoles:
-    """The PyTorch modules standing in for engines that are not used (fp32, inference mode)."""
-
-    def __init__(self, nets: LivePortraitNetworks, device: torch.device) -> None:
-        self.nets, self.device = nets, device
-
-    @torch.inference_mode()
-    def appearance(self, image: torch.Tensor) -> torch.Tensor:
-        return self.nets.appearance(image)
-
-    @torch.inference_mode()
-    def motion(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(self.nets.motion(image))
-
-    @torch.inference_mode()
-    def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        return self.nets.generator(self.nets.warping(feature, kp_source=x_s, kp_driving=x_d)["out"])
-
-    def mlp(self, engine: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        net = {"stitching": self.nets.stitching, "lip": self.nets.lip, "eye": self.nets.eye}[engine]
-
-        def call(x: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return net(x.to(self.device))
-        return call
+        return self._run["warping_spade"]({"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d})["image"]

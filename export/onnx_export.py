@@ -34,7 +34,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -47,11 +46,13 @@ import torch
 from torch import nn
 
 from engines import motion
-from engines.backend_onnx import GRAPH_SPECS, MANIFEST, GraphSpec
+from engines.backend_onnx import CPU_PROVIDER, GRAPH_SPECS, MANIFEST, GraphSpec, make_session
 from engines.checkpoints import CheckpointError, LivePortraitNetworks, load_networks
-from engines.models.motion_extractor import OUTPUT_NAMES as MOTION_OUTPUTS
+from engines.graphs import graph_modules
 from engines.tolerances import PROFILES, Tolerance, parity_errors
 from engines.weights import CHECKPOINT_FILES, file_sha256, missing_checkpoints, weights_fingerprint
+
+from .files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -72,45 +73,6 @@ FP16_TOL = PROFILES["fp16"]     # kit profile "fp16"
 
 class ExportError(RuntimeError):
     """The export cannot start or a graph cannot be written; the message says which and why."""
-
-
-# --------------------------------------------------------------------------- graphs as modules
-class MotionGraph(nn.Module):
-    """M with its dict output as a tuple in the graph's output order."""
-
-    def __init__(self, m: nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.m(image)
-        return tuple(out[k] for k in MOTION_OUTPUTS)
-
-
-class RenderGraph(nn.Module):
-    """W then G, as ``TorchBackend.render`` runs them."""
-
-    def __init__(self, w: nn.Module, g: nn.Module) -> None:
-        super().__init__()
-        self.w, self.g = w, g
-
-    def forward(self, feature_3d: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
-        return self.g(self.w(feature_3d, kp_source=kp_source, kp_driving=kp_driving)["out"])
-
-
-def graph_modules(nets: LivePortraitNetworks) -> dict[str, nn.Module]:
-    """Graph name -> the module exported as that graph (eval mode)."""
-    mods = {
-        "appearance_feature_extractor": nets.appearance,
-        "motion_extractor": MotionGraph(nets.motion),
-        "warping_spade": RenderGraph(nets.warping, nets.generator),
-        "stitching": nets.stitching,
-        "lip": nets.lip,
-        "eye": nets.eye,
-    }
-    if set(mods) != set(GRAPH_SPECS):
-        raise AssertionError("graph_modules and GRAPH_SPECS disagree")
-    return {k: m.eval() for k, m in mods.items()}
 
 
 # --------------------------------------------------------------------------- deterministic inputs
@@ -176,15 +138,6 @@ def _quiet_exporter() -> Iterator[None]:
             n.setLevel(level)
 
 
-def _atomic_save(model: Any, path: Path) -> None:
-    """Write next to ``path`` and rename: a failed export never leaves a half-written graph."""
-    import onnx
-
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
-
-
 def _custom_translations() -> dict[Callable, Callable]:
     """Translations for our custom ops: W's warp may run as ``avatarcam::grid_sample_3d`` (when that
     switch is on), which is exactly ONNX GridSample."""
@@ -213,7 +166,7 @@ def export_graph(module: nn.Module, spec: GraphSpec, inputs: Mapping[str, torch.
     model.producer_name = "avatarcam export.onnx_export"
     onnx.checker.check_model(model)
     _check_static_io(model, spec, path)
-    _atomic_save(model, path)
+    write_atomic(path, model.SerializeToString())
 
 
 def _value_shapes(values: Iterable[Any]) -> list[tuple[str, tuple[int, ...], int]]:
@@ -432,22 +385,16 @@ def compare(graph: str, output: str, precision: str, out: np.ndarray, ref: np.nd
     return Comparison(graph, output, precision, "PASS" if e.within(tol) else "FAIL", e.max_abs, e.norm_max, e.rel_l2)
 
 
-def ort_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def verify_graph(path: Path, spec: GraphSpec, precision: str, inputs: Mapping[str, torch.Tensor],
                  refs: Mapping[str, np.ndarray], tol: Tolerance) -> list[Comparison]:
     """Run ``path`` with ONNX Runtime on the CPU and compare each output with ``refs``. An fp16
     graph the CPU provider cannot load or run (missing kernels) is SKIPPED with ORT's reason; for
     an fp32 graph that is a FAIL."""
+    import onnxruntime
+
     feeds = {n: inputs[n].detach().float().numpy() for n in spec.input_names}
     try:
-        outs = ort_session(path).run(spec.output_names, feeds)
+        outs = make_session(onnxruntime, path, [CPU_PROVIDER]).run(spec.output_names, feeds)
     except Exception as e:  # noqa: BLE001 - ORT reports missing kernels as generic runtime errors
         reason = f"ONNX Runtime CPU cannot run it: {str(e).splitlines()[0][:160]}"
         status = "FAIL" if precision == "fp32" else "SKIPPED"
@@ -552,7 +499,7 @@ def _export_one(name: str, module: nn.Module, inputs: Mapping[str, torch.Tensor]
     if fp16:
         path16 = out_dir / spec.file("fp16")
         model16, plan = _timed(rec, "fp16 conversion", lambda: convert_to_fp16(onnx.load(str(path))))
-        _atomic_save(model16, path16)
+        write_atomic(path16, model16.SerializeToString())
         rec.files["fp16"] = path16
         rec.fp16_plan = dict(plan.reasons)
         comps += _timed(rec, "check fp16", lambda: verify_graph(path16, spec, "fp16", inputs, refs, FP16_TOL))
@@ -592,9 +539,7 @@ def write_manifest(out_dir: Path, records: Sequence[GraphRecord], comparisons: S
     }
     path = out_dir / MANIFEST
     graphs += _kept_entries(path, fingerprint, {r.spec.name for r in records})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(manifest, indent=2, default=float) + "\n").encode())
     return path
 
 

@@ -18,7 +18,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from engines.backend_onnx import GRAPH_SPECS, MLP_GRAPHS
 from engines.weights import file_sha256
 
 from . import trt_compat
+from .files import write_atomic
 from .trt_compat import BuildTarget, EngineBuildError, TensorRT, TensorRTUnavailable
 
 log = logging.getLogger(__name__)
@@ -157,18 +157,10 @@ def read_engines_json(out_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    # Never leave a half-written engine or manifest in place if the build is interrupted.
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def write_engines_json(out_dir: Path, records: dict[str, EngineRecord | dict[str, Any]]) -> None:
     engines = {name: asdict(r) if isinstance(r, EngineRecord) else r for name, r in sorted(records.items())}
     text = json.dumps({"format": ENGINES_JSON_FORMAT, "engines": engines}, indent=2) + "\n"
-    _write_atomic(out_dir / ENGINES_JSON, text.encode())
+    write_atomic(out_dir / ENGINES_JSON, text.encode())
 
 
 def _cached(entry: dict[str, Any] | None, key: str, out_dir: Path) -> bool:
@@ -195,7 +187,7 @@ def build_one(api: TensorRT, job: BuildJob, out_dir: Path, target: BuildTarget, 
     data, io = api.build_engine(job.onnx, target)
     seconds = time.perf_counter() - start
     file = f"{job.name}.engine"
-    _write_atomic(out_dir / file, data)
+    write_atomic(out_dir / file, data)
     return EngineRecord(name=job.name, file=file, key=key, onnx=_display_path(job.onnx, out_dir),
                         onnx_sha256=onnx_sha256, precision=job.precision, flavour=api.flavour,
                         version=api.version, target=target.key, build_seconds=round(seconds, 2),
@@ -240,7 +232,7 @@ def plan_jobs(onnx_dir: str | Path, fp32_only: bool = False,
     onnx_dir = Path(onnx_dir)
     jobs, missing = [], []
     for name in graphs:
-        fp32, fp16 = onnx_dir / f"{name}.onnx", onnx_dir / f"{name}.fp16.onnx"
+        fp32, fp16 = onnx_dir / GRAPH_SPECS[name].file("fp32"), onnx_dir / GRAPH_SPECS[name].file("fp16")
         if not fp32_only and name not in FP32_GRAPHS and fp16.is_file():
             jobs.append(BuildJob(name, fp16, "fp16"))
         elif fp32.is_file():
