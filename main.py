@@ -9,17 +9,17 @@ log = logging.getLogger("avatarcam")
 
 
 def _size(text: str) -> tuple[int, int]:
+    from app.settings import parse_size
+
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if not (16 <= w <= 7680 and 16 <= h <= 4320):
-        raise argparse.ArgumentTypeError(f"size out of range: {text}")
-    return w, h
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from app.session import BACKEND_CHOICES, DEFAULT_AVATAR
+    from app.settings import DEFAULT_FRAME_SIZE, DRIVING_OPTIONS, RETARGET_MODES, AnimationSettings
     from engines.device import DEVICE_CHOICES
     from engines.weights import WEIGHTS_ENV
 
@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io = ap.add_argument_group("input and output")
     io.add_argument("--avatar", help=f"portrait image to animate (default: the last one used, else {DEFAULT_AVATAR.name})")
     io.add_argument("--camera", help="camera index or video file (default: the last one used, else 0)")
-    io.add_argument("--camera-size", type=_size, metavar="WxH", help="requested camera resolution (default 1280x720)")
+    io.add_argument("--camera-size", type=_size, metavar="WxH",
+                    help="requested camera resolution (default {}x{})".format(*DEFAULT_FRAME_SIZE))
     io.add_argument("--loop", action="store_true", help="video file camera: start again at the end")
     io.add_argument("--record", metavar="OUT.mp4", help="also write the output to a video file")
     io.add_argument("--max-frames", type=int, metavar="N",
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--virtual-camera", dest="virtual_camera", action="store_true", default=None,
                     help="send to a virtual camera (default: on for cameras, off for video files)")
     io.add_argument("--no-virtual-camera", dest="virtual_camera", action="store_false")
-    io.add_argument("--vcam-size", type=_size, default=(1280, 720), metavar="WxH", help="virtual camera size")
+    io.add_argument("--vcam-size", type=_size, default=DEFAULT_FRAME_SIZE, metavar="WxH", help="virtual camera size")
     io.add_argument("--vcam-fps", type=float, default=30.0, help="virtual camera frame rate")
     eng = ap.add_argument_group("engine")
     eng.add_argument("--weights", metavar="DIR",
@@ -53,13 +54,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--screenshot", metavar="OUT.png",
                     help="window mode: after --max-frames tracked frames (default 1) save a screenshot and exit")
     anim = ap.add_argument_group("animation (all adjustable live in the app)")
-    anim.add_argument("--driving-option", choices=("pose-friendly", "expression-friendly"), default="pose-friendly")
+    d = AnimationSettings()
+    anim.add_argument("--driving-option", choices=DRIVING_OPTIONS, default=d.driving_option)
     anim.add_argument("--no-stitching", action="store_true", help="turn stitching off")
-    anim.add_argument("--eye-mode", choices=("off", "follow", "fixed"), default="off", help="eye retargeting")
-    anim.add_argument("--eye-target", type=float, default=0.35, help="eye-open ratio for --eye-mode fixed (0-0.8)")
-    anim.add_argument("--lip-mode", choices=("off", "follow", "fixed"), default="off", help="lip retargeting")
-    anim.add_argument("--lip-target", type=float, default=0.0, help="lip-open ratio for --lip-mode fixed (0-0.8)")
-    anim.add_argument("--expression-multiplier", type=float, default=1.0)
+    anim.add_argument("--eye-mode", choices=RETARGET_MODES, default=d.eye_mode, help="eye retargeting")
+    anim.add_argument("--eye-target", type=float, default=d.eye_target,
+                      help="eye-open ratio for --eye-mode fixed (0-0.8)")
+    anim.add_argument("--lip-mode", choices=RETARGET_MODES, default=d.lip_mode, help="lip retargeting")
+    anim.add_argument("--lip-target", type=float, default=d.lip_target,
+                      help="lip-open ratio for --lip-mode fixed (0-0.8)")
+    anim.add_argument("--expression-multiplier", type=float, default=d.expression_multiplier)
     anim.add_argument("--translation-lock", action="store_true", help="keep the avatar's position")
     anim.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the full image")
     anim.add_argument("--mirror", action="store_true", help="mirror the output")

@@ -7,8 +7,8 @@ import logging
 from .animator import Animator
 from .face.tracker import MediaPipeFaceMesh
 from .pipeline import Pipeline
-from .session import DEFAULT_AVATAR, load_avatar, make_backend
-from .settings import AnimationSettings, LiveSettings
+from .session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
+from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .stages.animation import AnimationStage
 from .stages.capture import CameraRequest, CameraSource
 from .stages.output import OutputStage, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
@@ -20,10 +20,9 @@ log = logging.getLogger(__name__)
 def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     """Exit status 0 on success; errors of the user's input propagate as exceptions that
     ``main`` turns into one line and exit status 2."""
-    backend = make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download,
-                           onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
+    backend = make_backend_from_args(args)
     avatar = load_avatar(args.avatar or DEFAULT_AVATAR, backend)
-    width, height = args.camera_size or (1280, 720)
+    width, height = args.camera_size or DEFAULT_FRAME_SIZE
     args.camera = args.camera or "0"
     # A video file is rendered frame by frame (lossless) unless it loops, which makes it a live stand-in.
     camera = CameraSource(CameraRequest(args.camera, width=width, height=height, loop=args.loop, paced=args.loop))

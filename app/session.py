@@ -2,6 +2,7 @@
 headless runner and the desktop app."""
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from pathlib import Path
@@ -54,6 +55,12 @@ def make_backend(kind: str = "auto", *, weights: str | Path | None = None, devic
         backend = TorchBackend(load_networks(weights_dir), choice.device, precision=choice.precision)
     log.info("networks ready (%s) in %.1f s", backend.name, time.perf_counter() - t0)
     return backend
+
+
+def make_backend_from_args(args: argparse.Namespace) -> InferenceBackend:
+    """``make_backend`` with main.py's engine options."""
+    return make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download,
+                        onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
 
 
 def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSource | None = None) -> PreparedAvatar:

@@ -12,7 +12,20 @@ from typing import Any, Callable, Literal
 RetargetMode = Literal["off", "follow", "fixed"]
 DrivingOption = Literal["pose-friendly", "expression-friendly"]
 RETARGET_MODES = ("off", "follow", "fixed")
+DRIVING_OPTIONS = ("pose-friendly", "expression-friendly")
 SMOOTHING_GROUPS = ("rotation", "translation", "expression", "eyes", "lips")
+DEFAULT_FRAME_SIZE = (1280, 720)        # camera request and virtual camera, unless chosen
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WIDTHxHEIGHT"`` -> (width, height); ``ValueError`` naming the problem otherwise."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 4320):
+        raise ValueError(f"size out of range: {text}")
+    return w, h
 
 
 @dataclass(frozen=True)
@@ -52,8 +65,7 @@ class AnimationSettings:
             if not ok:
                 raise ValueError(f"setting {name}: {what}, got {getattr(self, name)!r}")
 
-        check("driving_option", self.driving_option in ("pose-friendly", "expression-friendly"),
-              "expected 'pose-friendly' or 'expression-friendly'")
+        check("driving_option", self.driving_option in DRIVING_OPTIONS, f"expected one of {DRIVING_OPTIONS}")
         check("eye_mode", self.eye_mode in RETARGET_MODES, f"expected one of {RETARGET_MODES}")
         check("lip_mode", self.lip_mode in RETARGET_MODES, f"expected one of {RETARGET_MODES}")
         check("eye_target", 0.0 <= self.eye_target <= 0.8, "expected 0..0.8")

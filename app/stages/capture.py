@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..settings import DEFAULT_FRAME_SIZE
+
 log = logging.getLogger(__name__)
 
 
@@ -22,8 +24,8 @@ class CameraRequest:
     """What to open: ``source`` is a camera index ("0") or a video file path."""
 
     source: str
-    width: int = 1280
-    height: int = 720
+    width: int = DEFAULT_FRAME_SIZE[0]
+    height: int = DEFAULT_FRAME_SIZE[1]
     fps: float = 30.0
     mjpg: bool = True            # real cameras: MJPG gets 720p30 over USB 2 where raw YUYV cannot
     loop: bool = False           # video files: start again at the end
