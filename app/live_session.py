@@ -21,10 +21,10 @@ from .face.driving import DrivingFace
 from .face.tracker import MediaPipeFaceMesh
 from .pipeline import OutputFrame, Pipeline, PipelineStats
 from .session import load_avatar
-from .settings import LiveSettings
+from .settings import DEFAULT_FRAME_SIZE, LiveSettings
 from .stages.animation import AnimationStage
 from .stages.capture import CameraError, CameraRequest, CameraSource
-from .stages.output import OutputStage, PreviewSink, VirtualCameraSink, VirtualCameraUnavailable
+from .stages.output import OutputStage, VirtualCameraSink, VirtualCameraUnavailable
 from .stages.tracking import TrackingStage
 
 log = logging.getLogger(__name__)
@@ -49,30 +49,33 @@ class SessionCallbacks:
 
 class LiveSession:
     def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar,
-                 callbacks: SessionCallbacks | None = None, *, vcam_size: tuple[int, int] = (1280, 720),
+                 callbacks: SessionCallbacks | None = None, *, vcam_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
                  vcam_fps: float = 30.0, vcam_backend: str | None = None,
-                 max_tracked_frames: int | None = None) -> None:
+                 max_tracked_frames: int | None = None, avatar_path: str | None = None) -> None:
         self.backend = backend
         self.settings = settings
         self.callbacks = callbacks or SessionCallbacks()
         self.animator = Animator(backend, settings, avatar)
-        self.avatar_path: str | None = None
+        self.avatar_path = avatar_path
         self.vcam_size, self.vcam_fps, self.vcam_backend = vcam_size, vcam_fps, vcam_backend
         self.vcam_state = VirtualCameraState.OFF
         self.vcam_message = ""
         self._vcam: VirtualCameraSink | None = None
-        self.output = OutputStage([PreviewSink(lambda image, tracked: None)])
+        self.output = OutputStage([])       # the preview gets frames through callbacks.frame
         self.max_tracked_frames = max_tracked_frames
         self.pipeline: Pipeline | None = None
-        self.camera_request: CameraRequest | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._openings = 0                 # camera openings queued or running (open_camera_async)
+        self._openings_lock = threading.Lock()
 
     # -- camera --------------------------------------------------------------------------------
     def open_camera(self, request: CameraRequest) -> None:
         """Stop the running capture (if any) and start on ``request``; errors go to the callback
         and the previous frame stays on screen."""
         with self._lock:
+            if self._closed:
+                return
             self._stop_pipeline()
             try:
                 camera = CameraSource(request)
@@ -80,7 +83,6 @@ class LiveSession:
                 self.callbacks.error(str(e))
                 self.callbacks.camera_changed(f"camera unavailable: {e}")
                 return
-            self.camera_request = request
             tracking = TrackingStage(MediaPipeFaceMesh())
             self.pipeline = Pipeline(camera, tracking, AnimationStage(self.animator), self.output,
                                      lossless=False, max_tracked_frames=self.max_tracked_frames,
@@ -88,6 +90,29 @@ class LiveSession:
                                      keep_outputs_open=True).start()
             self.callbacks.camera_changed(f"{'video' if camera.is_file else 'camera'} {request.source}: "
                                           f"{camera.frame_size[0]}x{camera.frame_size[1]} at {camera.fps:.0f} fps")
+
+    def open_camera_async(self, request: CameraRequest) -> threading.Thread:
+        """``open_camera`` in a worker thread, for the UI: stopping the old capture waits for the
+        frame in flight (seconds on a CPU) and opening a camera can take a second. Requests are
+        served in turn."""
+        with self._openings_lock:
+            self._openings += 1
+
+        def work() -> None:
+            try:
+                self.open_camera(request)
+            finally:
+                with self._openings_lock:
+                    self._openings -= 1
+        t = threading.Thread(target=work, name="camera-opener", daemon=True)
+        t.start()
+        return t
+
+    @property
+    def camera_opening(self) -> bool:
+        """A camera is being opened (the pipeline may be None or about to be replaced)."""
+        with self._openings_lock:
+            return self._openings > 0
 
     @property
     def stats(self) -> PipelineStats | None:

@@ -157,6 +157,15 @@ def test_settings_are_saved_per_avatar(window, qtbot) -> None:
     assert key and '"expression_multiplier": 1.7' in str(window.store.value(key[0]))
 
 
+def test_settings_are_saved_once_a_change_rests(window, qtbot) -> None:
+    window.animation_panel.expression.set_value(1.3)
+
+    def saved() -> bool:
+        keys = [k for k in window.store.allKeys() if k.startswith("avatar_settings/")]
+        return bool(keys) and '"expression_multiplier": 1.3' in str(window.store.value(keys[0]))
+    qtbot.waitUntil(saved, timeout=3000)          # without closing the window
+
+
 def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path) -> None:
     before = {t.ident for t in threading.enumerate()}
     store = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)

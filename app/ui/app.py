@@ -15,8 +15,8 @@ from pathlib import Path
 from PySide6 import QtCore, QtWidgets
 
 from ..live_session import LiveSession
-from ..session import DEFAULT_AVATAR, load_avatar, make_backend
-from ..settings import AnimationSettings, LiveSettings
+from ..session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
+from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings, parse_size
 from .main_window import MainWindow, initial_settings
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,7 @@ class Starter(QtCore.QObject):
     def start(self, args: argparse.Namespace, avatar_path: str) -> None:
         def work() -> None:
             try:
-                backend = make_backend(args.backend, weights=args.weights, device=args.device,
-                                       download=not args.no_download, onnx_dir=args.onnx_dir,
-                                       engine_dir=args.engine_dir)
+                backend = make_backend_from_args(args)
                 try:
                     avatar = load_avatar(avatar_path, backend)
                     path = avatar_path
@@ -57,6 +55,14 @@ def settings_store() -> QtCore.QSettings:
     return QtCore.QSettings("AvatarCam", "AvatarCam")
 
 
+def stored_size(store: QtCore.QSettings, key: str) -> tuple[int, int] | None:
+    """A "WxH" value saved by the window, or None when absent or unusable."""
+    try:
+        return parse_size(str(store.value(key) or ""))
+    except ValueError:
+        return None
+
+
 def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     store = settings_store()
@@ -64,9 +70,7 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     window = MainWindow(settings, store)
     avatar_path = args.avatar or str(store.value("avatar") or DEFAULT_AVATAR)
     camera = args.camera or str(store.value("camera") or "0")
-    size_text = str(store.value("camera_size") or "")
-    width, height = args.camera_size if args.camera_size else (
-        tuple(int(v) for v in size_text.split("x")) if "x" in size_text else (1280, 720))
+    width, height = args.camera_size or stored_size(store, "camera_size") or DEFAULT_FRAME_SIZE
     window.camera_panel.select(camera)
     window.camera_panel.set_resolution(width, height)
     exit_code = {"value": 0}
@@ -85,17 +89,18 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     def on_ready(backend, avatar, path: str) -> None:
         window.busy(None)
         session = LiveSession(backend, settings, avatar, window.callbacks(), vcam_size=tuple(args.vcam_size),
-                              vcam_fps=args.vcam_fps, max_tracked_frames=args.max_frames)
+                              vcam_fps=args.vcam_fps, max_tracked_frames=args.max_frames, avatar_path=path)
         window.attach(session, path)
         window.request_camera(camera, width, height)
         if args.virtual_camera:
             window.set_virtual_camera(True)
         if args.screenshot:
             def check() -> None:
+                opening = session.camera_opening          # read first: an opening ends after its pipeline is set
                 pipeline = session.pipeline
                 tracked = pipeline.stats.snapshot()["frames_tracked"] if pipeline is not None else 0
                 done = tracked >= (args.max_frames or 1)
-                stopped = pipeline is None or pipeline.finished.is_set()
+                stopped = not opening and (pipeline is None or pipeline.finished.is_set())
                 if done or stopped:
                     timer.stop()
                     if not done:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
+from ..stages.capture import parse_source
+
 RESOLUTIONS = ((640, 480), (1280, 720), (1920, 1080))
 
 
@@ -65,7 +67,8 @@ class CameraPanel(QtWidgets.QGroupBox):
     def select(self, source: str) -> None:
         i = self.combo.findData(source)
         if i < 0:
-            label = Path(source).name if not source.isdigit() else f"Camera {source}"
+            parsed = parse_source(source)
+            label = parsed.name if isinstance(parsed, Path) else f"Camera {parsed}"
             self.combo.addItem(label, source)
             i = self.combo.count() - 1
         self.combo.setCurrentIndex(i)

@@ -20,7 +20,7 @@ from ..face.driving import DrivingFace
 from ..live_session import LiveSession, SessionCallbacks
 from ..pipeline import TRACKED, OutputFrame
 from ..settings import AnimationSettings, LiveSettings
-from ..stages.capture import CameraRequest
+from ..stages.capture import CameraRequest, parse_source
 from .animation_panel import SLIDER_FIELDS, AnimationPanel
 from .avatar_panel import AvatarPanel
 from .camera_panel import CameraPanel
@@ -159,7 +159,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.output_panel.virtual_camera_toggled.connect(self.set_virtual_camera)
         self.output_panel.overlay.toggled.connect(self._set_overlay)
         self.output_panel.inset.toggled.connect(self._set_inset)
-        self.settings.subscribe(lambda s: QtCore.QMetaObject.invokeMethod(self, "_save_avatar_settings",
+        # a slider drag changes the settings on every tick: save once it rests (and on close)
+        self._save_timer = QtCore.QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(500)
+        self._save_timer.timeout.connect(self._save_avatar_settings)
+        self._settings_avatar: str | None = None      # the avatar the shown settings belong to
+        self.settings.subscribe(lambda s: QtCore.QMetaObject.invokeMethod(self._save_timer, "start",
                                                                            QtCore.Qt.ConnectionType.QueuedConnection))
         self._install_hotkeys()
         self.stats_timer = QtCore.QTimer(self)
@@ -175,7 +181,6 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def attach(self, session: LiveSession, avatar_path: str) -> None:
         self.session = session
-        session.avatar_path = avatar_path
         self._on_avatar_loaded(avatar_path)
         self.preview.set_frame(session.animator.avatar.face.image)
 
@@ -195,10 +200,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def request_camera(self, source: str, width: int, height: int) -> None:
         if self.session is None:
             return
-        is_file = not source.isdigit()
+        is_file = isinstance(parse_source(source), Path)
         self.store.setValue("camera", source)
         self.store.setValue("camera_size", f"{width}x{height}")
-        self.session.open_camera(CameraRequest(source, width=width, height=height, loop=is_file, paced=True))
+        self.session.open_camera_async(CameraRequest(source, width=width, height=height, loop=is_file, paced=True))
 
     def calibrate(self) -> None:
         if self.session is not None:
@@ -248,6 +253,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @QtCore.Slot(str)
     def _on_avatar_loaded(self, path: str) -> None:
+        if self._save_timer.isActive():            # changes made for the previous avatar are its own
+            self._save_timer.stop()
+            self._save_avatar_settings()
+        self._settings_avatar = path
         self.avatar_panel.set_current(path)
         self.store.setValue("avatar", path)
         self.store.setValue("recent_avatars", json.dumps(self.avatar_panel.recent))
@@ -263,11 +272,11 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @QtCore.Slot()
     def _save_avatar_settings(self) -> None:
-        if self.session is None or not self.session.avatar_path:
+        if self.session is None or not self._settings_avatar:
             return
         s = self.settings.snapshot()
         values = {k: getattr(s, k) for k in SLIDER_FIELDS}
-        self.store.setValue(f"avatar_settings/{avatar_key(self.session.avatar_path)}", json.dumps(values))
+        self.store.setValue(f"avatar_settings/{avatar_key(self._settings_avatar)}", json.dumps(values))
         self.store.setValue("paste_back", s.paste_back)
         self.store.setValue("mirror", s.mirror)
 
@@ -319,6 +328,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt API
         self.stats_timer.stop()
+        self._save_timer.stop()
         if self.session is not None:
             self._save_avatar_settings()
             self.session.close()

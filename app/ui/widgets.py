@@ -62,8 +62,8 @@ class LabeledSlider(QtWidgets.QWidget):
 def bgr_to_qimage(image: np.ndarray) -> QtGui.QImage:
     """H x W x 3 uint8 BGR -> QImage (a deep copy, so the array may be reused)."""
     h, w = image.shape[:2]
-    rgb = np.ascontiguousarray(image[..., ::-1])
-    return QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888).copy()
+    bgr = np.ascontiguousarray(image)          # Qt reads BGR bytes as they are: one copy, in Qt
+    return QtGui.QImage(bgr.data, w, h, 3 * w, QtGui.QImage.Format.Format_BGR888).copy()
 
 
 class Preview(QtWidgets.QWidget):
