@@ -109,8 +109,8 @@ class AnimationPanel(QtWidgets.QGroupBox):
         self.show_settings(self.settings.snapshot())
 
 
+# The settings saved per avatar.
 SLIDER_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
                  "rotation_limit_deg", "smooth_rotation", "smooth_translation", "smooth_expression", "smooth_eyes",
                  "smooth_lips", "translation_lock", "stitching")
-"""The settings saved per avatar."""
 
