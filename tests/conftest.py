@@ -61,13 +61,25 @@ def exported_onnx(synthetic_weights_dir: Path, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
+def examples(parity_dir: Path) -> Path:
+    """The kit's example portraits (s0-s2.jpg) and driving video (d0.mp4)."""
+    return parity_dir / "data" / "examples"
+
+
+@pytest.fixture(scope="session")
+def d0(examples: Path) -> Path:
+    return examples / "d0.mp4"
+
+
+@pytest.fixture(scope="session")
 def avatar_face():
     """Our default avatar, tracked and cropped once per run."""
     from app.face.avatar import prepare_avatar_face
     from app.face.tracker import MediaPipeFaceMesh
+    from app.session import DEFAULT_AVATAR
 
     mesh = MediaPipeFaceMesh()
     try:
-        return prepare_avatar_face(REPO_ROOT / "assets" / "avatars" / "astronaut.png", mesh)
+        return prepare_avatar_face(DEFAULT_AVATAR, mesh)
     finally:
         mesh.close()

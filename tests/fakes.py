@@ -1,12 +1,19 @@
-"""Test doubles shared by several test files (imported as ``fakes``: tests/ is on sys.path)."""
+"""Test doubles and helpers shared by several test files (imported as ``fakes``: tests/ is on sys.path)."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyvirtualcam
 import torch
 
+from app.animator import Animator, prepare_avatar
 from app.face.crop import CropTransform
 from app.face.driving import DrivingFace
+from app.settings import AnimationSettings, LiveSettings
 from engines import motion
 from engines.backend import StubBackend
 
@@ -73,3 +80,28 @@ def fake_face(eye: float = 0.3, lip: float = 0.0) -> DrivingFace:
     return DrivingFace(network_input=crop, landmarks=np.zeros((478, 2), np.float32),
                        transform=CropTransform(t, t, 512), eye_ratios=np.array([[eye, eye]], np.float32),
                        lip_ratio=np.array([[lip]], np.float32))
+
+
+def make_animator(face, backend: StubBackend | None = None, *, paste_on_device: bool | None = None,
+                  **settings) -> tuple[Animator, LiveSettings]:
+    """An animator of ``face`` (an ``AvatarFace``) on ``backend`` (default: a ``ScriptedBackend``)
+    with these settings, and the live settings object it reads."""
+    backend = backend or ScriptedBackend()
+    live = LiveSettings(AnimationSettings(**settings))
+    return Animator(backend, live, prepare_avatar(face, backend), paste_on_device=paste_on_device), live
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python main.py ARGS`` from the repository root, output captured."""
+    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def run_export(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m export ARGS`` from the repository root, output captured (Python warnings off:
+    the tests read the exporter's own lines)."""
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})

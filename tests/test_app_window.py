@@ -3,40 +3,29 @@ controls, drag and drop, the virtual camera switch (fake backend), hotkeys, sett
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from fakes import run_main  # also registers the fake virtual-camera backends
+from PySide6 import QtCore, QtGui
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-from PySide6 import QtCore, QtGui  # noqa: E402
-
-from app.live_session import LiveSession  # noqa: E402
-from app.session import DEFAULT_AVATAR, load_avatar  # noqa: E402
-from app.settings import LiveSettings  # noqa: E402
-from app.ui.main_window import MainWindow  # noqa: E402
-from engines.backend import StubBackend  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from app.animator import prepare_avatar
+from app.live_session import LiveSession
+from app.session import DEFAULT_AVATAR
+from app.settings import LiveSettings
+from app.ui.main_window import MainWindow
+from engines.backend import StubBackend
 
 
 @pytest.fixture()
-def d0(parity_dir: Path) -> Path:
-    return parity_dir / "data" / "examples" / "d0.mp4"
-
-
-@pytest.fixture()
-def window(qtbot, tmp_path: Path, d0: Path):
-    import fakes  # noqa: F401 - registers the fake virtual-camera backends
+def window(qtbot, tmp_path: Path, d0: Path, avatar_face):
     store = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
     settings = LiveSettings()
     win = MainWindow(settings, store)
     qtbot.addWidget(win)
     backend = StubBackend()
-    session = LiveSession(backend, settings, load_avatar(DEFAULT_AVATAR, backend), win.callbacks(),
+    session = LiveSession(backend, settings, prepare_avatar(avatar_face, backend), win.callbacks(),
                           vcam_backend="avatarcam-test")
     win.attach(session, str(DEFAULT_AVATAR))
     win.show()
@@ -87,8 +76,8 @@ def test_each_control_changes_the_engine_parameters(window, qtbot) -> None:
     assert live.snapshot().eye_mode == "off" and not live.snapshot().paste_back   # output choices kept
 
 
-def test_dropping_an_image_switches_the_avatar(window, qtbot, parity_dir: Path) -> None:
-    s0 = parity_dir / "data" / "examples" / "s0.jpg"
+def test_dropping_an_image_switches_the_avatar(window, qtbot, examples: Path) -> None:
+    s0 = examples / "s0.jpg"
     mime = QtCore.QMimeData()
     mime.setUrls([QtCore.QUrl.fromLocalFile(str(s0))])
     pos = QtCore.QPointF(100, 100)
@@ -166,13 +155,13 @@ def test_settings_are_saved_once_a_change_rests(window, qtbot) -> None:
     qtbot.waitUntil(saved, timeout=3000)          # without closing the window
 
 
-def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path) -> None:
+def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path, avatar_face) -> None:
     before = {t.ident for t in threading.enumerate()}
     store = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)
     settings = LiveSettings()
     win = MainWindow(settings, store)
     backend = StubBackend()
-    session = LiveSession(backend, settings, load_avatar(DEFAULT_AVATAR, backend), win.callbacks())
+    session = LiveSession(backend, settings, prepare_avatar(avatar_face, backend), win.callbacks())
     win.attach(session, str(DEFAULT_AVATAR))
     win.show()
     win.request_camera(str(d0), 640, 480)
@@ -184,15 +173,13 @@ def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path) 
     assert not alive and not camera.cap.isOpened()
 
 
-def test_screenshot_contract_with_real_networks(synthetic_weights_dir: Path, parity_dir: Path, tmp_path: Path) -> None:
+def test_screenshot_contract_with_real_networks(synthetic_weights_dir: Path, examples: Path, tmp_path: Path) -> None:
     """python main.py --avatar IMG --camera SRC --weights DIR --device cpu --max-frames N --screenshot OUT.png"""
     out = tmp_path / "shot.png"
-    examples = parity_dir / "data" / "examples"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", AVATARCAM_SETTINGS=str(tmp_path / "settings.ini"))
-    proc = subprocess.run([sys.executable, "main.py", "--avatar", str(examples / "s1.jpg"), "--camera",
-                           str(examples / "d0.mp4"), "--weights", str(synthetic_weights_dir), "--device", "cpu",
-                           "--max-frames", "1", "--screenshot", str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    proc = run_main("--avatar", str(examples / "s1.jpg"), "--camera", str(examples / "d0.mp4"),
+                    "--weights", str(synthetic_weights_dir), "--device", "cpu", "--max-frames", "1",
+                    "--screenshot", str(out), timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     image = QtGui.QImage(str(out))
     assert not image.isNull() and image.width() >= 800 and image.height() >= 500

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import REPO_ROOT, run_main
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_main(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+from app.session import DEFAULT_AVATAR
 
 
 def test_start_up_check_runs_all_networks_on_official_layout(synthetic_weights_dir: Path) -> None:
@@ -45,14 +41,13 @@ def test_corrupt_checkpoint_is_one_line_exit_2(synthetic_weights_dir: Path, tmp_
     assert "Traceback" not in proc.stderr
 
 
-def test_headless_animates_first_frames_with_real_networks(synthetic_weights_dir: Path, parity_dir: Path,
+def test_headless_animates_first_frames_with_real_networks(synthetic_weights_dir: Path, examples: Path,
                                                             tmp_path: Path) -> None:
     """The end-to-end contract: real networks (kit's synthetic weights), avatar s0 (600x704), d0 as
     the camera, the first 2 tracked frames written at the avatar's resolution."""
     import cv2
 
     out = tmp_path / "out.mp4"
-    examples = parity_dir / "data" / "examples"
     proc = run_main("--headless", "--avatar", str(examples / "s0.jpg"), "--camera", str(examples / "d0.mp4"),
                     "--weights", str(synthetic_weights_dir), "--device", "cpu", "--record", str(out),
                     "--max-frames", "2", timeout=600)
@@ -74,16 +69,15 @@ def test_headless_animates_first_frames_with_real_networks(synthetic_weights_dir
     ("noface", "d0", "no face found; use a clear, frontal portrait"),
     ("default", "missing.mp4", "video file not found"),
 ])
-def test_headless_bad_input_is_one_line_exit_2(avatar: str, camera: str, message: str, parity_dir: Path,
+def test_headless_bad_input_is_one_line_exit_2(avatar: str, camera: str, message: str, d0: Path,
                                                tmp_path: Path) -> None:
     import cv2
 
-    d0 = parity_dir / "data" / "examples" / "d0.mp4"
     if avatar == "noface":
         avatar = str(tmp_path / "noface.png")
         cv2.imwrite(avatar, np.full((300, 300, 3), 127, np.uint8))
     elif avatar == "default":
-        avatar = str(REPO_ROOT / "assets" / "avatars" / "astronaut.png")
+        avatar = str(DEFAULT_AVATAR)
     else:
         avatar = str(tmp_path / avatar)
     camera = str(d0) if camera == "d0" else str(tmp_path / camera)
@@ -94,11 +88,10 @@ def test_headless_bad_input_is_one_line_exit_2(avatar: str, camera: str, message
     assert "Traceback" not in proc.stderr
 
 
-def test_headless_ctrl_c_stops_cleanly(parity_dir: Path, tmp_path: Path) -> None:
+def test_headless_ctrl_c_stops_cleanly(d0: Path, tmp_path: Path) -> None:
     import signal
     import time
 
-    d0 = parity_dir / "data" / "examples" / "d0.mp4"
     out = tmp_path / "live.mp4"
     proc = subprocess.Popen([sys.executable, "main.py", "--headless", "--backend", "stub", "--camera", str(d0),
                              "--loop", "--record", str(out), "--no-virtual-camera"],

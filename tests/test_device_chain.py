@@ -11,23 +11,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes import ScriptedBackend, fake_face
+from fakes import ScriptedBackend, fake_face, make_animator
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from app.animator import Animator, Status, fetch_image, image_to_tensor, pack_frame, prepare_avatar, unpack_frame
+from app.animator import Status, fetch_image, image_to_tensor, pack_frame, unpack_frame
 from app.face import crop as fc
 from app.face.paste_device import DevicePasteBack
-from app.settings import AnimationSettings, LiveSettings
 from engines import motion
 from engines.backend import StubBackend
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 NO_SMOOTHING = {f"smooth_{g}": 0.0 for g in ("rotation", "translation", "expression", "eyes", "lips")}
-
-
-def animator(face, backend, paste_on_device: bool | None = None, **settings) -> tuple[Animator, LiveSettings]:
-    live = LiveSettings(AnimationSettings(**settings))
-    return Animator(backend, live, prepare_avatar(face, backend), paste_on_device=paste_on_device), live
 
 
 class HostReads(TorchDispatchMode):
@@ -76,8 +70,8 @@ def test_device_paste_with_an_empty_box_and_a_wrong_mask() -> None:
 
 
 def test_animator_paste_on_device_matches_opencv_paste(avatar_face) -> None:
-    on_device, live_a = animator(avatar_face, ScriptedBackend(), paste_on_device=True, reference_frames=1)
-    opencv, live_b = animator(avatar_face, ScriptedBackend(), paste_on_device=False, reference_frames=1)
+    on_device, live_a = make_animator(avatar_face, ScriptedBackend(), paste_on_device=True, reference_frames=1)
+    opencv, live_b = make_animator(avatar_face, ScriptedBackend(), paste_on_device=False, reference_frames=1)
     for i, mirror in enumerate([False, False, True]):
         for live in (live_a, live_b):
             live.update(mirror=mirror)
@@ -112,7 +106,7 @@ def test_the_detector_sees_host_reads() -> None:
 @pytest.mark.parametrize("paste_on_device", [False, True], ids=["opencv-paste", "device-paste"])
 def test_steady_frames_read_nothing_back_before_the_fetch(avatar_face, settings, paste_on_device) -> None:
     backend = ScriptedBackend()
-    anim, _ = animator(avatar_face, backend, paste_on_device=paste_on_device, reference_frames=3, **settings)
+    anim, _ = make_animator(avatar_face, backend, paste_on_device=paste_on_device, reference_frames=3, **settings)
     for i in range(3):
         anim.process(fake_face(), i / 30)
     assert anim.has_reference
@@ -129,7 +123,7 @@ def test_steady_frames_read_nothing_back_before_the_fetch(avatar_face, settings,
 # --------------------------------------------------------------------------- the keypoint math
 def test_keypoints_follow_the_official_relative_motion(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, _ = animator(avatar_face, backend, reference_frames=1, stitching=False, normalize_lip=False,
+    anim, _ = make_animator(avatar_face, backend, reference_frames=1, stitching=False, normalize_lip=False,
                        **NO_SMOOTHING)
     crop = image_to_tensor(fake_face().network_input, backend.device)
 
@@ -148,7 +142,7 @@ def test_keypoints_follow_the_official_relative_motion(avatar_face) -> None:
 
 def test_nan_motion_in_live_mode_does_not_poison_later_frames(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, _ = animator(avatar_face, backend, reference_frames=1)
+    anim, _ = make_animator(avatar_face, backend, reference_frames=1)
     good = anim.process(fake_face(), 0.0)
     neutral = anim.last_keypoints.clone()
     backend.pose = (float("nan"), 0.0, 0.0)
@@ -162,7 +156,7 @@ def test_nan_motion_in_live_mode_does_not_poison_later_frames(avatar_face) -> No
 
 def test_nan_motion_while_calibrating_shows_the_avatar(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, _ = animator(avatar_face, backend, reference_frames=3)
+    anim, _ = make_animator(avatar_face, backend, reference_frames=3)
     backend.pose = (0.0, float("inf"), 0.0)
     frame = anim.process(fake_face(), 0.0)
     assert frame.status == Status.NO_FACE_YET and not frame.rendered and frame.image is avatar_face.image
@@ -172,7 +166,7 @@ def test_nan_motion_while_calibrating_shows_the_avatar(avatar_face) -> None:
 # --------------------------------------------------------------------------- on a CUDA GPU
 @CUDA
 def test_one_synchronising_call_per_steady_frame_on_cuda(avatar_face) -> None:
-    anim, _ = animator(avatar_face, ScriptedBackend("cuda"), reference_frames=2)
+    anim, _ = make_animator(avatar_face, ScriptedBackend("cuda"), reference_frames=2)
     assert anim.paste_on_device
     for i in range(4):                     # calibration, and the first frames that set buffers up
         anim.process(fake_face(), i / 30)
@@ -191,8 +185,8 @@ def test_one_synchronising_call_per_steady_frame_on_cuda(avatar_face) -> None:
 
 @CUDA
 def test_cuda_chain_matches_the_cpu_chain(avatar_face) -> None:
-    gpu, _ = animator(avatar_face, StubBackend("cuda"), reference_frames=1)
-    cpu, _ = animator(avatar_face, StubBackend("cpu"), reference_frames=1)
+    gpu, _ = make_animator(avatar_face, StubBackend("cuda"), reference_frames=1)
+    cpu, _ = make_animator(avatar_face, StubBackend("cpu"), reference_frames=1)
     for i in range(3):
         a, b = gpu.process(fake_face(), i / 30), cpu.process(fake_face(), i / 30)
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2

@@ -17,10 +17,9 @@ from app.face.layout import MEDIAPIPE_478
 from app.face.ratios import eye_open_ratios, lip_open_ratio
 from app.face.smoothing import CropSmoother, CropSmoothing, OneEuroFilter
 from app.face.tracker import MediaPipeFaceMesh
+from app.session import DEFAULT_AVATAR
 from app.stages.capture import read_video_frames
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
 D0_FPS = 25.0
 
 
@@ -29,11 +28,6 @@ def mesh():
     m = MediaPipeFaceMesh()
     yield m
     m.close()
-
-
-@pytest.fixture(scope="module")
-def examples(parity_dir: Path) -> Path:
-    return parity_dir / "data" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +139,8 @@ def test_eye_and_lip_ratios_follow_real_closing(d0_landmarks) -> None:
     assert 0.25 < eye(5).mean() < 0.38 and lip(5) < 0.03 and lip(30) > 0.1
 
 
-def test_default_avatar_is_usable(mesh) -> None:
-    avatar = prepare_avatar_face(DEFAULT_AVATAR, mesh)
+def test_default_avatar_is_usable(avatar_face) -> None:
+    avatar = avatar_face
     assert avatar.num_faces == 1
     assert 0.15 < avatar.eye_ratios.mean() < 0.5
     x0, y0, x1, y1 = avatar.paste.box
@@ -161,6 +155,7 @@ def test_driving_cropper_reports_no_face_without_raising(d0_frames) -> None:
     assert face is not None and face.network_input.shape == (256, 256, 3)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         cropper.process(np.zeros((10, 10), np.uint8), 0.1)
+    cropper.source.close()
 
 
 def test_keeps_the_tracked_face_when_a_second_one_appears(d0_frames) -> None:
@@ -198,8 +193,8 @@ def test_large_avatars_are_downscaled_once_keeping_aspect(tmp_path: Path, mesh) 
     assert avatar.paste.mask.shape[:2] == (1344, 1920)
 
 
-def test_paste_back_with_our_mask_has_no_seam(mesh) -> None:
-    avatar = prepare_avatar_face(DEFAULT_AVATAR, mesh)
+def test_paste_back_with_our_mask_has_no_seam(avatar_face) -> None:
+    avatar = avatar_face
     # pasting the avatar's own crop back reproduces the image (no seam, no shift)
     out = fc.paste_back(avatar.crop, avatar.transform.M_c2o, avatar.image, avatar.paste).astype(int)
     diff = np.abs(out - avatar.image.astype(int))

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from app.image_io import ImageError, limit_size, load_image
+from app.session import DEFAULT_AVATAR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-AVATAR = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
+AVATAR = DEFAULT_AVATAR
 
 
 def test_default_avatar_loads() -> None:

@@ -16,34 +16,18 @@ from app.animator import Animator, Status, prepare_avatar
 from app.face.avatar import prepare_avatar_face
 from app.face.tracker import MediaPipeFaceMesh
 from app.pipeline import FrameQueue, Pipeline
-from app.settings import AnimationSettings, LiveSettings
+from app.settings import LiveSettings
 from app.stages.animation import AnimationStage
 from app.stages.capture import CameraError, CameraRequest, CameraSource, read_video_frames
 from app.stages.output import (OutputStage, PreviewSink, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable,
                                letterbox, virtual_camera_fix)
 from app.stages.tracking import TrackingStage
 from engines.backend import StubBackend
-from fakes import FakeVirtualCamera, ScriptedBackend, fake_face
+from fakes import FakeVirtualCamera, ScriptedBackend, fake_face, make_animator
 
 
 
 # --------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def d0(parity_dir: Path) -> Path:
-    return parity_dir / "data" / "examples" / "d0.mp4"
-
-
-@pytest.fixture()
-def stub_avatar(avatar_face):
-    return prepare_avatar(avatar_face, StubBackend())
-
-
-def make_animator(avatar, backend=None, **settings):
-    backend = backend or ScriptedBackend()
-    live = LiveSettings(AnimationSettings(**settings))
-    return Animator(backend, live, prepare_avatar(avatar.face, backend) if hasattr(avatar, "face") else avatar), live
-
-
 # --------------------------------------------------------------------------- settings
 def test_settings_validate_and_update_atomically() -> None:
     live = LiveSettings()
@@ -59,9 +43,9 @@ def test_settings_validate_and_update_atomically() -> None:
 
 
 # --------------------------------------------------------------------------- animator
-def test_neutral_reference_averages_steady_frames_and_recalibrates(stub_avatar) -> None:
+def test_neutral_reference_averages_steady_frames_and_recalibrates(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, live = make_animator(stub_avatar, backend, reference_frames=5, smooth_rotation=0.0)
+    anim, live = make_animator(avatar_face, backend, reference_frames=5, smooth_rotation=0.0)
     statuses = []
     for i in range(6):
         backend.pose = (0.0, 1.0 if i % 2 else -1.0, 0.0)    # +-1 degree jitter: still steady
@@ -75,9 +59,9 @@ def test_neutral_reference_averages_steady_frames_and_recalibrates(stub_avatar) 
     assert anim.reference.value[1] == pytest.approx(20.0)
 
 
-def test_relative_motion_multipliers_limits_and_translation_lock(stub_avatar) -> None:
+def test_relative_motion_multipliers_limits_and_translation_lock(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, live = make_animator(stub_avatar, backend, reference_frames=1, smooth_rotation=0, smooth_translation=0,
+    anim, live = make_animator(avatar_face, backend, reference_frames=1, smooth_rotation=0, smooth_translation=0,
                                smooth_expression=0, stitching=False, normalize_lip=False)
     src = anim.avatar
     anim.process(fake_face(), 0.0)                       # reference = this frame: no motion
@@ -106,22 +90,22 @@ def test_relative_motion_multipliers_limits_and_translation_lock(stub_avatar) ->
     assert torch.allclose(anim.last_keypoints, neutral, atol=1e-5)
 
 
-def test_eye_retargeting_fixed_and_follow(stub_avatar) -> None:
+def test_eye_retargeting_fixed_and_follow(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, live = make_animator(stub_avatar, backend, reference_frames=1, eye_mode="fixed", eye_target=0.6,
+    anim, live = make_animator(avatar_face, backend, reference_frames=1, eye_mode="fixed", eye_target=0.6,
                                smooth_eyes=0)
     anim.process(fake_face(eye=0.3), 0.0)
     assert backend.eye_inputs[-1][0, -1].item() == pytest.approx(0.6)
     live.update(eye_mode="follow")
     anim.process(fake_face(eye=0.15), 0.1)           # user closes to half their neutral openness
-    expected = 0.15 * stub_avatar.eye_ratios.mean().item() / 0.3
+    expected = 0.15 * anim.avatar.eye_ratios.mean().item() / 0.3
     assert backend.eye_inputs[-1][0, -1].item() == pytest.approx(expected, rel=1e-4)
-    assert backend.eye_inputs[-1][0, 63:65].numpy() == pytest.approx(stub_avatar.eye_ratios[0].numpy())
+    assert backend.eye_inputs[-1][0, 63:65].numpy() == pytest.approx(anim.avatar.eye_ratios[0].numpy())
 
 
-def test_face_lost_holds_then_eases_to_neutral_and_resumes_smoothly(stub_avatar) -> None:
+def test_face_lost_holds_then_eases_to_neutral_and_resumes_smoothly(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, live = make_animator(stub_avatar, backend, reference_frames=1, hold_seconds=0.15, ease_seconds=0.5,
+    anim, live = make_animator(avatar_face, backend, reference_frames=1, hold_seconds=0.15, ease_seconds=0.5,
                                smooth_rotation=0.5)
     anim.process(fake_face(), 0.0)
     neutral = anim.last_keypoints.clone()
@@ -157,19 +141,19 @@ def test_face_lost_holds_then_eases_to_neutral_and_resumes_smoothly(stub_avatar)
     assert float((anim.last_keypoints - turned).abs().max()) < 0.05 * full
 
 
-def test_nan_motion_is_skipped_not_rendered(stub_avatar) -> None:
+def test_nan_motion_is_skipped_not_rendered(avatar_face) -> None:
     backend = ScriptedBackend()
-    anim, _ = make_animator(stub_avatar, backend, reference_frames=1)
+    anim, _ = make_animator(avatar_face, backend, reference_frames=1)
     good = anim.process(fake_face(), 0.0)
     backend.pose = (float("nan"), 0.0, 0.0)
     out = anim.process(fake_face(), 0.1)
     assert out.image is good.image and not out.rendered
 
 
-def test_crop_only_and_mirror_outputs(stub_avatar) -> None:
-    anim, live = make_animator(stub_avatar, reference_frames=1)
+def test_crop_only_and_mirror_outputs(avatar_face) -> None:
+    anim, live = make_animator(avatar_face, reference_frames=1)
     full = anim.process(fake_face(), 0.0).image
-    assert full.shape == stub_avatar.face.image.shape
+    assert full.shape == avatar_face.image.shape
     live.update(paste_back=False)
     crop = anim.process(fake_face(), 0.1).image
     assert crop.shape == (512, 512, 3)
@@ -178,11 +162,11 @@ def test_crop_only_and_mirror_outputs(stub_avatar) -> None:
     assert np.array_equal(mirrored, crop[:, ::-1])
 
 
-def test_avatar_switch_takes_effect_between_frames(stub_avatar, parity_dir: Path) -> None:
-    anim, _ = make_animator(stub_avatar, reference_frames=1)
+def test_avatar_switch_takes_effect_between_frames(avatar_face, examples: Path) -> None:
+    anim, _ = make_animator(avatar_face, reference_frames=1)
     assert anim.process(fake_face(), 0.0).image.shape == (512, 512, 3)
     mesh = MediaPipeFaceMesh()
-    other = prepare_avatar(prepare_avatar_face(parity_dir / "data" / "examples" / "s0.jpg", mesh), anim.backend)
+    other = prepare_avatar(prepare_avatar_face(examples / "s0.jpg", mesh), anim.backend)
     mesh.close()
     anim.set_avatar(other)
     assert anim.process(fake_face(), 0.1).image.shape == (704, 600, 3)

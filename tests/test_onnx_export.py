@@ -5,9 +5,6 @@ PyTorch reference, ONNX Runtime fp32 and fp16 runs, and one more run through the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +28,7 @@ from export.onnx_export import (  # noqa: E402
     file_sha256,
     weights_fingerprint,
 )
+from fakes import run_export  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
@@ -48,11 +46,6 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
     types.update({t.name: t.data_type for t in g.initializer})
     return types
-
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 # --------------------------------------------------------------------------- files and verification
@@ -157,7 +150,7 @@ def test_manifest_lists_files_hashes_versions_and_weights(exported: ExportReport
 
 def test_bad_weights_dir_exits_2_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "weights" / "liveportrait").mkdir(parents=True)
-    r = _run_cli("onnx", "--weights", str(tmp_path / "weights"), "--out", str(tmp_path / "out"))
+    r = run_export("onnx", "--weights", str(tmp_path / "weights"), "--out", str(tmp_path / "out"))
     assert r.returncode == 2
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and "motion_extractor.pth" in lines[0], lines
@@ -165,12 +158,12 @@ def test_bad_weights_dir_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_help_lists_subcommands() -> None:
-    r = _run_cli("--help")
+    r = run_export("--help")
     assert r.returncode == 0
     assert "onnx" in r.stdout
     has_trt = (REPO_ROOT / "export" / "tensorrt_build.py").is_file()
     assert ("tensorrt" in r.stdout) == has_trt
-    onnx_help = _run_cli("onnx", "--help")
+    onnx_help = run_export("onnx", "--help")
     assert onnx_help.returncode == 0 and "--no-fp16" in onnx_help.stdout and "--weights" in onnx_help.stdout
 
 

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from engines.backend_tensorrt import (PROFILES, TensorRTBackend, TensorRTBackend
                                       compare_output, validate_engines)
 from export import tensorrt_build as tb
 from export import trt_compat
+from fakes import run_export
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="running TensorRT engines needs a CUDA GPU")
 
@@ -408,6 +407,21 @@ def _fake_engine_dir(tmp_path: Path, names) -> Path:
     return tmp_path
 
 
+def fake_tensorrt(monkeypatch: pytest.MonkeyPatch, engine_class: type) -> None:
+    """TensorRTBackend on the CPU: no CUDA check, a TensorRT API stand-in, ``engine_class`` as the engines."""
+    import engines.backend_tensorrt as bt
+
+    class FakeApi:
+        flavour = "tensorrt-rtx"
+
+        def runtime(self):
+            return object()
+
+    monkeypatch.setattr(bt, "_require_cuda", lambda device: torch.device("cpu"))
+    monkeypatch.setattr(trt_compat, "load", lambda prefer=None: FakeApi())
+    monkeypatch.setattr(bt, "TrtEngine", engine_class)
+
+
 def test_backend_wiring_uses_validated_engines_and_falls_back(tmp_path, monkeypatch, caplog):
     """The backend's logic on the CPU with fake engines (no TensorRT runs here): a wrong engine is
     rejected by validation and its PyTorch module used instead; the others serve the calls."""
@@ -433,15 +447,7 @@ def test_backend_wiring_uses_validated_engines_and_falls_back(tmp_path, monkeypa
                 out["y"] = out["y"] + 1.0                 # deliberately wrong
             return out
 
-    class FakeApi:
-        flavour = "tensorrt-rtx"
-
-        def runtime(self):
-            return object()
-
-    monkeypatch.setattr(bt, "_require_cuda", lambda device: torch.device("cpu"))
-    monkeypatch.setattr(trt_compat, "load", lambda prefer=None: FakeApi())
-    monkeypatch.setattr(bt, "TrtEngine", FakeEngine)
+    fake_tensorrt(monkeypatch, FakeEngine)
     caplog.set_level(logging.INFO, logger="engines")
     engine_dir = _fake_engine_dir(tmp_path, tb.GRAPHS)
 
@@ -466,13 +472,6 @@ def test_backend_wiring_uses_validated_engines_and_falls_back(tmp_path, monkeypa
 
 
 def test_backend_without_fallback_needs_every_engine(tmp_path, monkeypatch):
-    import engines.backend_tensorrt as bt
-
-    class FakeApi:
-        flavour = "tensorrt-rtx"
-
-        def runtime(self):
-            return object()
 
     class FakeEngine:
         batch = 1
@@ -480,9 +479,7 @@ def test_backend_without_fallback_needs_every_engine(tmp_path, monkeypatch):
         def __init__(self, api, runtime, path, device):
             self.name = path.stem
 
-    monkeypatch.setattr(bt, "_require_cuda", lambda device: torch.device("cpu"))
-    monkeypatch.setattr(trt_compat, "load", lambda prefer=None: FakeApi())
-    monkeypatch.setattr(bt, "TrtEngine", FakeEngine)
+    fake_tensorrt(monkeypatch, FakeEngine)
     with pytest.raises(TensorRTBackendError, match="warping_spade: not built"):
         TensorRTBackend(_fake_engine_dir(tmp_path, [g for g in tb.GRAPHS if g != "warping_spade"]))
     with pytest.raises(TensorRTBackendError, match="no engines in"):
@@ -527,9 +524,8 @@ def built_engines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     weights = request.getfixturevalue("synthetic_weights_dir")      # only now: writing it takes a while
     onnx_dir = request.getfixturevalue("exported_onnx").out_dir     # the graphs the ONNX tests verified
     out = tmp_path_factory.mktemp("trt_engines")
-    proc = subprocess.run([sys.executable, "-m", "export", "tensorrt", "--weights", str(weights),
-                           "--out", str(out), "--onnx-dir", str(onnx_dir)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=900)
+    proc = run_export("tensorrt", "--weights", str(weights), "--out", str(out), "--onnx-dir", str(onnx_dir),
+                      timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout + proc.stderr, weights
 
@@ -547,9 +543,8 @@ def test_end_to_end_builds_all_engines_from_weights(built_engines, exported_onnx
     assert engines["warping_spade"]["io"]["outputs"] == [
         {"name": "image", "dtype": "float32", "shape": [1, 3, 512, 512]}]
     assert "6 engine(s) built" in text
-    again = subprocess.run([sys.executable, "-m", "export", "tensorrt", "--weights", str(weights),
-                            "--out", str(out), "--onnx-dir", str(exported_onnx.out_dir)], cwd=REPO_ROOT,
-                           capture_output=True, text=True, timeout=300)
+    again = run_export("tensorrt", "--weights", str(weights), "--out", str(out), "--onnx-dir",
+                       str(exported_onnx.out_dir))
     assert again.returncode == 0 and "0 engine(s) built, 6 unchanged" in again.stdout + again.stderr
 
 
