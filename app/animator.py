@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -54,10 +55,13 @@ _STEADY_TRANSLATION = 0.02
 _STEADY_SCALE = 0.03
 
 
-def image_to_tensor(image_bgr: np.ndarray, device: torch.device) -> torch.Tensor:
-    """H x W x 3 uint8 BGR -> 1 x 3 x H x W float RGB in [0, 1]."""
+def image_to_tensor(image_bgr: np.ndarray, device: torch.device,
+                    upload: Callable[[np.ndarray], torch.Tensor] | None = None) -> torch.Tensor:
+    """H x W x 3 uint8 BGR -> 1 x 3 x H x W float RGB in [0, 1] on ``device``; the bytes go up
+    through ``upload`` when given (the live loop's non-blocking uploads), as uint8."""
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+    on_device = upload(rgb) if upload is not None else torch.from_numpy(rgb).to(device)
+    return on_device.permute(2, 0, 1)[None].float().div_(255.0)
 
 
 def render_to_planes(image: torch.Tensor) -> torch.Tensor:
@@ -307,10 +311,10 @@ class Animator:
         if face is None:
             return self._face_lost(t, s)
         # both uploads first, then the work: nothing below waits for the device until the fetch
-        crop = self._upload("crop", cv2.cvtColor(face.network_input, cv2.COLOR_BGR2RGB))
+        crop = image_to_tensor(face.network_input, self.backend.device, lambda rgb: self._upload("crop", rgb))
         ratios = self._upload("ratios", np.concatenate([face.eye_ratios.reshape(-1)[:2],
                                                         face.lip_ratio.reshape(-1)[:1]]).astype(np.float32))
-        info = self.backend.motion(crop.permute(2, 0, 1)[None].float().div_(255.0))
+        info = self.backend.motion(crop)
         raw = driver_vector(info, ratios)
         valid: torch.Tensor | None = None
         if not self.reference.final:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .crop import PasteMask
+from .crop import PasteMask, transform_points
 
 
 class DevicePasteBack:
@@ -39,12 +39,8 @@ class DevicePasteBack:
         # image pixel (x, y) samples the crop at M_o2c (x, y, 1); grid_sample wants [-1, 1] with
         # align_corners=True (crop pixel centres 0 and S-1 at the ends), as cv2.warpAffine sees them
         M_o2c = np.linalg.inv(np.vstack([np.asarray(M_c2o, np.float64)[:2], [0.0, 0.0, 1.0]]))
-        xs = np.arange(x0, x1, dtype=np.float64)[None, :]
-        ys = np.arange(y0, y1, dtype=np.float64)[:, None]
-        u = M_o2c[0, 0] * xs + M_o2c[0, 1] * ys + M_o2c[0, 2]
-        v = M_o2c[1, 0] * xs + M_o2c[1, 1] * ys + M_o2c[1, 2]
-        scale = 2.0 / (crop_size - 1)
-        grid = np.stack([u * scale - 1.0, v * scale - 1.0], axis=-1).astype(np.float32)
+        pixels = np.stack(np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64)), -1)
+        grid = transform_points(pixels, M_o2c) * np.float32(2.0 / (crop_size - 1)) - np.float32(1.0)
         self.grid = torch.from_numpy(grid)[None].to(self.device)                           # 1 x h x w x 2
         mask = paste.mask[y0:y1, x0:x1].reshape(y1 - y0, x1 - x0, -1)[..., ::-1]            # BGR -> RGB order
         self.mask = torch.from_numpy(np.ascontiguousarray(mask)).permute(2, 0, 1)[None].to(self.device)
