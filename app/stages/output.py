@@ -10,6 +10,8 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
+from ..settings import DEFAULT_FRAME_SIZE
+
 log = logging.getLogger(__name__)
 
 
@@ -61,11 +63,12 @@ class VirtualCameraSink:
 
     name = "virtual camera"
 
-    def __init__(self, width: int = 1280, height: int = 720, fps: float = 30.0, *,
+    def __init__(self, width: int = DEFAULT_FRAME_SIZE[0], height: int = DEFAULT_FRAME_SIZE[1], fps: float = 30.0, *,
                  backend: str | None = None, device: str | None = None) -> None:
         import pyvirtualcam
 
         self.width, self.height = width - width % 2, height - height % 2
+        self._canvas: np.ndarray | None = None       # letterbox buffer, reused frame to frame
         try:
             self.camera = pyvirtualcam.Camera(self.width, self.height, fps, fmt=pyvirtualcam.PixelFormat.BGR,
                                               backend=backend, device=device)
@@ -75,7 +78,7 @@ class VirtualCameraSink:
         log.info("virtual camera: %s (%s) %dx%d", self.camera.device, self.camera.backend, self.width, self.height)
 
     def send(self, image: np.ndarray, tracked: bool) -> None:
-        self._canvas = letterbox(image, self.width, self.height, getattr(self, "_canvas", None))
+        self._canvas = letterbox(image, self.width, self.height, self._canvas)
         self.camera.send(self._canvas)
 
     def close(self) -> None:
