@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--headless", action="store_true", help="run the live loop without a window (default: the app)")
     mode.add_argument("--check", action="store_true", help="check weights and networks, time one frame, exit")
     io = ap.add_argument_group("input and output")
-    io.add_argument("--avatar", help=f"portrait image to animate (default: the last one used, else {DEFAULT_AVATAR.name})")
+    io.add_argument("--avatar",
+                    help=f"portrait image to animate (default: the last one used, else {DEFAULT_AVATAR.name})")
     io.add_argument("--camera", help="camera index or video file (default: the last one used, else 0)")
     io.add_argument("--camera-size", type=_size, metavar="WxH",
                     help="requested camera resolution (default {}x{})".format(*DEFAULT_FRAME_SIZE))

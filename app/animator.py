@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -131,7 +131,7 @@ def prepare_avatar(face: AvatarFace, backend: InferenceBackend) -> PreparedAvata
                           expression_multiplier=multiplier)
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     NO_FACE_YET = "no face yet"
     CALIBRATING = "calibrating neutral"
     LIVE = "live"
@@ -230,7 +230,7 @@ class MotionSmoother:
         if self._tuning is not None and self._tuning[:2] == (strengths, device):
             return
         cutoff, beta = np.empty(_SIZE, np.float32), np.empty(_SIZE, np.float32)
-        for (group, parts), strength in zip(_GROUPS.items(), strengths):
+        for (group, parts), strength in zip(_GROUPS.items(), strengths, strict=False):
             for p in parts:
                 # strength 0..1 -> cutoff from 8 Hz (light) down to 0.3 Hz (heavy), geometric
                 cutoff[p] = (np.inf if strength <= 0

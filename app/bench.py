@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking", choices=("mediapipe", "replay"), default="mediapipe")
     ap.add_argument("--frames", type=int, help="render exactly this many frames, none dropped (lossless)")
     ap.add_argument("--seconds", type=float, default=10.0, help="live mode: run this long, dropping frames")
-    ap.add_argument("--fps", type=float, default=0.0, help="live mode: pace the camera at this rate (0 = as fast as possible)")
+    ap.add_argument("--fps", type=float, default=0.0,
+                    help="live mode: pace the camera at this rate (0 = as fast as possible)")
     ap.add_argument("--soak-minutes", type=float, help="run live for this long and report resident memory")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args(argv)

@@ -39,7 +39,8 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
         log.warning("no output: neither --record nor a virtual camera; frames are rendered and dropped")
     live = LiveSettings(settings)
     pipeline = Pipeline(camera, TrackingStage(MediaPipeFaceMesh()), AnimationStage(Animator(backend, live, avatar)),
-                        OutputStage(sinks), lossless=camera.is_file and not args.loop, max_tracked_frames=args.max_frames)
+                        OutputStage(sinks), lossless=camera.is_file and not args.loop,
+                        max_tracked_frames=args.max_frames)
     pipeline.run()
     s = pipeline.stats.snapshot()
     log.info("done: %d frames out (%d with a tracked face); %s", s["frames_out"], s["frames_tracked"],

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Callable
 
 from engines.backend import InferenceBackend
 
@@ -30,7 +30,7 @@ from .stages.tracking import TrackingStage
 log = logging.getLogger(__name__)
 
 
-class VirtualCameraState(str, Enum):
+class VirtualCameraState(StrEnum):
     OFF = "off"
     ON = "on"
     UNAVAILABLE = "unavailable"

@@ -16,8 +16,9 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,7 @@ class Pipeline:
         ]
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "Pipeline":
+    def start(self) -> Pipeline:
         # Python hands the GIL over every 5 ms by default: with four threads that quantum, not the
         # work, would set the frame rate and the latency. A shorter one lets stages interleave.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))

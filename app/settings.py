@@ -6,8 +6,9 @@ CLI takes effect on the next frame and a frame never sees half an update."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 RetargetMode = Literal["off", "follow", "fixed"]
 DrivingOption = Literal["pose-friendly", "expression-friendly"]
@@ -59,7 +60,7 @@ class AnimationSettings:
     paste_back: bool = True
     mirror: bool = False
 
-    def validated(self) -> "AnimationSettings":
+    def validated(self) -> AnimationSettings:
         """Raise ``ValueError`` with the field name on an out-of-range value."""
         def check(name: str, ok: bool, what: str) -> None:
             if not ok:

@@ -167,7 +167,7 @@ class _Graph:
                 raise ValueError(f"{self.spec.name} {name}: expected shape {'x'.join(map(str, shape))}, "
                                  f"got {'x'.join(map(str, t.shape))}")
             feeds[name] = np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
-        return dict(zip(self.spec.output_names, self.session.run(self.spec.output_names, feeds)))
+        return dict(zip(self.spec.output_names, self.session.run(self.spec.output_names, feeds), strict=False))
 
 
 class OnnxRuntimeBackend:

@@ -19,9 +19,10 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ ReferenceFn = Callable[[str, Tensors], Tensors]
 
 
 # Tolerance profiles by the precision an engine was built in: the parity kit's (engines/tolerances.py).
-Profile = Union[str, Tolerance, Mapping[str, Union[str, Tolerance]]]
+Profile = str | Tolerance | Mapping[str, str | Tolerance]
 
 
 class TensorRTBackendError(RuntimeError):

@@ -9,9 +9,10 @@ whole with a ``CheckpointError`` naming it: no network is ever half-loaded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,7 +129,7 @@ class LivePortraitNetworks:
     lip: nn.Module          # R_lip
     eye: nn.Module          # R_eyes
 
-    def to(self, device: torch.device | str) -> "LivePortraitNetworks":
+    def to(self, device: torch.device | str) -> LivePortraitNetworks:
         for f in self.__dataclass_fields__:
             getattr(self, f).to(device)
         return self

@@ -13,8 +13,9 @@ Nothing here holds state; the animator of the live app composes these functions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) 
         if not (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)):
             raise ValueError(f"{name}: expected shape B or Bx1 (degrees), got {'x'.join(map(str, a.shape))}")
         # Same operation order as the reference (deg / 180 * pi) so float32 rounding agrees.
-        angles.append((a.reshape(-1) / 180 * math.pi))
+        angles.append(a.reshape(-1) / 180 * math.pi)
     p, y, r = angles
     if not (p.shape == y.shape == r.shape):
         raise ValueError("pitch, yaw and roll must have the same batch size")
@@ -121,7 +122,7 @@ class KeypointInfo:
     scale: torch.Tensor
     kp: torch.Tensor
 
-    def to(self, *args, **kwargs) -> "KeypointInfo":
+    def to(self, *args, **kwargs) -> KeypointInfo:
         return replace(self, **{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
 
     def rotation(self) -> torch.Tensor:
@@ -181,7 +182,7 @@ class DrivingMotion:
     t: torch.Tensor
 
     @staticmethod
-    def from_info(info: KeypointInfo) -> "DrivingMotion":
+    def from_info(info: KeypointInfo) -> DrivingMotion:
         return DrivingMotion(R=info.rotation(), exp=info.exp, scale=info.scale, t=info.t)
 
 

@@ -17,8 +17,8 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def missing_checkpoints(weights_dir: Path) -> list[str]:
     return [rel for rel in CHECKPOINT_FILES.values() if not (Path(weights_dir) / rel).is_file()]
 
 
-def _hash_file(h: "hashlib._Hash", path: str | os.PathLike) -> None:
+def _hash_file(h: hashlib._Hash, path: str | os.PathLike) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)

@@ -134,7 +134,7 @@ def _quiet_exporter() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for n, level in zip(noisy, levels):
+        for n, level in zip(noisy, levels, strict=False):
             n.setLevel(level)
 
 
@@ -399,7 +399,7 @@ def verify_graph(path: Path, spec: GraphSpec, precision: str, inputs: Mapping[st
         reason = f"ONNX Runtime CPU cannot run it: {str(e).splitlines()[0][:160]}"
         status = "FAIL" if precision == "fp32" else "SKIPPED"
         return [Comparison(spec.name, n, precision, status, reason=reason) for n in spec.output_names]
-    return [compare(spec.name, n, precision, o, refs[n], tol) for n, o in zip(spec.output_names, outs)]
+    return [compare(spec.name, n, precision, o, refs[n], tol) for n, o in zip(spec.output_names, outs, strict=False)]
 
 
 # --------------------------------------------------------------------------- the whole export

@@ -20,9 +20,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from engines.backend_onnx import GRAPH_SPECS, MLP_GRAPHS
 from engines.weights import file_sha256

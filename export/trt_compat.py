@@ -18,10 +18,11 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 

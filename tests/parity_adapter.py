@@ -118,7 +118,7 @@ def _pipeline_motion(inp, nets):
     source = motion.KeypointInfo(**{k[4:]: _t(v) for k, v in inp.items() if k.startswith("src_") and "lmk" not in k})
     x_s = motion.keypoints_from_info(source)
     frames = [motion.DrivingMotion(R=_t(r), exp=_t(e), scale=_t(s), t=_t(t))
-              for r, e, s, t in zip(inp["drv_R"], inp["drv_exp"], inp["drv_scale"], inp["drv_t"])]
+              for r, e, s, t in zip(inp["drv_R"], inp["drv_exp"], inp["drv_scale"], inp["drv_t"], strict=False)]
     reference = frames[0]
     src_lip = _t(lip_open_ratio(inp["src_lmk203_for_lip"], LANDMARKS_203))
     with torch.no_grad():

@@ -85,7 +85,8 @@ def test_dropping_an_image_switches_the_avatar(window, qtbot, examples: Path) ->
                             QtCore.Qt.KeyboardModifier.NoModifier)
     window.dropEvent(drop)
     qtbot.waitUntil(lambda: window.avatar_panel.current.text() == "s0.jpg", timeout=20000)
-    qtbot.waitUntil(lambda: window.preview._image is not None and window.preview._image.size() == QtCore.QSize(600, 704),
+    qtbot.waitUntil(lambda: window.preview._image is not None
+                    and window.preview._image.size() == QtCore.QSize(600, 704),
                     timeout=20000)
     assert window.avatar_panel.recent[:2] == [str(s0), str(DEFAULT_AVATAR)]
     assert window.store.value("avatar") == str(s0)

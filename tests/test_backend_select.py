@@ -26,7 +26,6 @@ def test_onnx_graphs_count_only_when_verified_for_these_weights(exported_onnx, s
                                                                 tmp_path) -> None:
     import json
 
-
     from engines.select import onnx_graphs_verified
 
     out = exported_onnx.out_dir

@@ -55,7 +55,7 @@ def test_driving_crop_of_official_framing_is_identity(d0_landmarks) -> None:
     1.2%) and far below a visible framing change."""
     err = framing_error(d0_landmarks, MEDIAPIPE_478, fc.DRIVING_CROP, 512)
     print("d0 driving crop vs identity:", err.summary())
-    for i, (c, s) in enumerate(zip(err.center_offset_px, err.scale_error)):
+    for i, (c, s) in enumerate(zip(err.center_offset_px, err.scale_error, strict=False)):
         print(f"  frame {i:2d}: centre offset {c:5.2f} px, scale error {s * 100:+5.2f}%")
     assert err.center_offset_px.max() < 8.0
     assert np.abs(err.scale_error).max() < 0.03
@@ -75,7 +75,7 @@ def test_shipped_calibration_is_what_the_data_says(d0_landmarks) -> None:
 def test_portraits_land_in_the_canonical_framing(name: str, examples: Path, mesh, d0_landmarks) -> None:
     """Eyes and mouth of the example portraits land where d0's (official framing) are: within 24 px
     (~5% of the crop; faces differ in proportions)."""
-    canonical = np.mean([np.stack(fc.anchors_from_landmarks(l, MEDIAPIPE_478)) for l in d0_landmarks], axis=0)
+    canonical = np.mean([np.stack(fc.anchors_from_landmarks(lm, MEDIAPIPE_478)) for lm in d0_landmarks], axis=0)
     avatar = prepare_avatar_face(examples / name, mesh)
     t = fc.crop_transform(avatar.landmarks, MEDIAPIPE_478, fc.DRIVING_CROP)
     anchors = fc.transform_points(np.stack(fc.anchors_from_landmarks(avatar.landmarks, MEDIAPIPE_478)), t.M_o2c)
@@ -88,7 +88,7 @@ def test_portraits_land_in_the_canonical_framing(name: str, examples: Path, mesh
 def test_still_head_crop_moves_less_than_a_pixel_per_frame(d0_landmarks) -> None:
     """d0 is a talking head with a still camera: its calm stretches (the centre's 9-frame moving
     average moves < 0.7 px/frame: all of d0) must give a smoothed crop centre moving < 1 px/frame."""
-    raw = np.array([fc.crop_params(l, MEDIAPIPE_478, fc.DRIVING_CROP).as_array() for l in d0_landmarks])
+    raw = np.array([fc.crop_params(lm, MEDIAPIPE_478, fc.DRIVING_CROP).as_array() for lm in d0_landmarks])
     smoother = CropSmoother()
     smoothed = np.array([smoother.update(fc.CropParams(*r), i / D0_FPS).as_array() for i, r in enumerate(raw)])
     trend = np.array([raw[max(0, i - 4):i + 5, :2].mean(axis=0) for i in range(len(raw))])

@@ -16,14 +16,12 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from typing import Tuple
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.ops import grid_sample3d as gs
 from engines.ops import (
     ONNX_OPSET,
     grid_sample_3d_or_reference,
@@ -31,6 +29,7 @@ from engines.ops import (
     register_torchscript_onnx_symbolic,
     use_custom_grid_sample,
 )
+from engines.ops import grid_sample3d as gs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 W_SHAPE = ((1, 32, 16, 64, 64), (1, 16, 64, 64, 3))     # W's warp: feature volume and flow
@@ -46,8 +45,8 @@ def aten(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def random_case(in_shape: Tuple[int, ...], grid_shape: Tuple[int, ...], dtype: torch.dtype = torch.float32,
-                spread: float = 1.6, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+def random_case(in_shape: tuple[int, ...], grid_shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                spread: float = 1.6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ~ N(0, 1); coordinates uniform in [-spread, spread] (beyond [-1, 1] on purpose)."""
     gen = torch.Generator().manual_seed(seed)
     feature = torch.randn(in_shape, generator=gen, dtype=torch.float64)
@@ -55,7 +54,7 @@ def random_case(in_shape: Tuple[int, ...], grid_shape: Tuple[int, ...], dtype: t
     return feature.to(dtype), grid.to(dtype)
 
 
-def boundary_grid(sizes: Tuple[int, int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def boundary_grid(sizes: tuple[int, int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Every combination of special coordinates: exact -1 / 1, just inside and outside them, voxel
     centres, half a voxel outside (where the edge weight reaches 0), and huge values."""
     eps = 1e-6 if dtype == torch.float32 else 1e-12
@@ -85,8 +84,8 @@ def test_op_is_registered() -> None:
     ((3, 1, 1, 1, 1), (3, 2, 3, 4, 3)),      # single voxel: every sample is an edge case
     ((1, 5, 2, 9, 1), (1, 3, 3, 3, 3)),
 ])
-def test_cpu_matches_grid_sample_random(dtype: torch.dtype, tol: float, in_shape: Tuple[int, ...],
-                                        grid_shape: Tuple[int, ...]) -> None:
+def test_cpu_matches_grid_sample_random(dtype: torch.dtype, tol: float, in_shape: tuple[int, ...],
+                                        grid_shape: tuple[int, ...]) -> None:
     feature, grid = random_case(in_shape, grid_shape, dtype)
     out = op(feature, grid)
     assert out.dtype == dtype and out.shape == aten(feature, grid).shape and out.is_contiguous()
@@ -167,7 +166,7 @@ class Warp(nn.Module):
         return grid_sample_3d_or_reference(feature * 2.0, grid, self.use_custom) + 1.0
 
 
-def exported_targets(module: nn.Module, args: Tuple[torch.Tensor, ...]) -> list:
+def exported_targets(module: nn.Module, args: tuple[torch.Tensor, ...]) -> list:
     program = torch.export.export(module, args)
     return [node.target for node in program.graph.nodes if node.op == "call_function"]
 
@@ -236,7 +235,7 @@ def onnx_runtime_output(model_bytes: bytes, feature: torch.Tensor, grid: torch.T
     return torch.from_numpy(session.run(None, {names[0]: feature.numpy(), names[1]: grid.numpy()})[0])
 
 
-def assert_standard_grid_sample(model: "object") -> None:
+def assert_standard_grid_sample(model: object) -> None:
     """One GridSample of the default domain, opset 20, trilinear / zeros / align_corners=0."""
     nodes = [n for n in model.graph.node if n.op_type == "GridSample"]
     assert len(nodes) == 1 and nodes[0].domain == ""
@@ -311,7 +310,7 @@ def test_cuda_uses_triton() -> None:
 @CUDA
 @pytest.mark.parametrize("in_shape,grid_shape", [W_SHAPE, ((22, 4, 16, 64, 64), (22, 16, 64, 64, 3)),
                                                  ((2, 3, 5, 7, 9), (2, 4, 6, 8, 3))])
-def test_cuda_fp32_matches_grid_sample(in_shape: Tuple[int, ...], grid_shape: Tuple[int, ...]) -> None:
+def test_cuda_fp32_matches_grid_sample(in_shape: tuple[int, ...], grid_shape: tuple[int, ...]) -> None:
     feature, grid = (t.cuda() for t in random_case(in_shape, grid_shape))
     out = op(feature, grid)
     assert out.dtype == torch.float32 and out.is_cuda and out.is_contiguous()

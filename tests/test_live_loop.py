@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes import FakeVirtualCamera, ScriptedBackend, fake_face, make_animator
 
 from app.animator import Animator, Status, prepare_avatar
 from app.face.avatar import prepare_avatar_face
@@ -19,12 +20,17 @@ from app.pipeline import FrameQueue, Pipeline
 from app.settings import LiveSettings
 from app.stages.animation import AnimationStage
 from app.stages.capture import CameraError, CameraRequest, CameraSource, read_video_frames
-from app.stages.output import (OutputStage, PreviewSink, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable,
-                               letterbox, virtual_camera_fix)
+from app.stages.output import (
+    OutputStage,
+    PreviewSink,
+    VideoRecorder,
+    VirtualCameraSink,
+    VirtualCameraUnavailable,
+    letterbox,
+    virtual_camera_fix,
+)
 from app.stages.tracking import TrackingStage
 from engines.backend import StubBackend
-from fakes import FakeVirtualCamera, ScriptedBackend, fake_face, make_animator
-
 
 
 # --------------------------------------------------------------------------- helpers
@@ -127,8 +133,8 @@ def test_face_lost_holds_then_eases_to_neutral_and_resumes_smoothly(avatar_face)
     first_neutral = next(dt for dt, s in statuses if s == Status.NEUTRAL)
     assert first_neutral <= 0.15 + 0.5 + 0.05                  # back to neutral within about half a second
     assert distances[-1] < 1e-5
-    eased = [d for (_, s), d in zip(statuses, distances) if s == Status.EASING]
-    assert all(a >= b - 1e-6 for a, b in zip(eased, eased[1:]))   # monotone glide, no jump
+    eased = [d for (_, s), d in zip(statuses, distances, strict=False) if s == Status.EASING]
+    assert all(a >= b - 1e-6 for a, b in zip(eased, eased[1:], strict=False))   # monotone glide, no jump
     # the face comes back turned: the first live frame starts near neutral, then moves on
     t += 1 / 30
     anim.process(fake_face(), t)

@@ -22,7 +22,6 @@ from engines.models.spade_generator import (  # noqa: E402
 )
 from engines.models.stitching_retargeting import StitchingRetargetingMLP, strip_ddp_prefix  # noqa: E402
 
-
 LEGACY_TO_NEW = {
     "weight_orig": "parametrizations.weight.original",
     "weight_u": "parametrizations.weight.0._u",

@@ -74,10 +74,14 @@ def test_degenerate_keypoints_give_value_error() -> None:
                                         torch.ones(1, 1), torch.zeros(1, 3)), "kp: expected shape BxKx3"),
     (lambda: motion.transform_keypoints(torch.zeros(1, 21, 3), torch.eye(3), torch.zeros(1, 21, 3),
                                         torch.ones(1, 1), torch.zeros(1, 3)), "rot: expected shape 1x3x3"),
-    (lambda: motion.rotation_matrix(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2)), "pitch: expected shape B or Bx1"),
-    (lambda: motion.eye_retarget_delta(lambda x: x, torch.zeros(1, 21, 3), torch.zeros(1, 2)), "eye_ratios: expected shape 1x3"),
-    (lambda: motion.lip_retarget_delta(lambda x: x, torch.zeros(1, 21, 3), torch.zeros(2, 2)), "lip_ratios: expected shape 1x2"),
-    (lambda: motion.apply_stitching(lambda x: x, torch.zeros(1, 21, 3), torch.zeros(1, 20, 3)), "x_d: expected shape 1x21x3"),
+    (lambda: motion.rotation_matrix(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2)),
+     "pitch: expected shape B or Bx1"),
+    (lambda: motion.eye_retarget_delta(lambda x: x, torch.zeros(1, 21, 3), torch.zeros(1, 2)),
+     "eye_ratios: expected shape 1x3"),
+    (lambda: motion.lip_retarget_delta(lambda x: x, torch.zeros(1, 21, 3), torch.zeros(2, 2)),
+     "lip_ratios: expected shape 1x2"),
+    (lambda: motion.apply_stitching(lambda x: x, torch.zeros(1, 21, 3), torch.zeros(1, 20, 3)),
+     "x_d: expected shape 1x21x3"),
 ])
 def test_wrong_shapes_raise_value_error_naming_expected_shape(bad, match) -> None:
     with pytest.raises(ValueError, match=match):

@@ -15,6 +15,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from fakes import run_export  # noqa: E402
+
 from engines import motion  # noqa: E402
 from engines.backend import TorchBackend  # noqa: E402
 from engines.backend_onnx import GRAPH_SPECS, MANIFEST, OnnxModelError, OnnxRuntimeBackend  # noqa: E402
@@ -28,7 +30,6 @@ from export.onnx_export import (  # noqa: E402
     file_sha256,
     weights_fingerprint,
 )
-from fakes import run_export  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16

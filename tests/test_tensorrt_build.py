@@ -17,12 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import run_export
 
-from engines.backend_tensorrt import (PROFILES, TensorRTBackend, TensorRTBackendError, Tolerance,
-                                      compare_output, validate_engines)
+from engines.backend_tensorrt import (
+    PROFILES,
+    TensorRTBackend,
+    TensorRTBackendError,
+    Tolerance,
+    compare_output,
+    validate_engines,
+)
 from export import tensorrt_build as tb
 from export import trt_compat
-from fakes import run_export
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="running TensorRT engines needs a CUDA GPU")

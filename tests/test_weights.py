@@ -34,7 +34,8 @@ def test_downloads_only_missing_human_model_files(tmp_path: Path) -> None:
         return str(dest)
 
     weights.ensure_weights(tmp_path, downloader=fake_download, connectivity_check=lambda: None)
-    assert {f for _, f in fetched} == set(weights.CHECKPOINT_FILES.values()) - {weights.CHECKPOINT_FILES["motion_extractor"]}
+    files = weights.CHECKPOINT_FILES
+    assert {f for _, f in fetched} == set(files.values()) - {files["motion_extractor"]}
     assert {r for r, _ in fetched} == {"KwaiVGI/LivePortrait"}
     assert not weights.missing_checkpoints(tmp_path)
     fetched.clear()
@@ -116,7 +117,8 @@ def test_spade_checkpoint_with_new_style_spectral_norm_keys_loads(tmp_path: Path
     renamed = {}
     for k, v in legacy.items():
         k = k.replace(".weight_orig", ".parametrizations.weight.original")
-        k = k.replace(".weight_u", ".parametrizations.weight.0._u").replace(".weight_v", ".parametrizations.weight.0._v")
+        k = k.replace(".weight_u", ".parametrizations.weight.0._u")
+        k = k.replace(".weight_v", ".parametrizations.weight.0._v")
         renamed[k] = v
     path = tmp_path / "spade_generator.pth"
     torch.save(renamed, path)

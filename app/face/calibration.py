@@ -6,8 +6,8 @@ how far a layout is from that and fit its ``box_scale`` / ``box_shift``."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 

@@ -40,7 +40,8 @@ class DrivingCropper:
         layout = self.source.layout
         params = self.smoother.update(fc.crop_params(landmarks, layout, self.config), timestamp)
         transform = fc.transform_from_params(params, self.config.dsize)
-        return DrivingFace(network_input=fc.crop_for_network(frame_bgr, params), landmarks=landmarks, transform=transform,
+        return DrivingFace(network_input=fc.crop_for_network(frame_bgr, params), landmarks=landmarks,
+                           transform=transform,
                            eye_ratios=eye_open_ratios(landmarks, layout), lip_ratio=lip_open_ratio(landmarks, layout))
 
     def reset(self) -> None:

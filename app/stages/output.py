@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -74,7 +75,8 @@ class VirtualCameraSink:
                                               backend=backend, device=device)
         except Exception as e:  # noqa: BLE001 - every backend's own failure text, folded into one line
             reason = " / ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
-            raise VirtualCameraUnavailable(f"no virtual camera device ({reason}); fix: {virtual_camera_fix()}") from None
+            fix = virtual_camera_fix()
+            raise VirtualCameraUnavailable(f"no virtual camera device ({reason}); fix: {fix}") from None
         log.info("virtual camera: %s (%s) %dx%d", self.camera.device, self.camera.backend, self.width, self.height)
 
     def send(self, image: np.ndarray, tracked: bool) -> None:

@@ -8,7 +8,7 @@ official checkpoint files key for key, so ``load_state_dict(strict=True)`` works
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -8,7 +8,7 @@ All BatchNorms use the PyTorch defaults (eps 1e-5, momentum 0.1, affine).
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +119,7 @@ class HourglassEncoder(nn.Module):
             blocks.append(DownBlock3d(cin, _width(block_expansion, max_features, i + 1)))
         self.down_blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = [x]
         for block in self.down_blocks:
             feats.append(block(feats[-1]))

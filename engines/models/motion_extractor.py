@@ -12,7 +12,7 @@ hand-written channels-first variant (biased variance, eps inside the square root
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,7 @@ class ConvNeXtV2Detector(nn.Module):
             ))
         self.stages = nn.ModuleList(
             nn.Sequential(*[ConvNeXtV2Block(dim, ln_eps=ln_eps) for _ in range(depth)])
-            for depth, dim in zip(depths, dims)
+            for depth, dim in zip(depths, dims, strict=False)
         )
         width = dims[-1]
         self.norm = nn.LayerNorm(width, eps=ln_eps)
@@ -138,7 +138,7 @@ class ConvNeXtV2Detector(nn.Module):
         self.fc_exp = nn.Linear(width, 3 * num_kp)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        for down, stage in zip(self.downsample_layers, self.stages):
+        for down, stage in zip(self.downsample_layers, self.stages, strict=False):
             x = stage(down(x))
         f = self.norm(x.mean(dim=(-2, -1)))
         return {

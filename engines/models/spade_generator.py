@@ -13,7 +13,8 @@ them in the layout of the legacy ``torch.nn.utils.spectral_norm`` (``weight_orig
 """
 from __future__ import annotations
 
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,8 @@ Linear layers sit at ``mlp.0, mlp.2, ...`` with a ReLU at every odd index.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -34,24 +35,24 @@ class StitchingRetargetingMLP(nn.Module):
         self.output_size = output_size
         sizes = (input_size, *self.hidden_sizes, output_size)
         layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             if i > 0:
                 layers.append(nn.ReLU(inplace=True))
             layers.append(nn.Linear(fan_in, fan_out))
         self.mlp = nn.Sequential(*layers)
 
     @classmethod
-    def stitching(cls) -> "StitchingRetargetingMLP":
+    def stitching(cls) -> StitchingRetargetingMLP:
         """S: [x_s, x_d] flattened (2 x 63) -> 63 keypoint offsets + (tx, ty)."""
         return cls(126, (128, 128, 64), 65)
 
     @classmethod
-    def lip(cls) -> "StitchingRetargetingMLP":
+    def lip(cls) -> StitchingRetargetingMLP:
         """R_lip: x_s flattened (63) + [c_s_lip, c_d_lip] -> 63 keypoint offsets."""
         return cls(65, (128, 128, 64), 63)
 
     @classmethod
-    def eye(cls) -> "StitchingRetargetingMLP":
+    def eye(cls) -> StitchingRetargetingMLP:
         """R_eye: x_s flattened (63) + [c_s_left, c_s_right, c_d_eye] -> 63 keypoint offsets."""
         return cls(66, (256, 256, 128, 128, 64), 63)
 

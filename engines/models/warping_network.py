@@ -8,7 +8,8 @@ the source feature volume with that flow, flattens depth into channels and appli
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,7 @@ class DenseMotionNetwork(nn.Module):
         self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(compress)
         # occlusion is a 2D conv over the hourglass output with depth folded into channels
-        self.occlusion: Optional[nn.Conv2d] = (
+        self.occlusion: nn.Conv2d | None = (
             nn.Conv2d(hg_out * reshape_depth, 1, kernel_size=7, padding=3) if estimate_occlusion_map else None
         )
 
@@ -89,7 +90,7 @@ class DenseMotionNetwork(nn.Module):
         return torch.cat([background, heat], dim=1).unsqueeze(2)
 
     def forward(self, feature: torch.Tensor, kp_source: torch.Tensor,
-                kp_driving: torch.Tensor) -> Dict[str, Optional[torch.Tensor]]:
+                kp_driving: torch.Tensor) -> dict[str, torch.Tensor | None]:
         b, _, d, h, w = feature.shape
         feature = F.relu(self.norm(self.compress(feature)))
 
@@ -121,7 +122,7 @@ class WarpingNetwork(nn.Module):
         num_down_blocks: int = 2,
         reshape_channel: int = 32,
         estimate_occlusion_map: bool = True,
-        dense_motion_params: Optional[Mapping[str, Any]] = None,
+        dense_motion_params: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         params = dict(DEFAULT_DENSE_MOTION_PARAMS if dense_motion_params is None else dense_motion_params)
@@ -140,7 +141,7 @@ class WarpingNetwork(nn.Module):
         self.fourth = nn.Conv2d(out_channels, out_channels, kernel_size=1)
 
     def forward(self, feature_3d: torch.Tensor, kp_source: torch.Tensor,
-                kp_driving: torch.Tensor) -> Dict[str, Optional[torch.Tensor]]:
+                kp_driving: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Returns ``occlusion_map`` (B x 1 x 64 x 64, None if disabled), ``deformation``
         (B x 16 x 64 x 64 x 3, grid_sample coordinates) and ``out`` (B x 256 x 64 x 64)."""
         check_shape("WarpingNetwork feature_3d", feature_3d,

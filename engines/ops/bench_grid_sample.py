@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from .grid_sample3d import grid_sample_3d, triton_available
 
 logger = logging.getLogger("engines.ops.bench_grid_sample")
 
-SHAPES: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
+SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "warp": ((1, 32, 16, 64, 64), (1, 16, 64, 64, 3)),
     "deform": ((22, 4, 16, 64, 64), (22, 16, 64, 64, 3)),
 }
@@ -42,10 +42,10 @@ class Row:
     aten_err: float
     ours_err: float
     ours_vs_aten: float
-    ours_peak_mib: Optional[float]
+    ours_peak_mib: float | None
 
 
-def _inputs(shape: str, device: torch.device, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+def _inputs(shape: str, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ~ N(0, 1) and a flow like W's: identity-ish grid plus noise, ~5% outside [-1, 1]."""
     in_shape, grid_shape = SHAPES[shape]
     gen = torch.Generator().manual_seed(seed)
@@ -54,7 +54,7 @@ def _inputs(shape: str, device: torch.device, seed: int = 0) -> Tuple[torch.Tens
     return feature.to(device), grid.to(device)
 
 
-def _peak_extra_mib(fn: Callable[[], torch.Tensor], device: torch.device) -> Optional[float]:
+def _peak_extra_mib(fn: Callable[[], torch.Tensor], device: torch.device) -> float | None:
     """CUDA memory allocated beyond what existed before the call (output included)."""
     if device.type != "cuda":
         return None
@@ -92,7 +92,7 @@ def bench_case(device: torch.device, shape: str, dtype: torch.dtype, iters: int,
                    ours_peak_mib=_peak_extra_mib(ours, device))
 
 
-def _devices(choice: str) -> List[torch.device]:
+def _devices(choice: str) -> list[torch.device]:
     wanted = ["cpu", "cuda"] if choice == "all" else [choice]
     found = [torch.device(name) for name in wanted if name == "cpu" or torch.cuda.is_available()]
     if "cuda" in wanted and not torch.cuda.is_available():
@@ -112,7 +112,7 @@ def _format(row: Row) -> str:
             f"vs F.grid_sample {row.ours_vs_aten:.2e}){peak}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     parser.add_argument("--iters", type=int, default=0, help="timed runs (default: 5 on CPU, 100 on CUDA)")

@@ -23,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # --------------------------------------------------------------------------- checks
-def _check_args(input: torch.Tensor, grid: torch.Tensor) -> Tuple[int, ...]:
+def _check_args(input: torch.Tensor, grid: torch.Tensor) -> tuple[int, ...]:
     """Validate shapes and return the output shape N x C x Do x Ho x Wo."""
     if input.dim() != 5:
         raise ValueError(f"grid_sample_3d: input must be N x C x D x H x W, got {tuple(input.shape)}")
@@ -76,10 +77,10 @@ def _unnormalize(coord: torch.Tensor, size: int) -> torch.Tensor:
     return pos.clamp(-2.0, size + 1.0)
 
 
-Corner = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (int64 index, weight, index in range)
+Corner = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (int64 index, weight, index in range)
 
 
-def _axis_corners(pos: torch.Tensor, size: int) -> Tuple[Corner, Corner]:
+def _axis_corners(pos: torch.Tensor, size: int) -> tuple[Corner, Corner]:
     """For one axis: the lower and the upper neighbouring voxel of each position."""
     lower = torch.floor(pos)
     frac = pos - lower
@@ -140,12 +141,12 @@ def _fake_impl(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 class _TritonState:
     """Lazily loaded Triton launcher; ``None`` after a failed import or a failed first launch."""
 
-    launcher: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    launcher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     loaded: bool = False
     verified: bool = False
 
 
-def _load_triton_launcher() -> Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+def _load_triton_launcher() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     if not _TritonState.loaded:
         _TritonState.loaded = True
         try:
@@ -220,7 +221,7 @@ def use_custom_grid_sample(enabled: bool = True) -> Iterator[None]:
 
 
 def grid_sample_3d_or_reference(input: torch.Tensor, grid: torch.Tensor,
-                                use_custom: Optional[bool] = None) -> torch.Tensor:
+                                use_custom: bool | None = None) -> torch.Tensor:
     """The warp of W: the custom op when ``use_custom`` (``None``: the process-wide switch),
     else ATen's F.grid_sample with the official settings."""
     if custom_grid_sample_enabled() if use_custom is None else use_custom:
@@ -236,7 +237,7 @@ def _onnx_grid_sample_3d(input: Any, grid: Any) -> Any:
     return op.GridSample(input, grid, mode="linear", padding_mode="zeros", align_corners=0)
 
 
-def onnx_translation_table() -> Dict[Callable, Callable]:
+def onnx_translation_table() -> dict[Callable, Callable]:
     """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True,
     opset_version=ONNX_OPSET)``."""
     return {torch.ops.avatarcam.grid_sample_3d.default: _onnx_grid_sample_3d}
