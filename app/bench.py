@@ -44,11 +44,12 @@ log = logging.getLogger("app.bench")
 
 
 class FrameListSource:
-    """Camera stand-in serving decoded frames from memory (so decoding is not measured)."""
+    """``FrameSource`` serving decoded frames from memory (so decoding is not measured)."""
 
     is_file = True
 
-    def __init__(self, frames: list[np.ndarray], fps: float, *, loop: bool, paced: bool, limit: int | None = None):
+    def __init__(self, frames: list[np.ndarray], fps: float, *, loop: bool, paced: bool,
+                 limit: int | None = None) -> None:
         self.frames, self.fps, self.loop, self.paced, self.limit = frames, fps, loop, paced, limit
         self.i = 0
         self._pacer = FramePacer()
@@ -68,6 +69,9 @@ class FrameListSource:
 
     def release(self) -> None:
         pass
+
+    def reopen(self) -> None:
+        pass                  # frames in memory never stop delivering; the pipeline never re-opens a file
 
 
 class ReplayLandmarks:

@@ -25,7 +25,7 @@ import numpy as np
 from .animator import AnimatedFrame, Status
 from .face.driving import DrivingFace
 from .stages.animation import AnimationStage
-from .stages.capture import CameraSource
+from .stages.capture import FrameSource
 from .stages.output import OutputStage
 from .stages.tracking import TrackingStage
 
@@ -139,7 +139,7 @@ class Pipeline:
     that stops delivering is re-opened every second until it is back (``camera_lost`` meanwhile);
     a video file ends the stream."""
 
-    def __init__(self, camera: CameraSource, tracking: TrackingStage, animation: AnimationStage,
+    def __init__(self, camera: FrameSource, tracking: TrackingStage, animation: AnimationStage,
                  output: OutputStage, *, lossless: bool = False, max_tracked_frames: int | None = None,
                  on_frame: Callable[[OutputFrame], None] | None = None,
                  on_tracked: Callable[[DrivingFace | None], None] | None = None,
