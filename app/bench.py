@@ -32,13 +32,11 @@ from .animator import Animator
 from .face.bench import allowed_cpu_cores, default_video, frames_720p
 from .face.layout import MEDIAPIPE_478
 from .face.tracker import MediaPipeFaceMesh
-from .pipeline import Pipeline
 from .session import DEFAULT_AVATAR, load_avatar, make_backend
 from .settings import LiveSettings
-from .stages.animation import AnimationStage
 from .stages.capture import FramePacer
-from .stages.output import OutputStage, VirtualCameraSink
-from .stages.tracking import TrackingStage
+from .stages.output import VirtualCameraSink
+from .wiring import build_pipeline
 
 log = logging.getLogger("app.bench")
 
@@ -189,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     lossless = args.frames is not None and args.soak_minutes is None
     camera = FrameListSource(frames, args.fps or 25.0, loop=not lossless, paced=bool(args.fps) and not lossless,
                              limit=args.frames)
-    animator = Animator(backend, LiveSettings(), avatar)
-    pipe = Pipeline(camera, TrackingStage(source), AnimationStage(animator), OutputStage(sinks), lossless=lossless)
+    pipe = build_pipeline(camera, Animator(backend, LiveSettings(), avatar), sinks, landmarks=source, lossless=lossless)
 
     memory: list[tuple[float, float]] = []
     t_start = time.perf_counter()
