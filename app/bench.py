@@ -214,14 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     stats = pipe.stats.snapshot()
     nets = {k: float(np.median(v)) for k, v in backend.ms.items() if v} if isinstance(backend, TimedBackend) else {}
     network_ms = nets.get("M motion", 0.0) + nets.get("W+G render", 0.0)
-    stage_total = sum(stats["stage_ms"].values())
-    frames_out = stats["frames_out"]
+    stage_total = sum(stats.stage_ms.values())
+    frames_out = stats.frames_out
     report = {
         "engine": args.engine, "device": str(backend.device), "tracking": args.tracking, "lossless": lossless,
         "cpu_cores": allowed_cpu_cores(),
         "torch": torch.__version__, "frames_out": frames_out, "wall_s": wall,
-        "fps": frames_out / wall, "fps_last_window": stats["fps"], "latency_ms": stats["latency_ms"],
-        "stage_ms": stats["stage_ms"], "network_ms": nets,
+        "fps": frames_out / wall, "fps_last_window": stats.fps, "latency_ms": stats.latency_ms,
+        "stage_ms": stats.stage_ms, "network_ms": nets,
         "beyond_networks_ms": (stage_total - network_ms) if nets else None,
         "dropped": pipe.q_captured.dropped + pipe.q_tracked.dropped + pipe.q_output.dropped,
     }
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("engine %s on %s, tracking %s, %s, %d frames in %.1f s (%d CPU cores, torch %s)", args.engine,
              backend.device, args.tracking, "lossless" if lossless else "live", frames_out, wall,
              report["cpu_cores"], torch.__version__)
-    for stage, ms in stats["stage_ms"].items():
+    for stage, ms in stats.stage_ms.items():
         log.info("  stage %-10s %9.2f ms", stage, ms)
     for net, ms in nets.items():
         log.info("  network %-12s %7.2f ms", net, ms)

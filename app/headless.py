@@ -39,7 +39,7 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
                               max_tracked_frames=args.max_frames)
     pipeline.run()
     s = pipeline.stats.snapshot()
-    log.info("done: %d frames out (%d with a tracked face); %s", s["frames_out"], s["frames_tracked"],
+    log.info("done: %d frames out (%d with a tracked face); %s", s.frames_out, s.frames_tracked,
              pipeline.stats.summary())
     for sink in sinks:
         if isinstance(sink, VideoRecorder):

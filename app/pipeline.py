@@ -95,6 +95,17 @@ class FrameQueue:
         return _END
 
 
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """The pipeline's figures at one moment; rates and medians over the last ``window`` outputs."""
+
+    fps: float                       # output frames per second (0 before two frames are out)
+    latency_ms: float                # median capture-to-output latency, milliseconds
+    stage_ms: dict[str, float]       # median milliseconds per stage, in the order the stages first reported
+    frames_out: int                  # frames through the output stage since the start
+    frames_tracked: int              # of those, frames animated from a tracked face
+
+
 class PipelineStats:
     """Per-stage milliseconds, output frame rate and capture-to-output latency (last ~2 s)."""
 
@@ -115,22 +126,22 @@ class PipelineStats:
             self.frames_out += 1
             self.frames_tracked += packet.frame.status in TRACKED
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StatsSnapshot:
         with self._lock:
             times = list(self.output_times)
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-            return {
-                "fps": fps,
-                "latency_ms": float(np.median(self.latency_ms)) if self.latency_ms else 0.0,
-                "stage_ms": {k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
-                "frames_out": self.frames_out,
-                "frames_tracked": self.frames_tracked,
-            }
+            return StatsSnapshot(
+                fps=fps,
+                latency_ms=float(np.median(self.latency_ms)) if self.latency_ms else 0.0,
+                stage_ms={k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
+                frames_out=self.frames_out,
+                frames_tracked=self.frames_tracked,
+            )
 
     def summary(self) -> str:
         s = self.snapshot()
-        stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s["stage_ms"].items())
-        return f"{s['fps']:.1f} fps, latency {s['latency_ms']:.0f} ms; {stages}"
+        stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s.stage_ms.items())
+        return f"{s.fps:.1f} fps, latency {s.latency_ms:.0f} ms; {stages}"
 
 
 class Pipeline:

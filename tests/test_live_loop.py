@@ -244,8 +244,8 @@ def test_lossless_pipeline_renders_every_frame_and_reports_stats(d0: Path, avata
     pipe.run()
     assert [o.index for o in outputs] == list(range(78))
     s = pipe.stats.snapshot()
-    assert s["frames_out"] == 78 and s["frames_tracked"] == 78 and s["fps"] > 0 and s["latency_ms"] > 0
-    assert {"capture", "tracking", "animation", "output"} <= set(s["stage_ms"])
+    assert s.frames_out == 78 and s.frames_tracked == 78 and s.fps > 0 and s.latency_ms > 0
+    assert {"capture", "tracking", "animation", "output"} <= set(s.stage_ms)
     assert not any(t.is_alive() for t in pipe.threads)
 
 

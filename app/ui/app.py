@@ -98,7 +98,7 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
             def check() -> None:
                 opening = session.camera_opening          # read first: an opening ends after its pipeline is set
                 pipeline = session.pipeline
-                tracked = pipeline.stats.snapshot()["frames_tracked"] if pipeline is not None else 0
+                tracked = pipeline.stats.snapshot().frames_tracked if pipeline is not None else 0
                 done = tracked >= (args.max_frames or 1)
                 stopped = not opening and (pipeline is None or pipeline.finished.is_set())
                 if done or stopped:

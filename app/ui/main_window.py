@@ -293,9 +293,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if stats is None:
             return
         s = stats.snapshot()
-        stages = "  ".join(f"{k} {v:.1f}" for k, v in s["stage_ms"].items())
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in s.stage_ms.items())
         lost = self.session.pipeline is not None and self.session.pipeline.camera_lost
-        self.preview.overlay_text = (f"{s['fps']:.1f} fps   latency {s['latency_ms']:.0f} ms\n{stages} (ms)"
+        self.preview.overlay_text = (f"{s.fps:.1f} fps   latency {s.latency_ms:.0f} ms\n{stages} (ms)"
                                      + ("\ncamera lost: retrying…" if lost else ""))
         self.preview.update()
 
