@@ -5,8 +5,6 @@ newest frame is kept, so the preview drops what it cannot show and the UI thread
 inference."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from pathlib import Path
@@ -19,12 +17,13 @@ from ..face.crop import transform_points
 from ..face.driving import DrivingFace
 from ..live_session import LiveSession, SessionCallbacks
 from ..pipeline import TRACKED, OutputFrame
-from ..settings import AnimationSettings, LiveSettings
+from ..settings import LiveSettings
 from ..stages.capture import CameraRequest, parse_source
-from .animation_panel import SLIDER_FIELDS, AnimationPanel
+from .animation_panel import AnimationPanel
 from .avatar_panel import AvatarPanel
 from .camera_panel import CameraPanel
 from .output_panel import OutputPanel
+from .settings_store import SettingsStore
 from .widgets import Preview
 
 log = logging.getLogger(__name__)
@@ -106,12 +105,8 @@ def inset_image(face: DrivingFace | None) -> np.ndarray:
     return img
 
 
-def avatar_key(path: str) -> str:
-    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
-
-
 class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self, settings: LiveSettings, store: QtCore.QSettings) -> None:
+    def __init__(self, settings: LiveSettings, store: SettingsStore) -> None:
         super().__init__()
         self.setWindowTitle("AvatarCam")
         self.setAcceptDrops(True)
@@ -171,7 +166,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stats_timer = QtCore.QTimer(self)
         self.stats_timer.timeout.connect(self._update_stats)
         self.stats_timer.start(500)
-        self.avatar_panel.set_recent(json.loads(str(store.value("recent_avatars", "[]"))))
+        self.avatar_panel.set_recent(store.recent_avatars())
 
     # -- session wiring ------------------------------------------------------------------------
     def callbacks(self) -> SessionCallbacks:
@@ -201,8 +196,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session is None:
             return
         is_file = isinstance(parse_source(source), Path)
-        self.store.setValue("camera", source)
-        self.store.setValue("camera_size", f"{width}x{height}")
+        self.store.remember_camera(source, width, height)
         self.session.open_camera_async(CameraRequest(source, width=width, height=height, loop=is_file, paced=True))
 
     def calibrate(self) -> None:
@@ -258,13 +252,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self._save_avatar_settings()
         self._settings_avatar = path
         self.avatar_panel.set_current(path)
-        self.store.setValue("avatar", path)
-        self.store.setValue("recent_avatars", json.dumps(self.avatar_panel.recent))
-        saved = self.store.value(f"avatar_settings/{avatar_key(path)}")
+        self.store.remember_avatar(path, self.avatar_panel.recent)
+        saved = self.store.avatar_settings(path)
         if saved:
             try:
-                values = {k: v for k, v in json.loads(str(saved)).items() if k in SLIDER_FIELDS}
-                self.settings.update(**values)
+                self.settings.update(**saved)
             except (ValueError, TypeError) as e:
                 log.info("ignoring saved settings for %s: %s", path, e)
         self.animation_panel.show_settings(self.settings.snapshot())
@@ -275,10 +267,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session is None or not self._settings_avatar:
             return
         s = self.settings.snapshot()
-        values = {k: getattr(s, k) for k in SLIDER_FIELDS}
-        self.store.setValue(f"avatar_settings/{avatar_key(self._settings_avatar)}", json.dumps(values))
-        self.store.setValue("paste_back", s.paste_back)
-        self.store.setValue("mirror", s.mirror)
+        self.store.save_avatar_settings(self._settings_avatar, s)
+        self.store.save_output_choices(s)
 
     def _set_overlay(self, on: bool) -> None:
         self.preview.show_overlay = on
@@ -335,13 +325,3 @@ class MainWindow(QtWidgets.QMainWindow):
         self.store.sync()
         super().closeEvent(event)
 
-
-def initial_settings(store: QtCore.QSettings, base: AnimationSettings) -> AnimationSettings:
-    """Output choices remembered from the last run on top of ``base``."""
-    from dataclasses import replace
-
-    def flag(name: str, default: bool) -> bool:
-        value = store.value(name)
-        return default if value is None else str(value).lower() in ("true", "1")
-
-    return replace(base, paste_back=flag("paste_back", base.paste_back), mirror=flag("mirror", base.mirror))
