@@ -139,6 +139,22 @@ def test_hotkeys_and_help(window, qtbot, monkeypatch) -> None:
     assert shown and "Calibrate neutral pose" in shown[0]
 
 
+def test_every_hotkey_runs_its_action(window, qtbot, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(window, "step_avatar", lambda step: calls.append(step))
+    monkeypatch.setattr(window, "toggle_virtual_camera", lambda: calls.append("vcam"))
+    monkeypatch.setattr(window.avatar_panel, "open_dialog", lambda: calls.append("open"))
+    key, mod = QtCore.Qt.Key, QtCore.Qt.KeyboardModifier
+    for k, modifier in ((key.Key_PageDown, mod.NoModifier), (key.Key_BracketRight, mod.NoModifier),
+                        (key.Key_PageUp, mod.NoModifier), (key.Key_BracketLeft, mod.NoModifier),
+                        (key.Key_V, mod.NoModifier), (key.Key_O, mod.ControlModifier)):
+        qtbot.keyClick(window, k, modifier)
+    assert calls == [1, 1, -1, -1, "vcam", "open"]
+    inset = window.output_panel.inset.isChecked()
+    qtbot.keyClick(window, key.Key_I)
+    assert window.output_panel.inset.isChecked() != inset
+
+
 def test_settings_are_saved_per_avatar(window, qtbot) -> None:
     window.animation_panel.expression.set_value(1.7)
     QtCore.QCoreApplication.processEvents()

@@ -5,8 +5,11 @@ newest frame is kept, so the preview drops what it cannot show and the UI thread
 inference."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,15 +31,30 @@ from .widgets import Preview
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Hotkey:
+    """A keyboard shortcut of the window: its keys, the action as the help names it, and what it runs."""
+
+    keys: tuple[str, ...]                     # QKeySequence texts; each one runs the action
+    action: str
+    run: Callable[[MainWindow], None]
+
+    @property
+    def label(self) -> str:
+        return " / ".join(self.keys)
+
+
+# The window's keys: installed from this table and listed in the help (F1) from it.
 HOTKEYS = (
-    ("C", "Calibrate neutral pose"),
-    ("PgDown / ]", "Next avatar"),
-    ("PgUp / [", "Previous avatar"),
-    ("V", "Virtual camera on / off"),
-    ("O", "Stats overlay on / off"),
-    ("I", "Webcam inset on / off"),
-    ("Ctrl+O", "Open an avatar image"),
-    ("F1", "This help"),
+    Hotkey(("C",), "Calibrate neutral pose", lambda w: w.calibrate()),
+    Hotkey(("PgDown", "]"), "Next avatar", lambda w: w.step_avatar(1)),
+    Hotkey(("PgUp", "["), "Previous avatar", lambda w: w.step_avatar(-1)),
+    Hotkey(("V",), "Virtual camera on / off", lambda w: w.toggle_virtual_camera()),
+    Hotkey(("O",), "Stats overlay on / off", lambda w: w.output_panel.overlay.toggle()),
+    Hotkey(("I",), "Webcam inset on / off", lambda w: w.output_panel.inset.toggle()),
+    Hotkey(("Ctrl+O",), "Open an avatar image", lambda w: w.avatar_panel.open_dialog()),
+    Hotkey(("F1",), "This help", lambda w: w.show_help()),
 )
 
 
@@ -226,7 +244,7 @@ class MainWindow(QtWidgets.QMainWindow):
         log.warning("%s", message)
 
     def show_help(self) -> None:
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in HOTKEYS)
+        rows = "".join(f"<tr><td><b>{h.label}</b></td><td>&nbsp;&nbsp;{h.action}</td></tr>" for h in HOTKEYS)
         QtWidgets.QMessageBox.information(self, "AvatarCam keys", f"<table>{rows}</table>")
 
     # -- slots ---------------------------------------------------------------------------------
@@ -291,19 +309,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- hotkeys, drag and drop, closing -------------------------------------------------------
     def _install_hotkeys(self) -> None:
-        def key(seq: str, slot) -> None:
-            QtGui.QShortcut(QtGui.QKeySequence(seq), self, activated=slot)
-
-        key("C", self.calibrate)
-        key("PgDown", lambda: self.step_avatar(1))
-        key("]", lambda: self.step_avatar(1))
-        key("PgUp", lambda: self.step_avatar(-1))
-        key("[", lambda: self.step_avatar(-1))
-        key("V", self.toggle_virtual_camera)
-        key("O", lambda: self.output_panel.overlay.toggle())
-        key("I", lambda: self.output_panel.inset.toggle())
-        key("Ctrl+O", self.avatar_panel.open_dialog)
-        key("F1", self.show_help)
+        for hotkey in HOTKEYS:
+            for keys in hotkey.keys:
+                QtGui.QShortcut(QtGui.QKeySequence(keys), self, activated=functools.partial(hotkey.run, self))
 
     def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:  # noqa: N802 - Qt API
         if event.mimeData().hasUrls():
