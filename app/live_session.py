@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 
 class VirtualCameraState(StrEnum):
+    """The virtual camera switch's state; the value is the text the window shows."""
+
     OFF = "off"
     ON = "on"
     UNAVAILABLE = "unavailable"

@@ -18,7 +18,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from ..face.crop import transform_points
 from ..face.driving import DrivingFace
-from ..live_session import LiveSession, SessionCallbacks
+from ..live_session import LiveSession, SessionCallbacks, VirtualCameraState
 from ..pipeline import TRACKED, OutputFrame
 from ..settings import LiveSettings
 from ..stages.capture import CameraRequest, parse_source
@@ -226,8 +226,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session is None:
             return
         state = self.session.set_virtual_camera(on)
-        self.output_panel.show_vcam_state(state.value, self.session.vcam_message)
-        if state.value == "unavailable":
+        self.output_panel.show_vcam_state(state, self.session.vcam_message)
+        if state is VirtualCameraState.UNAVAILABLE:
             self.show_error(self.session.vcam_message)
 
     def toggle_virtual_camera(self) -> None:
