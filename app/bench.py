@@ -146,6 +146,7 @@ def rss_mb() -> float:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
     except OSError:
+        # Unix only, and needed only where /proc is missing
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
