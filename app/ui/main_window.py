@@ -332,4 +332,3 @@ class MainWindow(QtWidgets.QMainWindow):
             self.session.close()
         self.store.sync()
         super().closeEvent(event)
-
