@@ -1,9 +1,9 @@
 """Benchmark of the whole live loop on a video file (frames scaled onto a 1280x720 canvas).
 
-    python -m app.bench --engine torch --device cpu --frames 3      # real networks (kit weights)
-    python -m app.bench --engine stub --tracking replay --seconds 10  # threading throughput
-    python -m app.bench --engine stub --soak-minutes 20              # resident memory over time
-    python -m app.bench --engine auto --device cuda --no-network-timing --seconds 20   # on a GPU
+    python -m app.bench --backend torch --device cpu --frames 3      # real networks (kit weights)
+    python -m app.bench --backend stub --tracking replay --seconds 10  # threading throughput
+    python -m app.bench --backend stub --soak-minutes 20              # resident memory over time
+    python -m app.bench --backend auto --device cuda --no-network-timing --seconds 20   # on a GPU
 
 Prints per-stage milliseconds (medians), the networks' share, output frames/s and
 capture-to-output latency. ``--tracking replay`` replays landmarks computed beforehand, so the
@@ -27,28 +27,28 @@ import torch
 from engines import motion
 from engines.backend import InferenceBackend
 from engines.device import synced_ms
+from engines.select import BACKEND_KINDS
 
 from .animator import Animator
 from .face.bench import allowed_cpu_cores, default_video, frames_720p
 from .face.layout import MEDIAPIPE_478
 from .face.tracker import MediaPipeFaceMesh
-from .pipeline import Pipeline
 from .session import DEFAULT_AVATAR, load_avatar, make_backend
 from .settings import LiveSettings
-from .stages.animation import AnimationStage
 from .stages.capture import FramePacer
-from .stages.output import OutputStage, VirtualCameraSink
-from .stages.tracking import TrackingStage
+from .stages.output import VirtualCameraSink
+from .wiring import build_pipeline
 
 log = logging.getLogger("app.bench")
 
 
 class FrameListSource:
-    """Camera stand-in serving decoded frames from memory (so decoding is not measured)."""
+    """``FrameSource`` serving decoded frames from memory (so decoding is not measured)."""
 
     is_file = True
 
-    def __init__(self, frames: list[np.ndarray], fps: float, *, loop: bool, paced: bool, limit: int | None = None):
+    def __init__(self, frames: list[np.ndarray], fps: float, *, loop: bool, paced: bool,
+                 limit: int | None = None) -> None:
         self.frames, self.fps, self.loop, self.paced, self.limit = frames, fps, loop, paced, limit
         self.i = 0
         self._pacer = FramePacer()
@@ -68,6 +68,9 @@ class FrameListSource:
 
     def release(self) -> None:
         pass
+
+    def reopen(self) -> None:
+        pass                  # frames in memory never stop delivering; the pipeline never re-opens a file
 
 
 class ReplayLandmarks:
@@ -143,19 +146,19 @@ def rss_mb() -> float:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
     except OSError:
+        # Unix only, and needed only where /proc is missing
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "tensorrt", "stub"), default="stub",
-                    help="the backend, as main.py's --backend")
+    ap.add_argument("--backend", choices=BACKEND_KINDS, default="stub", help="as main.py's --backend")
     ap.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     ap.add_argument("--network-timing", action=argparse.BooleanOptionalAction, default=True,
                     help="time M and W+G separately; this waits for the device around each call, so on a GPU "
                          "use --no-network-timing for the loop's true frame rate and latency")
-    ap.add_argument("--weights", help="weights directory (torch engine)")
+    ap.add_argument("--weights", help="weights directory (backends with networks)")
     ap.add_argument("--avatar", default=str(DEFAULT_AVATAR))
     ap.add_argument("--video", type=Path, default=default_video())
     ap.add_argument("--tracking", choices=("mediapipe", "replay"), default="mediapipe")
@@ -168,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    if args.engine == "stub":
+    if args.backend == "stub":
         torch.set_num_threads(1)   # only tiny tensor ops: a thread pool costs more than it gives
     frames = frames_720p(args.video)
-    inner = make_backend(args.engine, weights=args.weights, device=args.device)
+    inner = make_backend(args.backend, weights=args.weights, device=args.device)
     backend: InferenceBackend = TimedBackend(inner) if args.network_timing else inner
     avatar = load_avatar(args.avatar, backend)
     if args.tracking == "replay":
@@ -185,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     lossless = args.frames is not None and args.soak_minutes is None
     camera = FrameListSource(frames, args.fps or 25.0, loop=not lossless, paced=bool(args.fps) and not lossless,
                              limit=args.frames)
-    animator = Animator(backend, LiveSettings(), avatar)
-    pipe = Pipeline(camera, TrackingStage(source), AnimationStage(animator), OutputStage(sinks), lossless=lossless)
+    pipe = build_pipeline(camera, Animator(backend, LiveSettings(), avatar), sinks, landmarks=source, lossless=lossless)
 
     memory: list[tuple[float, float]] = []
     t_start = time.perf_counter()
@@ -213,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     stats = pipe.stats.snapshot()
     nets = {k: float(np.median(v)) for k, v in backend.ms.items() if v} if isinstance(backend, TimedBackend) else {}
     network_ms = nets.get("M motion", 0.0) + nets.get("W+G render", 0.0)
-    stage_total = sum(stats["stage_ms"].values())
-    frames_out = stats["frames_out"]
+    stage_total = sum(stats.stage_ms.values())
+    frames_out = stats.frames_out
     report = {
-        "engine": args.engine, "device": str(backend.device), "tracking": args.tracking, "lossless": lossless,
+        "backend": args.backend, "device": str(backend.device), "tracking": args.tracking, "lossless": lossless,
         "cpu_cores": allowed_cpu_cores(),
         "torch": torch.__version__, "frames_out": frames_out, "wall_s": wall,
-        "fps": frames_out / wall, "fps_last_window": stats["fps"], "latency_ms": stats["latency_ms"],
-        "stage_ms": stats["stage_ms"], "network_ms": nets,
+        "fps": frames_out / wall, "fps_last_window": stats.fps, "latency_ms": stats.latency_ms,
+        "stage_ms": stats.stage_ms, "network_ms": nets,
         "beyond_networks_ms": (stage_total - network_ms) if nets else None,
         "dropped": pipe.q_captured.dropped + pipe.q_tracked.dropped + pipe.q_output.dropped,
     }
@@ -229,10 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         report["rss_mb_after_warmup"] = base
         report["rss_mb_end"] = memory[-1][1]
         report["rss_growth_pct"] = (memory[-1][1] / base - 1) * 100
-    log.info("engine %s on %s, tracking %s, %s, %d frames in %.1f s (%d CPU cores, torch %s)", args.engine,
+    log.info("backend %s on %s, tracking %s, %s, %d frames in %.1f s (%d CPU cores, torch %s)", args.backend,
              backend.device, args.tracking, "lossless" if lossless else "live", frames_out, wall,
              report["cpu_cores"], torch.__version__)
-    for stage, ms in stats["stage_ms"].items():
+    for stage, ms in stats.stage_ms.items():
         log.info("  stage %-10s %9.2f ms", stage, ms)
     for net, ms in nets.items():
         log.info("  network %-12s %7.2f ms", net, ms)

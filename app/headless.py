@@ -5,14 +5,11 @@ import argparse
 import logging
 
 from .animator import Animator
-from .face.tracker import MediaPipeFaceMesh
-from .pipeline import Pipeline
 from .session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
 from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
-from .stages.animation import AnimationStage
 from .stages.capture import CameraRequest, CameraSource
-from .stages.output import OutputStage, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
-from .stages.tracking import TrackingStage
+from .stages.output import VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
+from .wiring import build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +35,11 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     if not sinks:
         log.warning("no output: neither --record nor a virtual camera; frames are rendered and dropped")
     live = LiveSettings(settings)
-    pipeline = Pipeline(camera, TrackingStage(MediaPipeFaceMesh()), AnimationStage(Animator(backend, live, avatar)),
-                        OutputStage(sinks), lossless=camera.is_file and not args.loop,
-                        max_tracked_frames=args.max_frames)
+    pipeline = build_pipeline(camera, Animator(backend, live, avatar), sinks, lossless=camera.is_file and not args.loop,
+                              max_tracked_frames=args.max_frames)
     pipeline.run()
     s = pipeline.stats.snapshot()
-    log.info("done: %d frames out (%d with a tracked face); %s", s["frames_out"], s["frames_tracked"],
+    log.info("done: %d frames out (%d with a tracked face); %s", s.frames_out, s.frames_tracked,
              pipeline.stats.summary())
     for sink in sinks:
         if isinstance(sink, VideoRecorder):

@@ -18,19 +18,19 @@ from engines.backend import InferenceBackend
 
 from .animator import Animator, PreparedAvatar
 from .face.driving import DrivingFace
-from .face.tracker import MediaPipeFaceMesh
 from .pipeline import OutputFrame, Pipeline, PipelineStats
 from .session import load_avatar
 from .settings import DEFAULT_FRAME_SIZE, LiveSettings
-from .stages.animation import AnimationStage
 from .stages.capture import CameraError, CameraRequest, CameraSource
 from .stages.output import OutputStage, VirtualCameraSink, VirtualCameraUnavailable
-from .stages.tracking import TrackingStage
+from .wiring import build_pipeline
 
 log = logging.getLogger(__name__)
 
 
 class VirtualCameraState(StrEnum):
+    """The virtual camera switch's state; the value is the text the window shows."""
+
     OFF = "off"
     ON = "on"
     UNAVAILABLE = "unavailable"
@@ -83,11 +83,10 @@ class LiveSession:
                 self.callbacks.error(str(e))
                 self.callbacks.camera_changed(f"camera unavailable: {e}")
                 return
-            tracking = TrackingStage(MediaPipeFaceMesh())
-            self.pipeline = Pipeline(camera, tracking, AnimationStage(self.animator), self.output,
-                                     lossless=False, max_tracked_frames=self.max_tracked_frames,
-                                     on_frame=self.callbacks.frame, on_tracked=self.callbacks.tracked,
-                                     keep_outputs_open=True).start()
+            self.pipeline = build_pipeline(camera, self.animator, self.output, lossless=False,
+                                           max_tracked_frames=self.max_tracked_frames,
+                                           on_frame=self.callbacks.frame, on_tracked=self.callbacks.tracked,
+                                           keep_outputs_open=True).start()
             self.callbacks.camera_changed(f"{'video' if camera.is_file else 'camera'} {request.source}: "
                                           f"{camera.frame_size[0]}x{camera.frame_size[1]} at {camera.fps:.0f} fps")
 

@@ -25,7 +25,7 @@ import numpy as np
 from .animator import AnimatedFrame, Status
 from .face.driving import DrivingFace
 from .stages.animation import AnimationStage
-from .stages.capture import CameraSource
+from .stages.capture import FrameSource
 from .stages.output import OutputStage
 from .stages.tracking import TrackingStage
 
@@ -95,6 +95,17 @@ class FrameQueue:
         return _END
 
 
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """The pipeline's figures at one moment; rates and medians over the last ``window`` outputs."""
+
+    fps: float                       # output frames per second (0 before two frames are out)
+    latency_ms: float                # median capture-to-output latency, milliseconds
+    stage_ms: dict[str, float]       # median milliseconds per stage, in the order the stages first reported
+    frames_out: int                  # frames through the output stage since the start
+    frames_tracked: int              # of those, frames animated from a tracked face
+
+
 class PipelineStats:
     """Per-stage milliseconds, output frame rate and capture-to-output latency (last ~2 s)."""
 
@@ -115,22 +126,22 @@ class PipelineStats:
             self.frames_out += 1
             self.frames_tracked += packet.frame.status in TRACKED
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StatsSnapshot:
         with self._lock:
             times = list(self.output_times)
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-            return {
-                "fps": fps,
-                "latency_ms": float(np.median(self.latency_ms)) if self.latency_ms else 0.0,
-                "stage_ms": {k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
-                "frames_out": self.frames_out,
-                "frames_tracked": self.frames_tracked,
-            }
+            return StatsSnapshot(
+                fps=fps,
+                latency_ms=float(np.median(self.latency_ms)) if self.latency_ms else 0.0,
+                stage_ms={k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
+                frames_out=self.frames_out,
+                frames_tracked=self.frames_tracked,
+            )
 
     def summary(self) -> str:
         s = self.snapshot()
-        stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s["stage_ms"].items())
-        return f"{s['fps']:.1f} fps, latency {s['latency_ms']:.0f} ms; {stages}"
+        stages = ", ".join(f"{k} {v:.1f} ms" for k, v in s.stage_ms.items())
+        return f"{s.fps:.1f} fps, latency {s.latency_ms:.0f} ms; {stages}"
 
 
 class Pipeline:
@@ -139,7 +150,7 @@ class Pipeline:
     that stops delivering is re-opened every second until it is back (``camera_lost`` meanwhile);
     a video file ends the stream."""
 
-    def __init__(self, camera: CameraSource, tracking: TrackingStage, animation: AnimationStage,
+    def __init__(self, camera: FrameSource, tracking: TrackingStage, animation: AnimationStage,
                  output: OutputStage, *, lossless: bool = False, max_tracked_frames: int | None = None,
                  on_frame: Callable[[OutputFrame], None] | None = None,
                  on_tracked: Callable[[DrivingFace | None], None] | None = None,

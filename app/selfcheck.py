@@ -11,8 +11,8 @@ import torch
 
 from engines import motion
 from engines.checkpoints import LivePortraitNetworks, load_networks
-from engines.device import synced_ms
-from engines.weights import ensure_weights
+from engines.device import resolve_device, synced_ms
+from engines.weights import ensure_weights, resolve_weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,6 @@ def run_selfcheck(weights_dir: Path, device: torch.device, *, download: bool = T
 
 def main_selfcheck(args) -> int:
     """``main.py --check``."""
-    from engines.device import resolve_device
-    from engines.weights import resolve_weights_dir
-
     report = run_selfcheck(resolve_weights_dir(args.weights), resolve_device(args.device),
                            download=not args.no_download)
     log.info("weights: %s (loaded in %.1f s) on %s", report.weights_dir, report.load_seconds, report.device)

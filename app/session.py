@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from engines.backend import InferenceBackend, StubBackend, TorchBackend
+from engines.backend_onnx import OnnxRuntimeBackend
+from engines.backend_tensorrt import TensorRTBackend
 from engines.checkpoints import load_networks
 from engines.device import resolve_device
 from engines.select import BACKEND_KINDS as BACKEND_CHOICES  # noqa: F401 - the CLI's choices
@@ -45,10 +47,8 @@ def make_backend(kind: str = "auto", *, weights: str | Path | None = None, devic
         return StubBackend(choice.device)
     t0 = time.perf_counter()
     if choice.kind == "onnxruntime":
-        from engines.backend_onnx import OnnxRuntimeBackend
         backend: InferenceBackend = OnnxRuntimeBackend(onnx_dir, device=choice.device, precision=choice.precision)
     elif choice.kind == "tensorrt":
-        from engines.backend_tensorrt import TensorRTBackend
         # the PyTorch networks check every engine at start and stand in for any that fails
         backend = TensorRTBackend(engine_dir, choice.device, fallback=load_networks(weights_dir), validate=True)
     else:

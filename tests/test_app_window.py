@@ -15,12 +15,13 @@ from app.live_session import LiveSession
 from app.session import DEFAULT_AVATAR
 from app.settings import LiveSettings
 from app.ui.main_window import MainWindow
+from app.ui.settings_store import SettingsStore
 from engines.backend import StubBackend
 
 
 @pytest.fixture()
 def window(qtbot, tmp_path: Path, d0: Path, avatar_face):
-    store = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    store = SettingsStore(QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat))
     settings = LiveSettings()
     win = MainWindow(settings, store)
     qtbot.addWidget(win)
@@ -89,7 +90,7 @@ def test_dropping_an_image_switches_the_avatar(window, qtbot, examples: Path) ->
                     and window.preview._image.size() == QtCore.QSize(600, 704),
                     timeout=20000)
     assert window.avatar_panel.recent[:2] == [str(s0), str(DEFAULT_AVATAR)]
-    assert window.store.value("avatar") == str(s0)
+    assert window.store.qsettings.value("avatar") == str(s0)
 
 
 def test_image_without_face_keeps_the_old_avatar(window, qtbot, tmp_path: Path) -> None:
@@ -138,27 +139,43 @@ def test_hotkeys_and_help(window, qtbot, monkeypatch) -> None:
     assert shown and "Calibrate neutral pose" in shown[0]
 
 
+def test_every_hotkey_runs_its_action(window, qtbot, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(window, "step_avatar", lambda step: calls.append(step))
+    monkeypatch.setattr(window, "toggle_virtual_camera", lambda: calls.append("vcam"))
+    monkeypatch.setattr(window.avatar_panel, "open_dialog", lambda: calls.append("open"))
+    key, mod = QtCore.Qt.Key, QtCore.Qt.KeyboardModifier
+    for k, modifier in ((key.Key_PageDown, mod.NoModifier), (key.Key_BracketRight, mod.NoModifier),
+                        (key.Key_PageUp, mod.NoModifier), (key.Key_BracketLeft, mod.NoModifier),
+                        (key.Key_V, mod.NoModifier), (key.Key_O, mod.ControlModifier)):
+        qtbot.keyClick(window, k, modifier)
+    assert calls == [1, 1, -1, -1, "vcam", "open"]
+    inset = window.output_panel.inset.isChecked()
+    qtbot.keyClick(window, key.Key_I)
+    assert window.output_panel.inset.isChecked() != inset
+
+
 def test_settings_are_saved_per_avatar(window, qtbot) -> None:
     window.animation_panel.expression.set_value(1.7)
     QtCore.QCoreApplication.processEvents()
     window.close()
     window.store.sync()
-    key = [k for k in window.store.allKeys() if k.startswith("avatar_settings/")]
-    assert key and '"expression_multiplier": 1.7' in str(window.store.value(key[0]))
+    key = [k for k in window.store.qsettings.allKeys() if k.startswith("avatar_settings/")]
+    assert key and '"expression_multiplier": 1.7' in str(window.store.qsettings.value(key[0]))
 
 
 def test_settings_are_saved_once_a_change_rests(window, qtbot) -> None:
     window.animation_panel.expression.set_value(1.3)
 
     def saved() -> bool:
-        keys = [k for k in window.store.allKeys() if k.startswith("avatar_settings/")]
-        return bool(keys) and '"expression_multiplier": 1.3' in str(window.store.value(keys[0]))
+        keys = [k for k in window.store.qsettings.allKeys() if k.startswith("avatar_settings/")]
+        return bool(keys) and '"expression_multiplier": 1.3' in str(window.store.qsettings.value(keys[0]))
     qtbot.waitUntil(saved, timeout=3000)          # without closing the window
 
 
 def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path, avatar_face) -> None:
     before = {t.ident for t in threading.enumerate()}
-    store = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)
+    store = SettingsStore(QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat))
     settings = LiveSettings()
     win = MainWindow(settings, store)
     backend = StubBackend()

@@ -18,7 +18,6 @@ from app.face.avatar import prepare_avatar_face
 from app.face.tracker import MediaPipeFaceMesh
 from app.pipeline import FrameQueue, Pipeline
 from app.settings import LiveSettings
-from app.stages.animation import AnimationStage
 from app.stages.capture import CameraError, CameraRequest, CameraSource, read_video_frames
 from app.stages.output import (
     OutputStage,
@@ -29,7 +28,7 @@ from app.stages.output import (
     letterbox,
     virtual_camera_fix,
 )
-from app.stages.tracking import TrackingStage
+from app.wiring import build_pipeline
 from engines.backend import StubBackend
 
 
@@ -235,8 +234,8 @@ def run_stub_pipeline(camera_path: Path, avatar, *, lossless: bool, sinks=(), ma
     backend = StubBackend()
     camera = CameraSource(CameraRequest(str(camera_path), loop=loop, paced=not lossless))
     animator = Animator(backend, LiveSettings(), prepare_avatar(avatar, backend))
-    return Pipeline(camera, TrackingStage(MediaPipeFaceMesh()), AnimationStage(animator), OutputStage(list(sinks)),
-                    lossless=lossless, max_tracked_frames=max_tracked, on_frame=on_frame)
+    return build_pipeline(camera, animator, sinks, lossless=lossless, max_tracked_frames=max_tracked,
+                          on_frame=on_frame)
 
 
 def test_lossless_pipeline_renders_every_frame_and_reports_stats(d0: Path, avatar_face) -> None:
@@ -245,8 +244,8 @@ def test_lossless_pipeline_renders_every_frame_and_reports_stats(d0: Path, avata
     pipe.run()
     assert [o.index for o in outputs] == list(range(78))
     s = pipe.stats.snapshot()
-    assert s["frames_out"] == 78 and s["frames_tracked"] == 78 and s["fps"] > 0 and s["latency_ms"] > 0
-    assert {"capture", "tracking", "animation", "output"} <= set(s["stage_ms"])
+    assert s.frames_out == 78 and s.frames_tracked == 78 and s.fps > 0 and s.latency_ms > 0
+    assert {"capture", "tracking", "animation", "output"} <= set(s.stage_ms)
     assert not any(t.is_alive() for t in pipe.threads)
 
 
@@ -315,3 +314,56 @@ def test_unopenable_camera_is_a_clear_error(tmp_path: Path) -> None:
         CameraSource(CameraRequest(str(tmp_path / "bad.mp4")))
     with pytest.raises(CameraError, match="cannot open camera '97'"):
         CameraSource(CameraRequest("97"))
+
+
+class StallingCamera:
+    """A live ``FrameSource`` (not a file) that stops delivering after ``first`` frames; re-opening
+    fails ``failed_reopens`` times, then brings it back."""
+
+    is_file = False
+    fps = 30.0
+
+    def __init__(self, frame: np.ndarray, first: int, failed_reopens: int) -> None:
+        self.frame, self.first, self.failed_reopens = frame, first, failed_reopens
+        self.delivered = 0
+        self.reopen_calls = 0
+        self.back = False
+        self.released = False
+
+    def wait(self) -> None:
+        time.sleep(0.01)
+
+    def read(self) -> np.ndarray | None:
+        if not self.back and self.delivered >= self.first:
+            return None
+        self.delivered += 1
+        return self.frame
+
+    def release(self) -> None:
+        self.released = True
+
+    def reopen(self) -> None:
+        self.reopen_calls += 1
+        if self.reopen_calls <= self.failed_reopens:
+            raise CameraError("cannot open camera '0'")
+        self.back = True
+
+
+def test_a_live_source_that_stops_is_reopened_until_it_delivers(d0: Path, avatar_face) -> None:
+    camera = StallingCamera(read_video_frames(d0, limit=1)[0], first=3, failed_reopens=1)
+    backend = StubBackend()
+    outputs = []
+    pipe = build_pipeline(camera, Animator(backend, LiveSettings(), prepare_avatar(avatar_face, backend)),
+                          on_frame=outputs.append).start()
+    try:
+        deadline = time.monotonic() + 10
+        lost_seen = False
+        while time.monotonic() < deadline and len(outputs) < 6:
+            lost_seen |= pipe.camera_lost
+            time.sleep(0.01)
+        assert lost_seen, "the pipeline never reported the camera as lost"
+        assert len(outputs) >= 6 and camera.reopen_calls == 2      # one failed re-open, then back
+        assert not pipe.camera_lost and not pipe.finished.is_set()  # a live source does not end the stream
+    finally:
+        assert pipe.shutdown()
+    assert camera.released

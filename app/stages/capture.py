@@ -1,4 +1,5 @@
-"""Camera source: a webcam (by index) or a video file (by path), via OpenCV."""
+"""Camera source: the ``FrameSource`` interface the pipeline reads frames from, and its OpenCV
+implementation for a webcam (by index) or a video file (by path)."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -50,7 +52,29 @@ class FramePacer:
         self._next_due = max(now, self._next_due or now) + 1.0 / fps
 
 
+class FrameSource(Protocol):
+    """Where the pipeline's frames come from. ``is_file``: a finite stream (a video file) that ends
+    at its end instead of being re-opened; ``fps``: its frame rate (frames per second)."""
+
+    is_file: bool
+    fps: float
+
+    def wait(self) -> None:
+        """Block until the next frame is due (a stream played in real time); cameras return at once."""
+
+    def read(self) -> np.ndarray | None:
+        """The next frame (H x W x 3 uint8 BGR), or None at the end or when the source stops delivering."""
+
+    def release(self) -> None:
+        """Free the device or file; no ``read`` follows."""
+
+    def reopen(self) -> None:
+        """Open the same source again after it stopped delivering; raises when it still cannot be opened."""
+
+
 class CameraSource:
+    """``FrameSource`` on OpenCV: a webcam (MJPG at the requested size) or a video file."""
+
     def __init__(self, request: CameraRequest) -> None:
         self.request = request
         src = parse_source(request.source)

@@ -66,6 +66,7 @@ class VirtualCameraSink:
 
     def __init__(self, width: int = DEFAULT_FRAME_SIZE[0], height: int = DEFAULT_FRAME_SIZE[1], fps: float = 30.0, *,
                  backend: str | None = None, device: str | None = None) -> None:
+        # loads the platform's native camera backends: only a session that sends to a virtual camera pays
         import pyvirtualcam
 
         self.width, self.height = width - width % 2, height - height % 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6 import QtWidgets
 
 from ..settings import AnimationSettings, LiveSettings
+from .settings_store import PER_AVATAR_FIELDS
 from .widgets import LabeledSlider
 
 MODES = (("Off", "off"), ("Follow me", "follow"), ("Fixed", "fixed"))
@@ -105,12 +106,5 @@ class AnimationPanel(QtWidgets.QGroupBox):
     def reset_all(self) -> None:
         """All animation controls back to their defaults (output choices stay)."""
         defaults = AnimationSettings()
-        self.settings.update(**{k: getattr(defaults, k) for k in SLIDER_FIELDS})
+        self.settings.update(**{k: getattr(defaults, k) for k in PER_AVATAR_FIELDS})
         self.show_settings(self.settings.snapshot())
-
-
-# The settings saved per avatar.
-SLIDER_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
-                 "rotation_limit_deg", "smooth_rotation", "smooth_translation", "smooth_expression", "smooth_eyes",
-                 "smooth_lips", "translation_lock", "stitching")
-

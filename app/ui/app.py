@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
@@ -16,8 +15,9 @@ from PySide6 import QtCore, QtWidgets
 
 from ..live_session import LiveSession
 from ..session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
-from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings, parse_size
-from .main_window import MainWindow, initial_settings
+from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
+from .main_window import MainWindow
+from .settings_store import SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +47,14 @@ class Starter(QtCore.QObject):
         threading.Thread(target=work, name="startup", daemon=True).start()
 
 
-def settings_store() -> QtCore.QSettings:
-    """QSettings in the platform's place; $AVATARCAM_SETTINGS (an .ini path) overrides it (tests)."""
-    path = os.environ.get("AVATARCAM_SETTINGS")
-    if path:
-        return QtCore.QSettings(path, QtCore.QSettings.Format.IniFormat)
-    return QtCore.QSettings("AvatarCam", "AvatarCam")
-
-
-def stored_size(store: QtCore.QSettings, key: str) -> tuple[int, int] | None:
-    """A "WxH" value saved by the window, or None when absent or unusable."""
-    try:
-        return parse_size(str(store.value(key) or ""))
-    except ValueError:
-        return None
-
-
 def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    store = settings_store()
-    settings = LiveSettings(initial_settings(store, base))
+    store = SettingsStore.open()
+    settings = LiveSettings(store.output_choices(base))
     window = MainWindow(settings, store)
-    avatar_path = args.avatar or str(store.value("avatar") or DEFAULT_AVATAR)
-    camera = args.camera or str(store.value("camera") or "0")
-    width, height = args.camera_size or stored_size(store, "camera_size") or DEFAULT_FRAME_SIZE
+    avatar_path = args.avatar or store.last_avatar() or str(DEFAULT_AVATAR)
+    camera = args.camera or store.last_camera() or "0"
+    width, height = args.camera_size or store.last_camera_size() or DEFAULT_FRAME_SIZE
     window.camera_panel.select(camera)
     window.camera_panel.set_resolution(width, height)
     exit_code = {"value": 0}
@@ -98,7 +82,7 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
             def check() -> None:
                 opening = session.camera_opening          # read first: an opening ends after its pipeline is set
                 pipeline = session.pipeline
-                tracked = pipeline.stats.snapshot()["frames_tracked"] if pipeline is not None else 0
+                tracked = pipeline.stats.snapshot().frames_tracked if pipeline is not None else 0
                 done = tracked >= (args.max_frames or 1)
                 stopped = not opening and (pipeline is None or pipeline.finished.is_set())
                 if done or stopped:

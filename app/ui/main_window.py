@@ -5,10 +5,11 @@ newest frame is kept, so the preview drops what it cannot show and the UI thread
 inference."""
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,27 +18,43 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from ..face.crop import transform_points
 from ..face.driving import DrivingFace
-from ..live_session import LiveSession, SessionCallbacks
+from ..live_session import LiveSession, SessionCallbacks, VirtualCameraState
 from ..pipeline import TRACKED, OutputFrame
-from ..settings import AnimationSettings, LiveSettings
+from ..settings import LiveSettings
 from ..stages.capture import CameraRequest, parse_source
-from .animation_panel import SLIDER_FIELDS, AnimationPanel
+from .animation_panel import AnimationPanel
 from .avatar_panel import AvatarPanel
 from .camera_panel import CameraPanel
 from .output_panel import OutputPanel
+from .settings_store import SettingsStore
 from .widgets import Preview
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Hotkey:
+    """A keyboard shortcut of the window: its keys, the action as the help names it, and what it runs."""
+
+    keys: tuple[str, ...]                     # QKeySequence texts; each one runs the action
+    action: str
+    run: Callable[[MainWindow], None]
+
+    @property
+    def label(self) -> str:
+        return " / ".join(self.keys)
+
+
+# The window's keys: installed from this table and listed in the help (F1) from it.
 HOTKEYS = (
-    ("C", "Calibrate neutral pose"),
-    ("PgDown / ]", "Next avatar"),
-    ("PgUp / [", "Previous avatar"),
-    ("V", "Virtual camera on / off"),
-    ("O", "Stats overlay on / off"),
-    ("I", "Webcam inset on / off"),
-    ("Ctrl+O", "Open an avatar image"),
-    ("F1", "This help"),
+    Hotkey(("C",), "Calibrate neutral pose", lambda w: w.calibrate()),
+    Hotkey(("PgDown", "]"), "Next avatar", lambda w: w.step_avatar(1)),
+    Hotkey(("PgUp", "["), "Previous avatar", lambda w: w.step_avatar(-1)),
+    Hotkey(("V",), "Virtual camera on / off", lambda w: w.toggle_virtual_camera()),
+    Hotkey(("O",), "Stats overlay on / off", lambda w: w.output_panel.overlay.toggle()),
+    Hotkey(("I",), "Webcam inset on / off", lambda w: w.output_panel.inset.toggle()),
+    Hotkey(("Ctrl+O",), "Open an avatar image", lambda w: w.avatar_panel.open_dialog()),
+    Hotkey(("F1",), "This help", lambda w: w.show_help()),
 )
 
 
@@ -106,12 +123,8 @@ def inset_image(face: DrivingFace | None) -> np.ndarray:
     return img
 
 
-def avatar_key(path: str) -> str:
-    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
-
-
 class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self, settings: LiveSettings, store: QtCore.QSettings) -> None:
+    def __init__(self, settings: LiveSettings, store: SettingsStore) -> None:
         super().__init__()
         self.setWindowTitle("AvatarCam")
         self.setAcceptDrops(True)
@@ -171,7 +184,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stats_timer = QtCore.QTimer(self)
         self.stats_timer.timeout.connect(self._update_stats)
         self.stats_timer.start(500)
-        self.avatar_panel.set_recent(json.loads(str(store.value("recent_avatars", "[]"))))
+        self.avatar_panel.set_recent(store.recent_avatars())
 
     # -- session wiring ------------------------------------------------------------------------
     def callbacks(self) -> SessionCallbacks:
@@ -201,8 +214,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session is None:
             return
         is_file = isinstance(parse_source(source), Path)
-        self.store.setValue("camera", source)
-        self.store.setValue("camera_size", f"{width}x{height}")
+        self.store.remember_camera(source, width, height)
         self.session.open_camera_async(CameraRequest(source, width=width, height=height, loop=is_file, paced=True))
 
     def calibrate(self) -> None:
@@ -214,8 +226,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session is None:
             return
         state = self.session.set_virtual_camera(on)
-        self.output_panel.show_vcam_state(state.value, self.session.vcam_message)
-        if state.value == "unavailable":
+        self.output_panel.show_vcam_state(state, self.session.vcam_message)
+        if state is VirtualCameraState.UNAVAILABLE:
             self.show_error(self.session.vcam_message)
 
     def toggle_virtual_camera(self) -> None:
@@ -232,7 +244,7 @@ class MainWindow(QtWidgets.QMainWindow):
         log.warning("%s", message)
 
     def show_help(self) -> None:
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in HOTKEYS)
+        rows = "".join(f"<tr><td><b>{h.label}</b></td><td>&nbsp;&nbsp;{h.action}</td></tr>" for h in HOTKEYS)
         QtWidgets.QMessageBox.information(self, "AvatarCam keys", f"<table>{rows}</table>")
 
     # -- slots ---------------------------------------------------------------------------------
@@ -258,13 +270,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self._save_avatar_settings()
         self._settings_avatar = path
         self.avatar_panel.set_current(path)
-        self.store.setValue("avatar", path)
-        self.store.setValue("recent_avatars", json.dumps(self.avatar_panel.recent))
-        saved = self.store.value(f"avatar_settings/{avatar_key(path)}")
+        self.store.remember_avatar(path, self.avatar_panel.recent)
+        saved = self.store.avatar_settings(path)
         if saved:
             try:
-                values = {k: v for k, v in json.loads(str(saved)).items() if k in SLIDER_FIELDS}
-                self.settings.update(**values)
+                self.settings.update(**saved)
             except (ValueError, TypeError) as e:
                 log.info("ignoring saved settings for %s: %s", path, e)
         self.animation_panel.show_settings(self.settings.snapshot())
@@ -275,10 +285,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session is None or not self._settings_avatar:
             return
         s = self.settings.snapshot()
-        values = {k: getattr(s, k) for k in SLIDER_FIELDS}
-        self.store.setValue(f"avatar_settings/{avatar_key(self._settings_avatar)}", json.dumps(values))
-        self.store.setValue("paste_back", s.paste_back)
-        self.store.setValue("mirror", s.mirror)
+        self.store.save_avatar_settings(self._settings_avatar, s)
+        self.store.save_output_choices(s)
 
     def _set_overlay(self, on: bool) -> None:
         self.preview.show_overlay = on
@@ -293,27 +301,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if stats is None:
             return
         s = stats.snapshot()
-        stages = "  ".join(f"{k} {v:.1f}" for k, v in s["stage_ms"].items())
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in s.stage_ms.items())
         lost = self.session.pipeline is not None and self.session.pipeline.camera_lost
-        self.preview.overlay_text = (f"{s['fps']:.1f} fps   latency {s['latency_ms']:.0f} ms\n{stages} (ms)"
+        self.preview.overlay_text = (f"{s.fps:.1f} fps   latency {s.latency_ms:.0f} ms\n{stages} (ms)"
                                      + ("\ncamera lost: retrying…" if lost else ""))
         self.preview.update()
 
     # -- hotkeys, drag and drop, closing -------------------------------------------------------
     def _install_hotkeys(self) -> None:
-        def key(seq: str, slot) -> None:
-            QtGui.QShortcut(QtGui.QKeySequence(seq), self, activated=slot)
-
-        key("C", self.calibrate)
-        key("PgDown", lambda: self.step_avatar(1))
-        key("]", lambda: self.step_avatar(1))
-        key("PgUp", lambda: self.step_avatar(-1))
-        key("[", lambda: self.step_avatar(-1))
-        key("V", self.toggle_virtual_camera)
-        key("O", lambda: self.output_panel.overlay.toggle())
-        key("I", lambda: self.output_panel.inset.toggle())
-        key("Ctrl+O", self.avatar_panel.open_dialog)
-        key("F1", self.show_help)
+        for hotkey in HOTKEYS:
+            for keys in hotkey.keys:
+                QtGui.QShortcut(QtGui.QKeySequence(keys), self, activated=functools.partial(hotkey.run, self))
 
     def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:  # noqa: N802 - Qt API
         if event.mimeData().hasUrls():
@@ -334,14 +332,3 @@ class MainWindow(QtWidgets.QMainWindow):
             self.session.close()
         self.store.sync()
         super().closeEvent(event)
-
-
-def initial_settings(store: QtCore.QSettings, base: AnimationSettings) -> AnimationSettings:
-    """Output choices remembered from the last run on top of ``base``."""
-    from dataclasses import replace
-
-    def flag(name: str, default: bool) -> bool:
-        value = store.value(name)
-        return default if value is None else str(value).lower() in ("true", "1")
-
-    return replace(base, paste_back=flag("paste_back", base.paste_back), mirror=flag("mirror", base.mirror))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtWidgets
 
+from ..live_session import VirtualCameraState
 from ..settings import LiveSettings
 
 
@@ -32,8 +33,8 @@ class OutputPanel(QtWidgets.QGroupBox):
         self.paste_back.toggled.connect(lambda on: settings.update(paste_back=on))
         self.mirror.toggled.connect(lambda on: settings.update(mirror=on))
 
-    def show_vcam_state(self, state: str, message: str) -> None:
-        self.vcam_state.setText(f"{state}" + (f": {message}" if message else ""))
+    def show_vcam_state(self, state: VirtualCameraState, message: str) -> None:
+        self.vcam_state.setText(state.value + (f": {message}" if message else ""))
         self.vcam.blockSignals(True)
-        self.vcam.setChecked(state == "on")
+        self.vcam.setChecked(state is VirtualCameraState.ON)
         self.vcam.blockSignals(False)

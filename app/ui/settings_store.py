@@ -1,0 +1,128 @@
+"""What the app remembers between runs, in ``QSettings``: the one place that knows the keys and how
+each value is written. Last avatar and the recent ones, last camera and its size, the output
+choices, and the animation controls' values per avatar."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PySide6 import QtCore
+
+from ..settings import AnimationSettings, parse_size
+
+log = logging.getLogger(__name__)
+
+SETTINGS_PATH_ENV = "AVATARCAM_SETTINGS"
+
+# The settings of the animation panel's controls (sliders, mode boxes, check boxes): remembered per
+# avatar, and what "Reset all" puts back to the defaults.
+PER_AVATAR_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
+                     "rotation_limit_deg", "smooth_rotation", "smooth_translation", "smooth_expression", "smooth_eyes",
+                     "smooth_lips", "translation_lock", "stitching")
+
+_AVATAR = "avatar"                       # path of the last avatar
+_RECENT_AVATARS = "recent_avatars"       # JSON list of paths, newest first
+_CAMERA = "camera"                       # camera index or video path, as typed
+_CAMERA_SIZE = "camera_size"             # "WxH"
+_AVATAR_SETTINGS = "avatar_settings"     # group: one JSON object of PER_AVATAR_FIELDS per avatar
+_OUTPUT_FLAGS = ("paste_back", "mirror")  # AnimationSettings fields kept across avatars
+
+
+class SettingsStore:
+    """Typed access to the remembered choices; a missing or unreadable value reads as absent."""
+
+    def __init__(self, qsettings: QtCore.QSettings) -> None:
+        self.qsettings = qsettings
+
+    @classmethod
+    def open(cls) -> SettingsStore:
+        """The platform's usual place; ``$AVATARCAM_SETTINGS`` (an .ini path) overrides it (tests)."""
+        path = os.environ.get(SETTINGS_PATH_ENV)
+        if path:
+            return cls(QtCore.QSettings(path, QtCore.QSettings.Format.IniFormat))
+        return cls(QtCore.QSettings("AvatarCam", "AvatarCam"))
+
+    # -- avatar --------------------------------------------------------------------------------
+    def last_avatar(self) -> str | None:
+        return self._text(_AVATAR)
+
+    def recent_avatars(self) -> list[str]:
+        paths = self._json(_RECENT_AVATARS)
+        return [str(p) for p in paths] if isinstance(paths, list) else []
+
+    def remember_avatar(self, path: str, recent: list[str]) -> None:
+        """``path`` is the current avatar; ``recent`` the recent row, newest first."""
+        self.qsettings.setValue(_AVATAR, path)
+        self.qsettings.setValue(_RECENT_AVATARS, json.dumps(recent))
+
+    def avatar_settings(self, path: str) -> dict[str, Any]:
+        """The animation values saved for the avatar at ``path`` (only ``PER_AVATAR_FIELDS``), or {}."""
+        values = self._json(_avatar_settings_key(path))
+        if values is None:
+            return {}
+        if not isinstance(values, dict):
+            log.info("ignoring saved settings for %s: not a JSON object", path)
+            return {}
+        return {k: v for k, v in values.items() if k in PER_AVATAR_FIELDS}
+
+    def save_avatar_settings(self, path: str, settings: AnimationSettings) -> None:
+        values = {k: getattr(settings, k) for k in PER_AVATAR_FIELDS}
+        self.qsettings.setValue(_avatar_settings_key(path), json.dumps(values))
+
+    # -- camera --------------------------------------------------------------------------------
+    def last_camera(self) -> str | None:
+        return self._text(_CAMERA)
+
+    def last_camera_size(self) -> tuple[int, int] | None:
+        """(width, height) saved with the last camera, or None when absent or unusable."""
+        try:
+            return parse_size(self._text(_CAMERA_SIZE) or "")
+        except ValueError:
+            return None
+
+    def remember_camera(self, source: str, width: int, height: int) -> None:
+        self.qsettings.setValue(_CAMERA, source)
+        self.qsettings.setValue(_CAMERA_SIZE, f"{width}x{height}")
+
+    # -- output --------------------------------------------------------------------------------
+    def output_choices(self, base: AnimationSettings) -> AnimationSettings:
+        """``base`` with the output choices remembered from the last run."""
+        def flag(name: str) -> bool:
+            value = self.qsettings.value(name)
+            return getattr(base, name) if value is None else str(value).lower() in ("true", "1")
+
+        return replace(base, **{name: flag(name) for name in _OUTPUT_FLAGS})
+
+    def save_output_choices(self, settings: AnimationSettings) -> None:
+        for name in _OUTPUT_FLAGS:
+            self.qsettings.setValue(name, getattr(settings, name))
+
+    def sync(self) -> None:
+        """Write everything to disk now."""
+        self.qsettings.sync()
+
+    # -- reading -------------------------------------------------------------------------------
+    def _text(self, key: str) -> str | None:
+        value = self.qsettings.value(key)
+        return str(value) if value else None
+
+    def _json(self, key: str) -> Any:
+        text = self._text(key)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            log.info("ignoring saved %s: %s", key, e)
+            return None
+
+
+def _avatar_settings_key(path: str) -> str:
+    """One key per image file, whatever path spelling led to it."""
+    digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    return f"{_AVATAR_SETTINGS}/{digest}"

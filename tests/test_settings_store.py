@@ -1,0 +1,73 @@
+"""The window's remembered choices (``SettingsStore`` over an .ini ``QSettings``): round trips, one
+key per avatar file, and unreadable values read as absent."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6 import QtCore
+
+from app.settings import AnimationSettings, LiveSettings
+from app.ui.settings_store import PER_AVATAR_FIELDS, SETTINGS_PATH_ENV, SettingsStore
+
+
+def ini_store(path: Path) -> SettingsStore:
+    return SettingsStore(QtCore.QSettings(str(path), QtCore.QSettings.Format.IniFormat))
+
+
+def test_per_avatar_fields_are_animation_settings() -> None:
+    assert set(PER_AVATAR_FIELDS) <= set(AnimationSettings.field_names())
+    assert not {"paste_back", "mirror"} & set(PER_AVATAR_FIELDS)      # output choices are not per avatar
+
+
+def test_avatar_settings_round_trip_per_file(tmp_path: Path) -> None:
+    store = ini_store(tmp_path / "s.ini")
+    chosen = AnimationSettings(eye_mode="fixed", eye_target=0.6, rotation_multiplier=(0.5, 1.25, 0.0),
+                               smooth_lips=0.1, stitching=False, mirror=True)
+    avatar = tmp_path / "a.png"
+    store.save_avatar_settings(str(avatar), chosen)
+    store.sync()
+    again = ini_store(tmp_path / "s.ini")
+    values = again.avatar_settings(str(tmp_path / "sub" / ".." / "a.png"))     # same file, other spelling
+    assert set(values) == set(PER_AVATAR_FIELDS)
+    restored = LiveSettings().update(**values)
+    assert all(getattr(restored, k) == getattr(chosen, k) for k in PER_AVATAR_FIELDS)
+    assert again.avatar_settings(str(tmp_path / "b.png")) == {}
+
+
+def test_unreadable_values_read_as_absent(tmp_path: Path) -> None:
+    store = ini_store(tmp_path / "s.ini")
+    store.save_avatar_settings(str(tmp_path / "a.png"), AnimationSettings())
+    key = next(k for k in store.qsettings.allKeys() if k.startswith("avatar_settings/"))
+    store.qsettings.setValue(key, '{"expression_multiplier": 1.5, "mirror": true, "no_such_field": 1}')
+    assert store.avatar_settings(str(tmp_path / "a.png")) == {"expression_multiplier": 1.5}
+    for garbage in ("{not json", "[1, 2]"):
+        store.qsettings.setValue(key, garbage)
+        assert store.avatar_settings(str(tmp_path / "a.png")) == {}
+    store.qsettings.setValue("recent_avatars", "{not json")
+    store.qsettings.setValue("camera_size", "huge")
+    assert store.recent_avatars() == [] and store.last_camera_size() is None
+    assert store.last_avatar() is None and store.last_camera() is None
+
+
+def test_camera_avatar_and_output_choices_round_trip(tmp_path: Path) -> None:
+    store = ini_store(tmp_path / "s.ini")
+    base = AnimationSettings(expression_multiplier=1.2)
+    assert store.output_choices(base) == base                   # nothing saved yet: the base as it is
+    store.remember_camera("video.mp4", 640, 480)
+    store.remember_avatar("/x/b.png", ["/x/b.png", "/x/a.png"])
+    store.save_output_choices(AnimationSettings(paste_back=False, mirror=True))
+    store.sync()
+    again = ini_store(tmp_path / "s.ini")
+    assert again.last_camera() == "video.mp4" and again.last_camera_size() == (640, 480)
+    assert again.last_avatar() == "/x/b.png" and again.recent_avatars() == ["/x/b.png", "/x/a.png"]
+    choices = again.output_choices(base)
+    assert (choices.paste_back, choices.mirror, choices.expression_multiplier) == (False, True, 1.2)
+
+
+def test_open_uses_the_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SETTINGS_PATH_ENV, str(tmp_path / "env.ini"))
+    store = SettingsStore.open()
+    store.remember_camera("3", 1920, 1080)
+    store.sync()
+    assert ini_store(tmp_path / "env.ini").last_camera_size() == (1920, 1080)
