@@ -1,34 +1,86 @@
-"""Choosing the torch device, and timing work on it."""
+"""The device vocabulary (``--device auto|cpu|cuda|mps``), the decision it makes from facts about
+the machine, and timing work on a device.
+
+The decision is a pure function of ``DeviceFacts`` (``choose_device``), so every kind of machine is
+tested without its hardware; ``DeviceFacts.probe`` gathers the facts for real. Every other place
+that needs the device choice (the backend selection, ONNX Runtime's providers, the benchmarks)
+asks here."""
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 
 T = TypeVar("T")
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
-def resolve_device(choice: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. ``cuda`` without a usable GPU is an error."""
-    if choice not in DEVICE_CHOICES and not choice.startswith("cuda:"):
+@dataclass(frozen=True)
+class DeviceFacts:
+    cuda: bool                  # torch can use an NVIDIA GPU
+    mps: bool = False           # torch can use an Apple GPU (Metal Performance Shaders), on macOS
+
+    @staticmethod
+    def from_platform(system: str, cuda_available: bool, mps_available: bool) -> DeviceFacts:
+        """``system`` as ``platform.system()`` says it; the availabilities as torch reports them."""
+        return DeviceFacts(cuda=cuda_available, mps=system == "Darwin" and mps_available)
+
+    @staticmethod
+    def probe() -> DeviceFacts:
+        mps = getattr(torch.backends, "mps", None)
+        return DeviceFacts.from_platform(platform.system(), torch.cuda.is_available(),
+                                         bool(mps is not None and mps.is_available()))
+
+
+def check_device_choice(choice: str) -> None:
+    """``ValueError`` unless ``choice`` is one of DEVICE_CHOICES or ``cuda:N``."""
+    if choice not in DEVICE_CHOICES and not (choice.startswith("cuda:") and choice[5:].isdigit()):
         raise ValueError(f"unknown device {choice!r}; expected one of {', '.join(DEVICE_CHOICES)}")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is usable by this PyTorch build "
-                         f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch")
-    return torch.device(choice)
 
 
+def wants_cuda(choice: str, cuda: bool) -> bool:
+    """Whether the work goes on the NVIDIA GPU: there is one (``cuda``) and ``choice`` allows it
+    (``auto``, ``cuda``, ``cuda:N``)."""
+    check_device_choice(choice)
+    return cuda and (choice == "auto" or choice.startswith("cuda"))
+
+
+def choose_device(choice: str, facts: DeviceFacts) -> str:
+    """``choice`` -> the torch device name (``cpu``, ``cuda``, ``cuda:N``, ``mps``). ``auto``: CUDA
+    when usable, else the Apple GPU on macOS when torch reports it, else the CPU. Asking for a
+    device the machine lacks is a ``ValueError`` that says what to do instead."""
+    check_device_choice(choice)
+    if wants_cuda(choice, facts.cuda):
+        return "cuda" if choice == "auto" else choice
+    if choice.startswith("cuda"):
+        raise ValueError(f"--device {choice}: no CUDA GPU is usable by this PyTorch build (torch "
+                         f"{torch.__version__}); use --device cpu or install a CUDA build of torch")
+    if choice == "mps" and not facts.mps:
+        raise ValueError("--device mps: no Apple GPU (MPS) is usable here; it needs macOS on Apple silicon "
+                         "and a torch build with MPS; use --device cpu")
+    if choice == "mps" or (choice == "auto" and facts.mps):
+        return "mps"
+    return "cpu"
+
+
+def resolve_device(choice: str = "auto", facts: DeviceFacts | None = None) -> torch.device:
+    """``choose_device`` on this machine's facts (or the given ones), as a torch device."""
+    return torch.device(choose_device(choice, facts or DeviceFacts.probe()))
+
+
+# --------------------------------------------------------------------------- timing
 def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so a timer measures it (no-op on the CPU)."""
+    """Wait for queued device work so a timer measures it (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def synced_ms(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
