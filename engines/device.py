@@ -10,11 +10,13 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 T = TypeVar("T")
 
@@ -93,8 +95,59 @@ def synced_ms(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     return out, (time.perf_counter() - t0) * 1000
 
 
+def device_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds of ``fn()``: on CUDA between two events recorded on the stream around it (the
+    device's time, without the host's wait), elsewhere as ``synced_ms``."""
+    if device.type != "cuda":
+        return synced_ms(fn, device)[1]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    synchronize(device)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
 def median_ms(fn: Callable[[], object], device: torch.device, runs: int, warmup: int) -> float:
-    """Median milliseconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+    """Median milliseconds (``device_ms``) of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    return statistics.median(synced_ms(fn, device)[1] for _ in range(runs))
+    return statistics.median(device_ms(fn, device) for _ in range(runs))
+
+
+# --------------------------------------------------------------------------- waits
+class _HostReads(TorchDispatchMode):
+    """Records every operation that reads a tensor's value into Python (``.item()``, ``float(t)``,
+    ``bool(t)``, ``if t:``): on a GPU each of them waits for the device."""
+
+    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default,
+             torch.ops.aten.is_nonzero.default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def device_waits(fn: Callable[[], T], device: torch.device) -> tuple[T, list[str]]:
+    """``fn()`` and the waits for the device it made, one string each. On CUDA: every
+    synchronising CUDA call (torch's sync debug mode), transfers to the host included. Elsewhere
+    (nothing to wait for): every read of a tensor value into Python, each of which would wait on
+    a GPU; a device -> host copy is not counted there."""
+    if device.type != "cuda":
+        with _HostReads() as mode:
+            out = fn()
+        return out, mode.reads
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            out = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return out, [str(w.message) for w in caught if "synchroniz" in str(w.message)]
