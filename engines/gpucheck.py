@@ -395,7 +395,7 @@ class Report:
         lines = [f"# GPU check{' (--quick: CPU-checkable parts only)' if self.quick else ''}", "",
                  " | ".join(f"{k} {v}" for k, v in env.items()), ""]
         if self.timing:
-            names = [k for k in self.timing[0].ms] if self.timing[0].ms else list(PER_FRAME)
+            names = list(next((r.ms for r in self.timing if r.ms), dict.fromkeys(PER_FRAME)))
             lines += ["| variant | " + " | ".join(names) + " | per frame (M+S+W+G) | vs baseline |",
                       "|---|" + "---|" * (len(names) + 2)]
             for r in self.timing:
