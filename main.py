@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import platform
 import sys
 
 log = logging.getLogger("avatarcam")
@@ -87,8 +89,12 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engines.mps import enable_mps_fallback
+
+    enable_mps_fallback(os.environ, platform.system())     # before anything imports torch
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)       # e.g. torch naming an operator that falls back from MPS to the CPU
 
     from app.face.avatar import NoFaceError
     from app.image_io import ImageError

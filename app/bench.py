@@ -4,10 +4,13 @@
     python -m app.bench --backend stub --tracking replay --seconds 10  # threading throughput
     python -m app.bench --backend stub --soak-minutes 20              # resident memory over time
     python -m app.bench --backend auto --device cuda --no-network-timing --seconds 20   # on a GPU
+    python -m app.bench --save-landmarks d0.npz      # track once, save (app.replay), exit
+    python -m app.bench --backend stub --tracking replay --landmarks d0.npz   # replay without MediaPipe
 
 Prints per-stage milliseconds (medians), the networks' share, output frames/s and
-capture-to-output latency. ``--tracking replay`` replays landmarks computed beforehand, so the
-figure shows what the threads and the non-network stages sustain without MediaPipe's cost.
+capture-to-output latency. ``--tracking replay`` replays landmarks computed beforehand (with
+``--landmarks FILE``, from a file, so MediaPipe need not be installed), so the figure shows what the
+threads and the non-network stages sustain without MediaPipe's cost.
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyvirtualcam
 import torch
 
 from engines import motion
@@ -29,14 +31,14 @@ from engines.backend import InferenceBackend
 from engines.device import synced_ms
 from engines.select import BACKEND_KINDS
 
-from .animator import Animator
+from .animator import Animator, PreparedAvatar
 from .face.bench import allowed_cpu_cores, default_video, frames_720p
-from .face.layout import MEDIAPIPE_478
-from .face.tracker import MediaPipeFaceMesh
+from .face.tracker import LandmarkSource, MediaPipeFaceMesh
+from .replay import load_landmarks, record_landmarks, save_landmarks
 from .session import DEFAULT_AVATAR, load_avatar, make_backend
 from .settings import LiveSettings
 from .stages.capture import FramePacer
-from .stages.output import VirtualCameraSink
+from .stages.output import Sink, VirtualCameraSink, letterbox
 from .wiring import build_pipeline
 
 log = logging.getLogger("app.bench")
@@ -71,29 +73,6 @@ class FrameListSource:
 
     def reopen(self) -> None:
         pass                  # frames in memory never stop delivering; the pipeline never re-opens a file
-
-
-class ReplayLandmarks:
-    """``LandmarkSource`` that replays landmarks computed beforehand, frame by frame."""
-
-    layout = MEDIAPIPE_478
-
-    def __init__(self, landmarks: list[np.ndarray | None]) -> None:
-        self.landmarks, self.i = landmarks, 0
-
-    def track(self, frame):
-        lmk = self.landmarks[self.i % len(self.landmarks)]
-        self.i += 1
-        return lmk
-
-    def detect_faces(self, image):
-        return []
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class TimedBackend:
@@ -140,6 +119,34 @@ class NullVirtualCamera:
         return None
 
 
+class LetterboxSink:
+    """Does a virtual camera sink's own work (letterbox into its reused buffer) and drops the
+    frame: where pyvirtualcam is not installed (the lent GPU machine)."""
+
+    name = "virtual camera (null)"
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self._canvas: np.ndarray | None = None
+
+    def send(self, image: np.ndarray, tracked: bool) -> None:
+        self._canvas = letterbox(image, self.width, self.height, self._canvas)
+
+    def close(self) -> None:
+        pass
+
+
+def null_camera_sink(width: int = 1280, height: int = 720) -> Sink:
+    """A virtual camera sink that sends nowhere: pyvirtualcam's path with a null backend where it
+    is installed, else ``LetterboxSink``."""
+    try:
+        import pyvirtualcam
+    except ImportError:
+        return LetterboxSink(width, height)
+    pyvirtualcam.register_backend("bench-null", NullVirtualCamera)
+    return VirtualCameraSink(width, height, 30, backend="bench-null")
+
+
 def rss_mb() -> float:
     """Resident set size of this process in MB (Linux /proc; ru_maxrss peak elsewhere)."""
     try:
@@ -151,49 +158,23 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", choices=BACKEND_KINDS, default="stub", help="as main.py's --backend")
-    ap.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    ap.add_argument("--network-timing", action=argparse.BooleanOptionalAction, default=True,
-                    help="time M and W+G separately; this waits for the device around each call, so on a GPU "
-                         "use --no-network-timing for the loop's true frame rate and latency")
-    ap.add_argument("--weights", help="weights directory (backends with networks)")
-    ap.add_argument("--avatar", default=str(DEFAULT_AVATAR))
-    ap.add_argument("--video", type=Path, default=default_video())
-    ap.add_argument("--tracking", choices=("mediapipe", "replay"), default="mediapipe")
-    ap.add_argument("--frames", type=int, help="render exactly this many frames, none dropped (lossless)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="live mode: run this long, dropping frames")
-    ap.add_argument("--fps", type=float, default=0.0,
-                    help="live mode: pace the camera at this rate (0 = as fast as possible)")
-    ap.add_argument("--soak-minutes", type=float, help="run live for this long and report resident memory")
-    ap.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    if args.backend == "stub":
-        torch.set_num_threads(1)   # only tiny tensor ops: a thread pool costs more than it gives
-    frames = frames_720p(args.video)
-    inner = make_backend(args.backend, weights=args.weights, device=args.device)
-    backend: InferenceBackend = TimedBackend(inner) if args.network_timing else inner
-    avatar = load_avatar(args.avatar, backend)
-    if args.tracking == "replay":
-        mesh = MediaPipeFaceMesh()
-        source = ReplayLandmarks([mesh.track(f) for f in frames])
-        mesh.close()
-    else:
-        source = MediaPipeFaceMesh()
-    pyvirtualcam.register_backend("bench-null", NullVirtualCamera)
-    sinks = [VirtualCameraSink(1280, 720, 30, backend="bench-null")]
-    lossless = args.frames is not None and args.soak_minutes is None
-    camera = FrameListSource(frames, args.fps or 25.0, loop=not lossless, paced=bool(args.fps) and not lossless,
-                             limit=args.frames)
-    pipe = build_pipeline(camera, Animator(backend, LiveSettings(), avatar), sinks, landmarks=source, lossless=lossless)
+def run_loop(backend: InferenceBackend, avatar: PreparedAvatar, frames: list[np.ndarray], source: LandmarkSource, *,
+             lossless_frames: int | None = None, seconds: float = 10.0, fps: float = 0.0,
+             soak_minutes: float | None = None) -> dict:
+    """The whole live loop on ``frames`` (looping) through a null virtual camera. Lossless: exactly
+    ``lossless_frames`` frames, none dropped; else live for ``seconds`` (or ``soak_minutes``, with
+    resident memory sampled), the camera paced at ``fps`` (0: as fast as possible). Returns the
+    figures: frames/s, capture-to-output latency (median ms), per-stage ms (medians), drops."""
+    lossless = lossless_frames is not None and soak_minutes is None
+    camera = FrameListSource(frames, fps or 25.0, loop=not lossless, paced=bool(fps) and not lossless,
+                             limit=lossless_frames)
+    animator = Animator(backend, LiveSettings(), avatar)
+    pipe = build_pipeline(camera, animator, [null_camera_sink()], landmarks=source, lossless=lossless)
 
     memory: list[tuple[float, float]] = []
     t_start = time.perf_counter()
     pipe.start()
-    duration = args.soak_minutes * 60 if args.soak_minutes else args.seconds
+    duration = soak_minutes * 60 if soak_minutes else seconds
     try:
         if lossless:
             pipe.finished.wait()
@@ -203,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed = time.perf_counter() - t_start
                 if elapsed >= next_sample:
                     memory.append((elapsed, rss_mb()))
-                    if args.soak_minutes:
+                    if soak_minutes:
                         log.info("  %6.0f s  %.1f MB  %s", elapsed, memory[-1][1], pipe.stats.summary())
                     next_sample += 30.0
                 time.sleep(0.2)
@@ -218,27 +199,85 @@ def main(argv: list[str] | None = None) -> int:
     stage_total = sum(stats.stage_ms.values())
     frames_out = stats.frames_out
     report = {
-        "backend": args.backend, "device": str(backend.device), "tracking": args.tracking, "lossless": lossless,
-        "cpu_cores": allowed_cpu_cores(),
+        "device": str(backend.device), "lossless": lossless, "cpu_cores": allowed_cpu_cores(),
         "torch": torch.__version__, "frames_out": frames_out, "wall_s": wall,
         "fps": frames_out / wall, "fps_last_window": stats.fps, "latency_ms": stats.latency_ms,
         "stage_ms": stats.stage_ms, "network_ms": nets,
         "beyond_networks_ms": (stage_total - network_ms) if nets else None,
         "dropped": pipe.q_captured.dropped + pipe.q_tracked.dropped + pipe.q_output.dropped,
     }
-    if len(memory) > 2 and args.soak_minutes:
+    if len(memory) > 2 and soak_minutes:
         base = next((m for t, m in memory if t >= 60.0), memory[0][1])
         report["rss_mb_after_warmup"] = base
         report["rss_mb_end"] = memory[-1][1]
         report["rss_growth_pct"] = (memory[-1][1] / base - 1) * 100
-    log.info("backend %s on %s, tracking %s, %s, %d frames in %.1f s (%d CPU cores, torch %s)", args.backend,
-             backend.device, args.tracking, "lossless" if lossless else "live", frames_out, wall,
-             report["cpu_cores"], torch.__version__)
-    for stage, ms in stats.stage_ms.items():
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", choices=BACKEND_KINDS, default="stub", help="as main.py's --backend")
+    ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps")
+    ap.add_argument("--network-timing", action=argparse.BooleanOptionalAction, default=True,
+                    help="time M and W+G separately; this waits for the device around each call, so on a GPU "
+                         "use --no-network-timing for the loop's true frame rate and latency")
+    ap.add_argument("--weights", help="weights directory (backends with networks)")
+    ap.add_argument("--avatar", default=str(DEFAULT_AVATAR))
+    ap.add_argument("--video", type=Path, default=default_video())
+    ap.add_argument("--tracking", choices=("mediapipe", "replay"), default="mediapipe")
+    ap.add_argument("--landmarks", type=Path, metavar="FILE",
+                    help="with --tracking replay: replay this landmark file (--save-landmarks) instead of "
+                         "tracking the video first; its avatar landmarks prepare the avatar")
+    ap.add_argument("--save-landmarks", type=Path, metavar="FILE",
+                    help="track the video and the avatar with MediaPipe, save the landmarks to FILE and exit")
+    ap.add_argument("--frames", type=int, help="render exactly this many frames, none dropped (lossless)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="live mode: run this long, dropping frames")
+    ap.add_argument("--fps", type=float, default=0.0,
+                    help="live mode: pace the camera at this rate (0 = as fast as possible)")
+    ap.add_argument("--soak-minutes", type=float, help="run live for this long and report resident memory")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    frames = frames_720p(args.video)
+    if args.save_landmarks:
+        save_landmarks(record_landmarks(frames, Path(args.avatar), video=args.video.name), args.save_landmarks)
+        log.info("landmarks of %d frames of %s and of %s saved to %s", len(frames), args.video, args.avatar,
+                 args.save_landmarks)
+        return 0
+    if args.backend == "stub":
+        torch.set_num_threads(1)   # only tiny tensor ops: a thread pool costs more than it gives
+    inner = make_backend(args.backend, weights=args.weights, device=args.device)
+    backend: InferenceBackend = TimedBackend(inner) if args.network_timing else inner
+    source: LandmarkSource
+    if args.tracking == "replay" and args.landmarks:
+        source = load_landmarks(args.landmarks, expected_frames=len(frames)).source()
+        avatar = load_avatar(args.avatar, backend, source)
+    elif args.tracking == "replay":
+        avatar = load_avatar(args.avatar, backend)
+        source = record_landmarks(frames, Path(args.avatar), video=args.video.name).source()
+    else:
+        avatar = load_avatar(args.avatar, backend)
+        source = MediaPipeFaceMesh()
+    report = {"backend": args.backend, "tracking": args.tracking,
+              **run_loop(backend, avatar, frames, source, lossless_frames=args.frames, seconds=args.seconds,
+                         fps=args.fps, soak_minutes=args.soak_minutes)}
+    stats_log(report, args.backend, args.tracking)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def stats_log(report: dict, backend: str, tracking: str) -> None:
+    """The figures of ``run_loop`` to the log, one line each."""
+    log.info("backend %s on %s, tracking %s, %s, %d frames in %.1f s (%d CPU cores, torch %s)", backend,
+             report["device"], tracking, "lossless" if report["lossless"] else "live", report["frames_out"],
+             report["wall_s"], report["cpu_cores"], report["torch"])
+    for stage, ms in report["stage_ms"].items():
         log.info("  stage %-10s %9.2f ms", stage, ms)
-    for net, ms in nets.items():
+    for net, ms in report["network_ms"].items():
         log.info("  network %-12s %7.2f ms", net, ms)
-    if nets:
+    if report["network_ms"]:
         log.info("  per-frame work beyond the networks: %.2f ms", report["beyond_networks_ms"])
     log.info("  output %.1f frames/s over the run (%.1f in the last window), capture-to-output latency "
              "%.1f ms (median), %d frames dropped", report["fps"], report["fps_last_window"], report["latency_ms"],
@@ -246,9 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     if "rss_growth_pct" in report:
         log.info("  resident memory: %.1f MB after warm-up -> %.1f MB at the end (%+.2f%%)",
                  report["rss_mb_after_warmup"], report["rss_mb_end"], report["rss_growth_pct"])
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ networks (its render is an identity warp of the avatar crop).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from . import motion
 from .checkpoints import LivePortraitNetworks
 from .models.shapes import check_shape
+from .mps import describe_fallback
 from .ops.grid_sample3d import use_custom_grid_sample
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,17 @@ class TorchBackend:
     """The PyTorch modules on one device, inference mode.
 
     On CUDA: ``precision="fp16"`` runs F, M, W and G under autocast (the official GPU default; the
-    MLPs stay fp32), the 2-D networks use channels-last memory, and W+G run as a captured CUDA
-    graph, and so does M on the one-crop batch of the live loop (fixed shapes: one launch each per
-    frame instead of hundreds of kernels)."""
+    MLPs stay fp32), and by default each of our optimisations is on: the 2-D networks use
+    channels-last memory (``channels_last``), W's 3-D warps use our fused grid-sample
+    (``fused_grid_sample``), and W+G run as a captured CUDA graph, and so does M on the one-crop
+    batch of the live loop (``cuda_graphs``; fixed shapes: one launch each per frame instead of
+    hundreds of kernels). ``compile`` also runs M and W+G through ``torch.compile`` (off by
+    default). With all four off, this is the official configuration. The options change nothing
+    on other devices. The backend changes ``nets`` in place (device, memory format)."""
 
     def __init__(self, nets: LivePortraitNetworks, device: torch.device | str = "cpu", *,
-                 precision: str = "fp32", cuda_graphs: bool = True) -> None:
+                 precision: str = "fp32", cuda_graphs: bool = True, channels_last: bool = True,
+                 fused_grid_sample: bool = True, compile: bool = False) -> None:
         self.device = torch.device(device)
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"precision: expected fp32 or fp16, got {precision!r}")
@@ -63,10 +70,18 @@ class TorchBackend:
         self.precision = precision
         self.nets = nets.to(self.device)
         self.name = f"torch-{self.device.type}" + ("-fp16" if precision == "fp16" else "")
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if self.device.type == "mps":
+            log.info("%s: %s", self.name, describe_fallback(os.environ))
+        self.channels_last = channels_last and cuda
+        if self.channels_last:
             for net in (self.nets.generator, self.nets.motion, self.nets.appearance):
                 net.to(memory_format=torch.channels_last)
-        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.fused_grid_sample = fused_grid_sample and cuda
+        self.compile = compile and cuda
+        self._motion_fn = torch.compile(self._motion_eager, dynamic=False) if self.compile else self._motion_eager
+        self._render_fn = torch.compile(self._render_eager, dynamic=False) if self.compile else self._render_eager
+        self.cuda_graphs = cuda_graphs and cuda
         self._motion_graph: _CudaGraph | None = None
         self._render_graph: _CudaGraph | None = None
         self.stitching = self._no_grad(self.nets.stitching)
@@ -100,8 +115,8 @@ class TorchBackend:
         image = torch.rand(1, 3, 256, 256, generator=g).to(self.device)
         feature = self.appearance(image)
         kp = (torch.rand(1, motion.NUM_KP, 3, generator=g) - 0.5).to(self.device)
-        self._motion_graph = _CudaGraph(self._motion_eager, image)
-        self._render_graph = _CudaGraph(self._render_eager, feature, kp, kp * 0.9)
+        self._motion_graph = _CudaGraph(self._motion_fn, image)
+        self._render_graph = _CudaGraph(self._render_fn, feature, kp, kp * 0.9)
         log.info("%s: M and W+G captured as CUDA graphs in %.1f s", self.name, time.perf_counter() - t0)
 
     @torch.inference_mode()
@@ -109,7 +124,7 @@ class TorchBackend:
         image = image.to(self.device)
         if self._motion_graph is not None and image.shape == self._motion_graph.inputs[0].shape:
             return motion.KeypointInfo(*self._motion_graph(image))
-        return motion.KeypointInfo(*self._motion_eager(image))
+        return motion.KeypointInfo(*self._motion_fn(image))
 
     def _motion_eager(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self._autocast():
@@ -122,11 +137,11 @@ class TorchBackend:
         graph = self._render_graph
         if graph is not None and [t.shape for t in (feature, x_s, x_d)] == [t.shape for t in graph.inputs]:
             return graph(feature, x_s, x_d)[0]
-        return self._render_eager(feature, x_s, x_d)[0]
+        return self._render_fn(feature, x_s, x_d)[0]
 
     def _render_eager(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> tuple[torch.Tensor]:
-        # On CUDA the 3-D warps use our fused grid-sample (fp32 coordinates even under fp16)
-        with self._autocast(), use_custom_grid_sample(self.device.type == "cuda"):
+        # the fused grid-sample keeps fp32 coordinates even under fp16
+        with self._autocast(), use_custom_grid_sample(self.fused_grid_sample):
             warped = self.nets.warping(feature, kp_source=x_s, kp_driving=x_d)
             return (self.nets.generator(warped["out"]).float(),)
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import motion
+from .device import wants_cuda
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +99,14 @@ def make_session(ort: Any, path: Path, providers: Sequence[str]) -> Any:
 
 
 def choose_providers(device: str, available: Sequence[str]) -> list[str]:
-    """``auto``: CUDA when ONNX Runtime has it, else the CPU; ``cuda`` requires it; ``cpu`` is the CPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
+    """``auto``: CUDA when ONNX Runtime has it, else the CPU; ``cuda`` requires it; ``cpu`` and
+    ``mps`` (no ONNX Runtime provider) are the CPU."""
     has_cuda = CUDA_PROVIDER in available
-    if device == "cuda" and not has_cuda:
+    if wants_cuda(device, has_cuda):
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    if device.startswith("cuda"):
         raise RuntimeError(f"ONNX Runtime has no {CUDA_PROVIDER} here (available: {', '.join(available)}); "
                            "install onnxruntime-gpu instead of onnxruntime")
-    if device != "cpu" and has_cuda:
-        return [CUDA_PROVIDER, CPU_PROVIDER]
     return [CPU_PROVIDER]
 
 

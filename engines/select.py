@@ -11,9 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .backend_onnx import CUDA_PROVIDER, MANIFEST
+from .device import DeviceFacts, choose_device, wants_cuda
 from .weights import default_weights_dir
 
 log = logging.getLogger(__name__)
@@ -36,35 +35,29 @@ class MachineFacts:
     engines_built: bool              # engines.json lists the render engine
     onnxruntime_cuda: bool           # onnxruntime-gpu with a loadable CUDA provider
     onnx_verified: bool = False      # onnxruntime imports and exported graphs of these weights passed their check
+    mps: bool = False                # torch can use an Apple GPU, on macOS (engines.device.DeviceFacts)
 
 
 @dataclass(frozen=True)
 class BackendChoice:
     kind: str                        # torch | onnxruntime | tensorrt | stub
-    device: str                      # cpu | cuda
+    device: str                      # cpu | cuda | mps
     precision: str                   # fp32 | fp16
     reason: str
 
 
-def uses_gpu(cuda: bool, device: str) -> bool:
-    """Whether the networks go on the GPU: there is one and ``device`` (auto, cpu, cuda) allows it."""
-    return cuda and device in ("auto", "cuda")
-
-
 def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendChoice:
-    """``requested`` is one of BACKEND_KINDS; ``device`` is auto, cpu or cuda."""
+    """``requested`` is one of BACKEND_KINDS; ``device`` one of ``engines.device.DEVICE_CHOICES``."""
     if requested not in BACKEND_KINDS:
         raise ValueError(f"unknown backend {requested!r}; expected one of {', '.join(BACKEND_KINDS)}")
-    gpu = uses_gpu(facts.cuda, device)
-    if device == "cuda" and not facts.cuda:
-        raise ValueError("--device cuda: no CUDA GPU is usable by this PyTorch build")
-    dev = "cuda" if gpu else "cpu"
+    dev = choose_device(device, DeviceFacts(cuda=facts.cuda, mps=facts.mps))
+    gpu = dev.startswith("cuda")
     if requested == "stub":
         return BackendChoice("stub", dev, "fp32", "requested: no networks (testing)")
     if requested == "torch":
         return BackendChoice("torch", dev, "fp16" if gpu else "fp32", "requested")
     if requested == "onnxruntime":
-        on_gpu = gpu and facts.onnxruntime_cuda
+        on_gpu = gpu and facts.onnxruntime_cuda          # ONNX Runtime has no MPS provider: the CPU there
         return BackendChoice("onnxruntime", "cuda" if on_gpu else "cpu", "fp16" if on_gpu else "fp32", "requested")
     if requested == "tensorrt":
         if not gpu:
@@ -73,6 +66,9 @@ def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendC
             raise ValueError("--backend tensorrt: neither tensorrt_rtx nor tensorrt is installed")
         return BackendChoice("tensorrt", "cuda", "fp16", "requested")
     # auto
+    if dev == "mps":
+        return BackendChoice("torch", "mps", "fp32",
+                             "PyTorch on the Apple GPU (MPS); operators it lacks run on the CPU")
     if not gpu:
         why = "no CUDA GPU" if not facts.cuda else "--device cpu"
         if facts.onnx_verified:
@@ -114,7 +110,8 @@ def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
     """The facts ``choose_backend(requested, device, ...)`` needs. Exported ONNX graphs are checked
     against ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes the 520 MB of
     weights."""
-    cuda = torch.cuda.is_available()
+    device_facts = DeviceFacts.probe()
+    cuda = device_facts.cuda
     trt = any(importlib.util.find_spec(m) is not None for m in ("tensorrt_rtx", "tensorrt"))
     engines = False
     from export.tensorrt_build import ENGINES_JSON
@@ -130,7 +127,7 @@ def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
     if cuda and ort:
         import onnxruntime
         ort_cuda = CUDA_PROVIDER in onnxruntime.get_available_providers()
-    onnx_may_serve = requested == "onnxruntime" or (requested == "auto" and not uses_gpu(cuda, device))
+    onnx_may_serve = requested == "onnxruntime" or (requested == "auto" and not wants_cuda(device, cuda))
     verified = ort and onnx_may_serve and onnx_graphs_verified(onnx_dir or default_onnx_dir(), weights_dir)
     return MachineFacts(cuda=cuda, tensorrt=trt, engines_built=engines, onnxruntime_cuda=ort_cuda,
-                        onnx_verified=verified)
+                        onnx_verified=verified, mps=device_facts.mps)

@@ -45,7 +45,7 @@ class Row:
     ours_peak_mib: float | None
 
 
-def _inputs(shape: str, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def w_shaped_inputs(shape: str, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ~ N(0, 1) and a flow like W's: identity-ish grid plus noise, ~5% outside [-1, 1]."""
     in_shape, grid_shape = SHAPES[shape]
     gen = torch.Generator().manual_seed(seed)
@@ -67,7 +67,7 @@ def _peak_extra_mib(fn: Callable[[], torch.Tensor], device: torch.device) -> flo
 
 
 def bench_case(device: torch.device, shape: str, dtype: torch.dtype, iters: int, warmup: int) -> Row:
-    feature32, grid32 = _inputs(shape, device)
+    feature32, grid32 = w_shaped_inputs(shape, device)
     feature = feature32.to(dtype)
     # ATen needs one dtype for both; ours keeps fp32 coordinates with fp16 features
     grid_aten = grid32.to(dtype)
