@@ -27,9 +27,8 @@ from typing import Any
 import torch
 
 from . import motion
-from .backend_onnx import GRAPH_SPECS
 from .checkpoints import LivePortraitNetworks
-from .graphs import torch_runner
+from .graphs import GRAPH_SPECS, torch_runner
 from .tolerances import PROFILES, Tolerance, parity_errors
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
     python -m export onnx --weights DIR --out DIR [--no-fp16] [--image PNG]
 
 Loads the official checkpoints (``engines.checkpoints.load_networks``) and writes to OUT, opset 20,
-batch 1, static shapes, the six graphs of ``engines.backend_onnx.GRAPH_SPECS`` (F, M, W+G fused, S,
+batch 1, static shapes, the six graphs of ``engines.graphs.GRAPH_SPECS`` (F, M, W+G fused, S,
 R_lip, R_eyes), each also as ``<name>.fp16.onnx``, plus ``manifest.json`` (files, sha256, opset,
 versions, weights fingerprint, verification figures).
 
@@ -46,9 +46,9 @@ import torch
 from torch import nn
 
 from engines import motion
-from engines.backend_onnx import CPU_PROVIDER, GRAPH_SPECS, MANIFEST, GraphSpec, make_session
+from engines.backend_onnx import CPU_PROVIDER, MANIFEST, make_session
 from engines.checkpoints import CheckpointError, LivePortraitNetworks, load_networks
-from engines.graphs import graph_modules
+from engines.graphs import GRAPH_SPECS, GraphSpec, graph_modules
 from engines.tolerances import PROFILES, Tolerance, parity_errors
 from engines.weights import CHECKPOINT_FILES, file_sha256, missing_checkpoints, weights_fingerprint
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.backend_onnx import GRAPH_SPECS, MLP_GRAPHS
+from engines.graphs import GRAPH_SPECS, MLP_GRAPHS
 from engines.weights import file_sha256
 
 from . import trt_compat
@@ -35,7 +35,7 @@ from .trt_compat import BuildTarget, EngineBuildError, TensorRT, TensorRTUnavail
 log = logging.getLogger(__name__)
 
 # Graph stems written by ``python -m export onnx`` (``<stem>.onnx`` and ``<stem>.fp16.onnx``, names
-# and I/O in ``engines.backend_onnx.GRAPH_SPECS``); engines take the same names.
+# and I/O in ``engines.graphs.GRAPH_SPECS``); engines take the same names.
 GRAPHS: tuple[str, ...] = tuple(GRAPH_SPECS)
 # Graphs built from their fp32 ONNX by default, even when an fp16 one exists. M runs once per frame
 # on a 256 crop (cheap either way), and its outputs go straight into the geometry: head pose is an

@@ -19,8 +19,9 @@ from fakes import run_export  # noqa: E402
 
 from engines import motion  # noqa: E402
 from engines.backend import TorchBackend  # noqa: E402
-from engines.backend_onnx import GRAPH_SPECS, MANIFEST, OnnxModelError, OnnxRuntimeBackend  # noqa: E402
+from engines.backend_onnx import MANIFEST, OnnxModelError, OnnxRuntimeBackend  # noqa: E402
 from engines.checkpoints import load_networks  # noqa: E402
+from engines.graphs import GRAPH_SPECS  # noqa: E402
 from export.onnx_export import (  # noqa: E402
     FP16_TOL,
     FP32_TOL,
