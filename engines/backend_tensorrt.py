@@ -1,10 +1,8 @@
 """The inference backend on TensorRT engines (``python -m export tensorrt``), and their validation.
 
 ``TensorRTBackend(engine_dir)`` deserialises every engine listed in ``engine_dir/engines.json``
-with one execution context each. Inputs and outputs live in persistent torch CUDA buffers bound
-once with ``set_tensor_address``; a call copies the inputs in, runs ``execute_async_v3`` ordered
-after the caller's current torch stream (on the engine's own stream, joined by events: TensorRT
-syncs the whole device when given the legacy default stream) and hands back copies of the outputs
+as a ``TrtEngine`` (``engines/tensorrt_runtime.py``): one execution context and persistent CUDA
+buffers each, run ordered after the caller's current torch stream, outputs handed back as copies
 (so a stored avatar feature is never overwritten by the next call). Nothing waits on the host.
 The engines have batch 1; larger batches run sample by sample.
 
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,9 +23,17 @@ from typing import Any
 
 import torch
 
-from . import motion
+from . import motion, tensorrt_runtime
 from .checkpoints import LivePortraitNetworks
 from .graphs import GRAPH_SPECS, torch_runner
+from .tensorrt_runtime import (
+    ENGINES_JSON,
+    EngineLoadError,
+    TensorRTUnavailable,
+    TrtEngine,
+    read_engines_json,
+    run_batched,
+)
 from .tolerances import PROFILES, Tolerance, parity_errors
 
 log = logging.getLogger(__name__)
@@ -185,98 +190,7 @@ def reference_inputs(nets: LivePortraitNetworks, device: torch.device | str,
     }
 
 
-# --------------------------------------------------------------------------- running engines
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                 "int32": torch.int32, "int64": torch.int64, "int8": torch.int8, "uint8": torch.uint8,
-                 "bool": torch.bool}
-
-
-class EngineLoadError(RuntimeError):
-    """One engine file cannot run here (other GPU, driver, version, or a damaged file)."""
-
-
-class TrtEngine:
-    """One deserialised engine, its execution context and its persistent CUDA I/O buffers."""
-
-    def __init__(self, api: Any, runtime: Any, path: Path, device: torch.device) -> None:
-        self.name, self.device = path.stem, device
-        with torch.cuda.device(device):         # TensorRT works in the current CUDA device's context
-            self._load(api, runtime, path)
-            # TensorRT adds device-wide syncs when enqueued on the legacy default stream (torch's
-            # usual current stream), so it runs on its own stream, joined to the caller's by events.
-            self._stream = torch.cuda.Stream(device)
-        self._lock = threading.Lock()           # one context: calls from several threads take turns
-        self._done: torch.cuda.Event | None = None
-
-    def _load(self, api: Any, runtime: Any, path: Path) -> None:
-        data = path.read_bytes()
-        api.logger.errors = []
-        problem = api.engine_problem(runtime, data)
-        if problem:
-            raise EngineLoadError(f"{path.name}: {problem}")
-        self.engine = runtime.deserialize_cuda_engine(data)
-        if self.engine is None:
-            raise EngineLoadError(f"{path.name}: TensorRT could not deserialise it: "
-                                  + (" | ".join(api.logger.errors) or "no error reported"))
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise EngineLoadError(f"{path.name}: no execution context (out of GPU memory?)")
-        self.inputs: dict[str, torch.Tensor] = {}
-        self.outputs: dict[str, torch.Tensor] = {}
-        for i in range(self.engine.num_io_tensors):
-            self._bind(api, self.engine.get_tensor_name(i))
-
-    def _bind(self, api: Any, tensor: str) -> None:
-        shape = tuple(self.engine.get_tensor_shape(tensor))
-        if any(d < 0 for d in shape):
-            raise EngineLoadError(f"{self.name}: tensor {tensor} has a dynamic shape {shape}; "
-                                  "the ONNX export is expected to be static")
-        dtype = _TORCH_DTYPES[api.dtype_name(self.engine.get_tensor_dtype(tensor))]
-        buf = torch.empty(shape, dtype=dtype, device=self.device)
-        self.context.set_tensor_address(tensor, buf.data_ptr())
-        (self.inputs if api.is_input(self.engine, tensor) else self.outputs)[tensor] = buf
-
-    @property
-    def batch(self) -> int:
-        return next(iter(self.inputs.values())).shape[0]
-
-    def __call__(self, feeds: Tensors) -> dict[str, torch.Tensor]:
-        """One run at the engine's batch size; inputs may be flat or shaped, any float dtype.
-        Ordered on the caller's current stream: copies in, the engine, copies out."""
-        with self._lock:
-            stream = torch.cuda.current_stream(self.device)
-            if self._done is not None:
-                stream.wait_event(self._done)   # the last run (maybe from another stream) is done with the buffers
-            for name, buf in self.inputs.items():
-                x = feeds[name]
-                if x.numel() != buf.numel():
-                    raise ValueError(f"engine {self.name} input {name}: expected shape "
-                                     f"{'x'.join(map(str, buf.shape))}, got {'x'.join(map(str, x.shape))}")
-                buf.copy_(x.reshape(buf.shape), non_blocking=True)
-            # Only the persistent buffers cross streams: no allocator tensor needs record_stream.
-            self._stream.wait_stream(stream)
-            if not self.context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError(f"engine {self.name}: execute_async_v3 failed")
-            stream.wait_stream(self._stream)
-            # copies: the buffers are overwritten by the next run (float() copies as well)
-            outs = {name: buf.clone() if buf.dtype == torch.float32 else buf.float()
-                    for name, buf in self.outputs.items()}
-            self._done = torch.cuda.Event()
-            self._done.record(stream)
-            return outs
-
-
-def run_batched(engine: TrtEngine, feeds: Tensors) -> dict[str, torch.Tensor]:
-    """Run ``feeds`` with any batch size B through an engine of batch b (B a multiple of b)."""
-    total = next(iter(feeds.values())).shape[0]
-    if total == engine.batch:
-        return engine(feeds)
-    if total % engine.batch:
-        raise ValueError(f"engine {engine.name}: batch {total} is not a multiple of the engine's {engine.batch}")
-    parts = [engine({k: v[i:i + engine.batch] for k, v in feeds.items()}) for i in range(0, total, engine.batch)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
+# --------------------------------------------------------------------------- the backend
 def _require_cuda(device: torch.device | str) -> torch.device:
     device = torch.device(device)
     if device.type != "cuda":
@@ -295,12 +209,9 @@ class TensorRTBackend:
                  fallback: LivePortraitNetworks | None = None, validate: bool = True) -> None:
         self.device = _require_cuda(device)     # before anything else: the clearest error first
         self.engine_dir = Path(engine_dir)
-        from export import trt_compat
-        from export.tensorrt_build import ENGINES_JSON, read_engines_json
-
         try:
-            self.api = trt_compat.load()
-        except trt_compat.TensorRTUnavailable as e:
+            self.api = tensorrt_runtime.load()
+        except TensorRTUnavailable as e:
             raise TensorRTBackendError(str(e)) from None
         records = read_engines_json(self.engine_dir)["engines"]
         if not records:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .backend_onnx import CUDA_PROVIDER, MANIFEST
+from .tensorrt_runtime import ENGINES_JSON
 from .weights import default_weights_dir
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,6 @@ def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
     cuda = torch.cuda.is_available()
     trt = any(importlib.util.find_spec(m) is not None for m in ("tensorrt_rtx", "tensorrt"))
     engines = False
-    from export.tensorrt_build import ENGINES_JSON
-
     path = (engine_dir or default_engine_dir()) / ENGINES_JSON
     if path.is_file():
         try:

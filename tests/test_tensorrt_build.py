@@ -19,6 +19,7 @@ import pytest
 import torch
 from fakes import run_export
 
+from engines import tensorrt_runtime
 from engines.backend_tensorrt import (
     PROFILES,
     TensorRTBackend,
@@ -36,7 +37,7 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="running TensorRT engines needs
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def api() -> trt_compat.TensorRT:
+def api() -> trt_compat.TensorRTBuilder:
     """TensorRT for RTX; in CI (where requirements install it) its absence is a failure."""
     try:
         return trt_compat.load(prefer=trt_compat.RTX)
@@ -424,14 +425,13 @@ def fake_tensorrt(monkeypatch: pytest.MonkeyPatch, engine_class: type) -> None:
             return object()
 
     monkeypatch.setattr(bt, "_require_cuda", lambda device: torch.device("cpu"))
-    monkeypatch.setattr(trt_compat, "load", lambda prefer=None: FakeApi())
+    monkeypatch.setattr(tensorrt_runtime, "load", lambda prefer=None: FakeApi())
     monkeypatch.setattr(bt, "TrtEngine", engine_class)
 
 
 def test_backend_wiring_uses_validated_engines_and_falls_back(tmp_path, monkeypatch, caplog):
     """The backend's logic on the CPU with fake engines (no TensorRT runs here): a wrong engine is
     rejected by validation and its PyTorch module used instead; the others serve the calls."""
-    import engines.backend_tensorrt as bt
     from engines.backend_tensorrt import torch_reference
 
     nets = _TinyNets.build()
@@ -444,7 +444,7 @@ def test_backend_wiring_uses_validated_engines_and_falls_back(tmp_path, monkeypa
         def __init__(self, api, runtime, path, device):
             self.name = path.stem
             if self.name == "eye":
-                raise bt.EngineLoadError("eye.engine: engine invalid on this machine: unsupported cc")
+                raise tensorrt_runtime.EngineLoadError("eye.engine: engine invalid on this machine: unsupported cc")
 
         def __call__(self, feeds):
             calls.append(self.name)
@@ -495,7 +495,7 @@ def test_backend_without_fallback_needs_every_engine(tmp_path, monkeypatch):
 
 @needs_cuda
 def test_engine_runs_like_onnxruntime_on_the_gpu(api, tmp_path):
-    from engines.backend_tensorrt import EngineLoadError, TrtEngine
+    from engines.tensorrt_runtime import EngineLoadError, TrtEngine
 
     graph = make_gridsample_graph(tmp_path / "tiny.onnx")
     data, _ = api.build_engine(graph, api.resolve_target())
@@ -510,7 +510,7 @@ def test_engine_runs_like_onnxruntime_on_the_gpu(api, tmp_path):
     ref = torch.from_numpy(onnxruntime_reference(graph, feeds))
     assert compare_output("image", outs["image"], ref, PROFILES["fp32"]).passed
     # a batch of two runs sample by sample through the batch-1 engine
-    from engines.backend_tensorrt import run_batched
+    from engines.tensorrt_runtime import run_batched
     two = run_batched(engine, {k: torch.from_numpy(np.concatenate([v, v])).cuda() for k, v in feeds.items()})
     assert two["image"].shape == (2, 3, 8, 8) and torch.equal(two["image"][0], two["image"][1])
 
