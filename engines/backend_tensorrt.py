@@ -14,7 +14,6 @@ PyTorch module takes its place. Without a fallback the engines are used unchecke
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,16 +33,21 @@ from .tensorrt_runtime import (
     read_engines_json,
     run_batched,
 )
-from .tolerances import PROFILES, Tolerance, parity_errors
+from .verification import (
+    PROFILES,
+    GraphCheck,
+    Tolerance,
+    compare_graph,
+    failed_graph,
+    reference_inputs,
+    stand_in_image,
+)
 
 log = logging.getLogger(__name__)
 
 Tensors = Mapping[str, torch.Tensor]
 Runner = Callable[[str, Tensors], Tensors]
-ReferenceFn = Callable[[str, Tensors], Tensors]
-
-
-# Tolerance profiles by the precision an engine was built in: the parity kit's (engines/tolerances.py).
+# A tolerance profile ("fp32", "fp16" or a Tolerance), or one per engine.
 Profile = str | Tolerance | Mapping[str, str | Tolerance]
 
 
@@ -52,33 +56,9 @@ class TensorRTBackendError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- validation
-@dataclass(frozen=True)
-class OutputCheck:
-    name: str
-    norm_max: float
-    rel_l2: float
-    finite: bool
-    passed: bool
-
-
-@dataclass(frozen=True)
-class EngineCheck:
-    engine: str
-    tolerance: Tolerance
-    passed: bool
-    reason: str                 # why it failed, "" when it passed
-    outputs: tuple[OutputCheck, ...] = ()
-
-    def line(self) -> str:
-        worst = max(self.outputs, key=lambda o: o.norm_max / self.tolerance.norm_max, default=None)
-        detail = (f" (worst {worst.name}: norm_max {worst.norm_max:.2e}, rel_l2 {worst.rel_l2:.2e}; "
-                  f"tol {self.tolerance.norm_max:g} / {self.tolerance.rel_l2:g})" if worst else "")
-        return f"{self.engine}: {'PASS' if self.passed else 'FAIL: ' + self.reason}{detail}"
-
-
 @dataclass
 class ValidationReport:
-    checks: dict[str, EngineCheck] = field(default_factory=dict)
+    checks: dict[str, GraphCheck] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
@@ -92,102 +72,44 @@ class ValidationReport:
         return "\n".join(c.line() for c in self.checks.values())
 
 
-def compare_output(name: str, out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> OutputCheck:
-    """The parity kit's metric in float64 (a reference of all zeros compares absolute errors)."""
-    o = out.detach().to("cpu", torch.float64).reshape(ref.shape).numpy()
-    e = parity_errors(o, ref.detach().to("cpu", torch.float64).numpy())
-    return OutputCheck(name, e.norm_max if e.finite else math.inf, e.rel_l2 if e.finite else math.inf, e.finite,
-                       e.within(tol))
-
-
-def _tolerance(profile: Profile, engine: str) -> Tolerance:
+def _tolerance(profile: Profile, engine: str) -> tuple[str, Tolerance]:
+    """The precision label and tolerance of ``engine`` under ``profile``."""
     if isinstance(profile, Mapping):
         profile = profile[engine]
     if isinstance(profile, Tolerance):
-        return profile
+        return "custom", profile
     try:
-        return PROFILES[profile]
+        return profile, PROFILES[profile]
     except KeyError:
         raise ValueError(f"unknown tolerance profile {profile!r}; expected one of {', '.join(PROFILES)}") from None
 
 
-def _as_runner(backend_or_runner: Any) -> Runner:
-    run = getattr(backend_or_runner, "run_engine", None)
-    return run if callable(run) else backend_or_runner
-
-
-def check_engine(runner: Runner, reference_fn: ReferenceFn, engine: str, feeds: Tensors,
-                 tol: Tolerance) -> EngineCheck:
-    """Run one engine and its reference on ``feeds`` and compare every reference output."""
+def check_engine(runner: Runner, reference: Runner, engine: str, feeds: Tensors, profile: Profile) -> GraphCheck:
+    """Run one engine and its PyTorch reference on ``feeds`` and compare every reference output."""
+    precision, tol = _tolerance(profile, engine)
+    refs = reference(engine, feeds)
     try:
         outs = runner(engine, feeds)
     except Exception as e:  # noqa: BLE001 - any failure of the engine means "do not use it"
-        return EngineCheck(engine, tol, False, f"engine raised {type(e).__name__}: {e}")
-    ref = reference_fn(engine, feeds)
-    missing = sorted(set(ref) - set(outs))
-    if missing:
-        return EngineCheck(engine, tol, False, f"missing outputs {', '.join(missing)}")
-    wrong = [f"{k} {tuple(outs[k].shape)} != {tuple(r.shape)}" for k, r in ref.items() if outs[k].numel() != r.numel()]
-    if wrong:
-        return EngineCheck(engine, tol, False, "wrong output shapes " + ", ".join(wrong))
-    checks = tuple(compare_output(k, outs[k], r, tol) for k, r in ref.items())
-    failed = [c for c in checks if not c.passed]
-    if not failed:
-        return EngineCheck(engine, tol, True, "", checks)
-    reason = "; ".join(f"{c.name} not finite" if not c.finite else
-                       f"{c.name} norm_max {c.norm_max:.2e} (tol {tol.norm_max:g}), "
-                       f"rel_l2 {c.rel_l2:.2e} (tol {tol.rel_l2:g})" for c in failed)
-    return EngineCheck(engine, tol, False, "differs from PyTorch: " + reason, checks)
+        return failed_graph(engine, precision, tol, refs, f"engine raised {type(e).__name__}: {e}")
+    return compare_graph(engine, precision, tol, outs, refs)
 
 
-def validate_engines(backend_or_runner: Any, reference_fn: ReferenceFn, inputs: Mapping[str, Tensors],
+def validate_engines(runner: Runner, reference: Runner, inputs: Mapping[str, Tensors],
                      profile: Profile) -> ValidationReport:
-    """Run each engine named in ``inputs`` (engine -> its input tensors) and compare it with
-    ``reference_fn`` (the PyTorch modules) at ``profile``'s tolerance ("fp32", "fp16", a
-    ``Tolerance`` or a mapping engine -> either). ``backend_or_runner`` is a ``TensorRTBackend``
-    (its ``run_engine``) or any callable ``(engine, inputs) -> outputs``. Failures are logged
-    with their reason; the report lists which engines may be used."""
-    runner = _as_runner(backend_or_runner)
+    """Run each engine named in ``inputs`` (engine -> its input tensors) with ``runner(engine,
+    feeds)`` and compare it with ``reference`` (the PyTorch modules, ``graphs.torch_runner``) at
+    ``profile``'s tolerance ("fp32", "fp16", a ``Tolerance`` or a mapping engine -> either).
+    Failures are logged with their reason; the report lists which engines may be used."""
     report = ValidationReport()
     for engine, feeds in inputs.items():
-        check = check_engine(runner, reference_fn, engine, feeds, _tolerance(profile, engine))
+        check = check_engine(runner, reference, engine, feeds, profile)
         report.checks[engine] = check
         if check.passed:
             log.info("engine %s", check.line())
         else:
             log.warning("engine %s; it will not be used", check.line())
     return report
-
-
-def torch_reference(nets: LivePortraitNetworks) -> ReferenceFn:
-    """The PyTorch modules as a reference function with the engines' input and output names."""
-    return torch_runner(nets)
-
-
-@torch.inference_mode()
-def reference_inputs(nets: LivePortraitNetworks, device: torch.device | str,
-                     seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
-    """Deterministic inputs for every engine, realistic where it matters: the renderer gets F's
-    feature volume and M's keypoints of the same image (with a small driving offset)."""
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(1, 3, 256, 256, generator=g).to(device)
-    feature = nets.appearance(image)
-    x_s = motion.keypoints_from_info(motion.refine_motion_output(nets.motion(image)))
-    x_d = x_s + 0.02 * torch.randn(x_s.shape, generator=g).to(device)
-
-    def mlp_input(width: int) -> torch.Tensor:
-        # flattened source keypoints, then the ratios / driving keypoints the MLP also takes
-        extra = torch.rand(1, width - x_s[0].numel(), generator=g).to(device) * 0.4
-        return torch.cat([x_s.reshape(1, -1), extra], dim=1)
-
-    return {
-        "appearance_feature_extractor": {"image": image},
-        "motion_extractor": {"image": image},
-        "warping_spade": {"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d},
-        "stitching": {"x": torch.cat([x_s.reshape(1, -1), x_d.reshape(1, -1)], dim=1)},
-        "lip": {"x": mlp_input(nets.lip.input_size)},
-        "eye": {"x": mlp_input(nets.eye.input_size)},
-    }
 
 
 # --------------------------------------------------------------------------- the backend
@@ -248,9 +170,10 @@ class TensorRTBackend:
         return engines
 
     def _validate(self, nets: LivePortraitNetworks, records: Mapping[str, Mapping[str, Any]]) -> None:
-        inputs = {k: v for k, v in reference_inputs(nets, self.device).items() if k in self.engines}
+        image = stand_in_image(self.device)
+        inputs = {k: v for k, v in reference_inputs(nets, image).items() if k in self.engines}
         profile = {name: records[name].get("precision", "fp32") for name in inputs}
-        self.report = validate_engines(self, torch_reference(nets), inputs, profile)
+        self.report = validate_engines(self.run_engine, torch_runner(nets), inputs, profile)
         for name, reason in self.report.rejected.items():
             self.problems[name] = reason
             del self.engines[name]

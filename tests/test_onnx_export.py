@@ -22,12 +22,12 @@ from engines.backend import TorchBackend  # noqa: E402
 from engines.backend_onnx import MANIFEST, OnnxModelError, OnnxRuntimeBackend  # noqa: E402
 from engines.checkpoints import load_networks  # noqa: E402
 from engines.graphs import GRAPH_SPECS  # noqa: E402
+from engines.verification import compare_output  # noqa: E402
 from export.onnx_export import (  # noqa: E402
     FP16_TOL,
     FP32_TOL,
     OPSET,
     ExportReport,
-    compare,
     file_sha256,
     weights_fingerprint,
 )
@@ -96,11 +96,11 @@ def test_fp16_check_passes_or_is_skipped_with_a_reason(exported: ExportReport) -
 
 def test_metric_is_the_kits() -> None:
     ref = np.array([1.0, -2.0, 4.0])
-    c = compare("g", "y", "fp32", ref + np.array([0.0, 4e-4, 0.0]), ref, FP32_TOL)
+    c = compare_output("g", "y", "fp32", ref + np.array([0.0, 4e-4, 0.0]), ref, FP32_TOL)
     assert c.max_abs == pytest.approx(4e-4) and c.norm_max == pytest.approx(1e-4)
     assert c.rel_l2 == pytest.approx(4e-4 / np.sqrt(21)) and c.status == "FAIL"   # rel_l2 8.7e-5 > 5e-5
-    assert compare("g", "y", "fp32", ref * (1 + 1e-6), ref, FP32_TOL).status == "PASS"
-    assert compare("g", "y", "fp32", np.full(3, np.nan), ref, FP32_TOL).status == "FAIL"
+    assert compare_output("g", "y", "fp32", ref * (1 + 1e-6), ref, FP32_TOL).status == "PASS"
+    assert compare_output("g", "y", "fp32", np.full(3, np.nan), ref, FP32_TOL).status == "FAIL"
 
 
 # --------------------------------------------------------------------------- fp16 graphs
@@ -171,7 +171,7 @@ def test_help_lists_subcommands() -> None:
 
 # --------------------------------------------------------------------------- backend
 def _assert_close(out: torch.Tensor, ref: torch.Tensor | np.ndarray, what: str) -> None:
-    c = compare("backend", what, "fp32", out.numpy(), np.asarray(ref), FP32_TOL)
+    c = compare_output("backend", what, "fp32", out.numpy(), np.asarray(ref), FP32_TOL)
     assert c.status == "PASS", c.line()
 
 
