@@ -78,11 +78,11 @@ def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendC
         why = "no CUDA GPU" if not facts.cuda else "--device cpu"
         if facts.onnx_verified:
             return BackendChoice("onnxruntime", "cpu", "fp32",
-                                 f"{why}: ONNX Runtime, faster than PyTorch on CPUs (W+G 6.7 s vs 7.5 s measured on "
-                                 "2 x86 cores); its graphs of these weights passed the check against PyTorch")
+                                 f"{why}: ONNX Runtime, faster than PyTorch on CPUs; its graphs of these weights "
+                                 "passed the check against PyTorch")
         return BackendChoice("torch", "cpu", "fp32",
                              f"{why}: PyTorch on the CPU; `python -m export onnx` makes ONNX Runtime graphs, "
-                             "about 10% faster on CPUs")
+                             "which run faster on CPUs")
     if facts.tensorrt and facts.engines_built:
         return BackendChoice("tensorrt", "cuda", "fp16",
                              "TensorRT engines are built for this machine (each is checked against PyTorch at "
@@ -113,8 +113,8 @@ def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
 def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
                   weights_dir: Path | None = None, *, requested: str = "auto", device: str = "auto") -> MachineFacts:
     """The facts ``choose_backend(requested, device, ...)`` needs. Exported ONNX graphs are checked
-    against ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes the 520 MB of
-    weights."""
+    against ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes every weight
+    file."""
     cuda = torch.cuda.is_available()
     trt = any(importlib.util.find_spec(m) is not None for m in ("tensorrt_rtx", "tensorrt"))
     engines = False

@@ -9,7 +9,7 @@ versions, weights fingerprint, verification figures).
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript). The legacy TorchScript
 exporter works too, but its W+G graph is full of Shape/Gather/Concat/Where chains around every
-nearest resize (199 Constant and 46 Shape nodes) and takes 4x longer; the dynamo graph is clean:
+nearest resize and is slower to export (figures in the README); the dynamo graph is clean:
 5-D ``grid_sample`` is the standard ONNX ``GridSample``, BatchNorms after convolutions are folded
 into them. We then fold constants once more with larger size limits than the exporter's default,
 so the spectral-norm division of G's weights (``weight_orig / sigma``) is baked into plain weights.

@@ -41,9 +41,9 @@ GRAPHS: tuple[str, ...] = tuple(GRAPH_SPECS)
 # Graphs built from their fp32 ONNX by default, even when an fp16 one exists. M runs once per frame
 # on a 256 crop (cheap either way), and its outputs go straight into the geometry: head pose is an
 # expectation over 66 softmax bins of 3 degrees each, so small logit errors become visible jitter,
-# and ConvNeXt-V2's GRN takes global L2 norms that are fragile in half precision. The MLPs take
-# microseconds in any precision and also feed the keypoints directly, so they stay fp32 as in the
-# torch and ONNX Runtime backends.
+# and ConvNeXt-V2's GRN takes global L2 norms that are fragile in half precision. The MLPs cost
+# next to nothing in any precision and also feed the keypoints directly, so they stay fp32 as in
+# the torch and ONNX Runtime backends.
 FP32_GRAPHS: frozenset[str] = frozenset({"motion_extractor", *MLP_GRAPHS})
 # Bump when the way engines are built changes (builder settings, network flags): invalidates caches.
 BUILD_RECIPE = 1

@@ -1,7 +1,7 @@
 """ONNX export (``python -m export onnx``), its verification, the fp16 graphs and the ONNX Runtime
-backend, on the parity kit's synthetic weights. All graphs are exported once per module; on two
-CPU cores the whole file takes 1.5 minutes (2.5 on a busy machine), most of it W+G: export,
-PyTorch reference, ONNX Runtime fp32 and fp16 runs, and one more run through the backend."""
+backend, on the parity kit's synthetic weights. All graphs are exported once per test session (the
+``exported_onnx`` fixture); most of the time goes to W+G: export, PyTorch reference, ONNX Runtime
+fp32 and fp16 runs, and one more run through the backend."""
 from __future__ import annotations
 
 import json
@@ -193,7 +193,7 @@ def test_backend_matches_torch_backend(exported: ExportReport, synthetic_weights
         _assert_close(getattr(ort_backend, mlp)(x2), getattr(torch_backend, mlp)(x2), mlp)
 
     # W+G: against the exporter's PyTorch reference on the same inputs (the same W-then-G calls as
-    # TorchBackend.render), which saves one more ~20 s PyTorch run on two cores
+    # TorchBackend.render), which saves one more PyTorch run of the slowest graph
     wg = exported.inputs["warping_spade"]
     image_512 = ort_backend.render(wg["feature_3d"], wg["kp_source"], wg["kp_driving"])
     assert image_512.shape == (1, 3, 512, 512) and image_512.dtype == torch.float32
