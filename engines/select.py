@@ -15,7 +15,7 @@ import torch
 
 from .backend_onnx import CUDA_PROVIDER, MANIFEST
 from .tensorrt_runtime import ENGINES_JSON
-from .weights import default_weights_dir
+from .weights import default_weights_dir, missing_checkpoints, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,6 @@ def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
     passed = bool(fp32) and all(v.get("status") == "PASS" for g in fp32 for v in g.get("verification", {}).values())
     if not passed or weights_dir is None:
         return False
-    from .weights import missing_checkpoints, weights_fingerprint
-
     if missing_checkpoints(weights_dir):
         return False
     return manifest.get("weights", {}).get("sha256") == weights_fingerprint(weights_dir)
@@ -127,7 +125,8 @@ def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
     ort = importlib.util.find_spec("onnxruntime") is not None
     ort_cuda = False
     if cuda and ort:
-        import onnxruntime
+        import onnxruntime  # optional package
+
         ort_cuda = CUDA_PROVIDER in onnxruntime.get_available_providers()
     onnx_may_serve = requested == "onnxruntime" or (requested == "auto" and not uses_gpu(cuda, device))
     verified = ort and onnx_may_serve and onnx_graphs_verified(onnx_dir or default_onnx_dir(), weights_dir)

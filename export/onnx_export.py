@@ -30,22 +30,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from engines.backend_onnx import CPU_PROVIDER, MANIFEST, make_session
 from engines.checkpoints import CheckpointError, load_networks
 from engines.graphs import GRAPH_SPECS, GraphSpec, graph_modules, run_module
+from engines.ops.grid_sample3d import onnx_translation_table
 from engines.verification import (
     FAIL,
     PROFILES,
@@ -63,6 +69,8 @@ from .files import write_atomic
 
 log = logging.getLogger(__name__)
 
+# onnx, onnx_ir, onnxscript and onnxruntime are imported in the functions that use them, so that
+# check_packages can name a missing one in one line instead of failing at import.
 OPSET = 20
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
@@ -85,8 +93,6 @@ class ExportError(RuntimeError):
 # --------------------------------------------------------------------------- deterministic inputs
 def load_face_crop(path: Path, size: int = 256) -> torch.Tensor:
     """Centre square of an image, area-resized to ``size``: 1 x 3 x size x size RGB in [0, 1]."""
-    import cv2
-
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ExportError(f"{path}: cannot read the verification image")
@@ -102,8 +108,6 @@ def load_face_crop(path: Path, size: int = 256) -> torch.Tensor:
 def _quiet_exporter() -> Iterator[None]:
     """The exporter warns about optional torchvision ops and deprecations on every call, and its
     optimizer logs every pass at INFO; none of it concerns the user."""
-    import warnings
-
     noisy = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")]
     levels = [n.level for n in noisy]
     for n in noisy:
@@ -120,10 +124,6 @@ def _quiet_exporter() -> Iterator[None]:
 def _custom_translations() -> dict[Callable, Callable]:
     """Translations for our custom ops: W's warp may run as ``avatarcam::grid_sample_3d`` (when that
     switch is on), which is exactly ONNX GridSample."""
-    try:
-        from engines.ops.grid_sample3d import onnx_translation_table
-    except ImportError:
-        return {}
     return onnx_translation_table()
 
 
@@ -381,8 +381,6 @@ class ExportReport:
 
 def check_packages() -> None:
     """The exporter's own dependencies, named in one error rather than a traceback."""
-    import importlib.util
-
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"{', '.join(missing)} not installed: pip install -r requirements.txt")
@@ -402,9 +400,6 @@ def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, fp16: bool = Tr
                 image: str | Path = DEFAULT_IMAGE, graphs: Sequence[str] | None = None) -> ExportReport:
     """Export, verify and describe the graphs; see the module docstring. Raises ``ExportError`` or
     ``CheckpointError`` for unusable weights; verification failures are in the report."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
     check_packages()
     check_weights_dir(weights_dir)

@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from engines.graphs import GRAPH_SPECS, MLP_GRAPHS
 from engines.tensorrt_runtime import ENGINES_JSON, ENGINES_JSON_FORMAT, read_engines_json
 from engines.weights import file_sha256
@@ -93,7 +96,7 @@ class BuildOutcome:
 def _external_data_files(onnx_path: Path) -> list[Path]:
     """Files holding tensors of this graph outside the .onnx (large graphs may use them), so that
     the fingerprint also covers weights stored there."""
-    import onnx
+    import onnx  # optional heavy package, imported where it is used
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     locations: set[str] = set()
@@ -182,9 +185,6 @@ def build_engines(api: TensorRTBuilder, jobs: Sequence[BuildJob], out_dir: str |
                   force: bool = False) -> list[BuildOutcome]:
     """Build every job's engine into ``out_dir`` unless its cached engine has the same key;
     ``engines.json`` is rewritten after each engine, so an interrupted run keeps what it built."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, Any] = dict(read_engines_json(out_dir)["engines"])
