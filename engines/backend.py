@@ -148,8 +148,8 @@ class TorchBackend:
 
 class _CudaGraph:
     """A function of fixed-shape tensors captured once as a CUDA graph on static input buffers
-    (M on the driving crop; W+G). Each call copies the inputs in (the 8 MB feature volume too: a
-    device copy of microseconds, and no stale-avatar risk), replays, and returns copies of the
+    (M on the driving crop; W+G). Each call copies the inputs in (the feature volume too: a cheap
+    device copy, and no stale-avatar risk), replays, and returns copies of the
     outputs, so a caller may keep them across frames. Calls from several threads (the live loop
     and an avatar being prepared) take turns: they share the static buffers."""
 

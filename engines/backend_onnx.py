@@ -1,15 +1,7 @@
 """ONNX Runtime backend: the graphs written by ``python -m export onnx``, behind the same interface
-as ``TorchBackend`` (see ``engines/backend.py``).
+as ``TorchBackend`` (see ``engines/backend.py``). The graph files and their exact inputs and outputs
+are the contract of ``engines/graphs.py`` (``GRAPH_SPECS``).
 
-The graph files and their exact inputs and outputs are defined here (``GRAPH_SPECS``), because this
-is the side that loads them; the exporter and the TensorRT builder use the same names:
-
-    appearance_feature_extractor.onnx   image 1x3x256x256 -> feature_3d 1x32x16x64x64
-    motion_extractor.onnx               image -> pitch, yaw, roll 1x66, t 1x3, exp 1x63, scale 1x1, kp 1x63
-    warping_spade.onnx                  feature_3d, kp_source 1x21x3, kp_driving 1x21x3 -> image 1x3x512x512
-    stitching.onnx / lip.onnx / eye.onnx    x 1x126 / 1x65 / 1x66 -> y 1x65 / 1x63 / 1x63
-
-Each graph also exists as ``<name>.fp16.onnx`` (fp16 with fp32 islands; float32 inputs and outputs).
 Tensors go in and come out as float32 CPU torch tensors whichever provider runs the graphs, so
 ``device`` is always the CPU. ONNX Runtime runs on CUDA when its CUDA provider is installed
 (``onnxruntime-gpu``), else on the CPU; the fp16 graphs are used only on CUDA, and the three MLPs
@@ -20,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,52 +20,13 @@ import torch
 
 from . import motion
 from .device import wants_cuda
+from .graphs import GRAPH_SPECS, MLP_GRAPHS, GraphSpec
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-
-Shape = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class GraphSpec:
-    """One exported graph: file stem and its named, static-shape float32 inputs and outputs."""
-
-    name: str
-    inputs: tuple[tuple[str, Shape], ...]
-    outputs: tuple[tuple[str, Shape], ...]
-
-    def file(self, precision: str = "fp32") -> str:
-        return f"{self.name}.onnx" if precision == "fp32" else f"{self.name}.{precision}.onnx"
-
-    @property
-    def input_names(self) -> list[str]:
-        return [n for n, _ in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [n for n, _ in self.outputs]
-
-
-_K = motion.NUM_KP
-_BINS = motion.NUM_BINS
-_IMAGE = ("image", (1, 3, 256, 256))
-GRAPH_SPECS: dict[str, GraphSpec] = {s.name: s for s in (
-    GraphSpec("appearance_feature_extractor", (_IMAGE,), (("feature_3d", (1, 32, 16, 64, 64)),)),
-    GraphSpec("motion_extractor", (_IMAGE,),
-              (("pitch", (1, _BINS)), ("yaw", (1, _BINS)), ("roll", (1, _BINS)), ("t", (1, 3)),
-               ("exp", (1, 3 * _K)), ("scale", (1, 1)), ("kp", (1, 3 * _K)))),
-    GraphSpec("warping_spade",
-              (("feature_3d", (1, 32, 16, 64, 64)), ("kp_source", (1, _K, 3)), ("kp_driving", (1, _K, 3))),
-              (("image", (1, 3, 512, 512)),)),
-    GraphSpec("stitching", (("x", (1, 6 * _K)),), (("y", (1, 3 * _K + 2)),)),
-    GraphSpec("lip", (("x", (1, 3 * _K + 2)),), (("y", (1, 3 * _K)),)),
-    GraphSpec("eye", (("x", (1, 3 * _K + 3)),), (("y", (1, 3 * _K)),)),
-)}
-MLP_GRAPHS = ("stitching", "lip", "eye")
 
 
 class OnnxModelError(ValueError):

@@ -1,10 +1,8 @@
 """The inference backend on TensorRT engines (``python -m export tensorrt``), and their validation.
 
 ``TensorRTBackend(engine_dir)`` deserialises every engine listed in ``engine_dir/engines.json``
-with one execution context each. Inputs and outputs live in persistent torch CUDA buffers bound
-once with ``set_tensor_address``; a call copies the inputs in, runs ``execute_async_v3`` ordered
-after the caller's current torch stream (on the engine's own stream, joined by events: TensorRT
-syncs the whole device when given the legacy default stream) and hands back copies of the outputs
+as a ``TrtEngine`` (``engines/tensorrt_runtime.py``): one execution context and persistent CUDA
+buffers each, run ordered after the caller's current torch stream, outputs handed back as copies
 (so a stored avatar feature is never overwritten by the next call). Nothing waits on the host.
 The engines have batch 1; larger batches run sample by sample.
 
@@ -16,8 +14,6 @@ PyTorch module takes its place. Without a fallback the engines are used unchecke
 from __future__ import annotations
 
 import logging
-import math
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,20 +22,32 @@ from typing import Any
 
 import torch
 
-from . import motion
-from .backend_onnx import GRAPH_SPECS
+from . import motion, tensorrt_runtime
 from .checkpoints import LivePortraitNetworks
-from .graphs import torch_runner
-from .tolerances import PROFILES, Tolerance, parity_errors
+from .graphs import GRAPH_SPECS, torch_runner
+from .tensorrt_runtime import (
+    ENGINES_JSON,
+    EngineLoadError,
+    TensorRTUnavailable,
+    TrtEngine,
+    read_engines_json,
+    run_batched,
+)
+from .verification import (
+    PROFILES,
+    GraphCheck,
+    Tolerance,
+    compare_graph,
+    failed_graph,
+    reference_inputs,
+    stand_in_image,
+)
 
 log = logging.getLogger(__name__)
 
 Tensors = Mapping[str, torch.Tensor]
 Runner = Callable[[str, Tensors], Tensors]
-ReferenceFn = Callable[[str, Tensors], Tensors]
-
-
-# Tolerance profiles by the precision an engine was built in: the parity kit's (engines/tolerances.py).
+# A tolerance profile ("fp32", "fp16" or a Tolerance), or one per engine.
 Profile = str | Tolerance | Mapping[str, str | Tolerance]
 
 
@@ -48,33 +56,9 @@ class TensorRTBackendError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- validation
-@dataclass(frozen=True)
-class OutputCheck:
-    name: str
-    norm_max: float
-    rel_l2: float
-    finite: bool
-    passed: bool
-
-
-@dataclass(frozen=True)
-class EngineCheck:
-    engine: str
-    tolerance: Tolerance
-    passed: bool
-    reason: str                 # why it failed, "" when it passed
-    outputs: tuple[OutputCheck, ...] = ()
-
-    def line(self) -> str:
-        worst = max(self.outputs, key=lambda o: o.norm_max / self.tolerance.norm_max, default=None)
-        detail = (f" (worst {worst.name}: norm_max {worst.norm_max:.2e}, rel_l2 {worst.rel_l2:.2e}; "
-                  f"tol {self.tolerance.norm_max:g} / {self.tolerance.rel_l2:g})" if worst else "")
-        return f"{self.engine}: {'PASS' if self.passed else 'FAIL: ' + self.reason}{detail}"
-
-
 @dataclass
 class ValidationReport:
-    checks: dict[str, EngineCheck] = field(default_factory=dict)
+    checks: dict[str, GraphCheck] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
@@ -88,65 +72,38 @@ class ValidationReport:
         return "\n".join(c.line() for c in self.checks.values())
 
 
-def compare_output(name: str, out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> OutputCheck:
-    """The parity kit's metric in float64 (a reference of all zeros compares absolute errors)."""
-    o = out.detach().to("cpu", torch.float64).reshape(ref.shape).numpy()
-    e = parity_errors(o, ref.detach().to("cpu", torch.float64).numpy())
-    return OutputCheck(name, e.norm_max if e.finite else math.inf, e.rel_l2 if e.finite else math.inf, e.finite,
-                       e.within(tol))
-
-
-def _tolerance(profile: Profile, engine: str) -> Tolerance:
+def _tolerance(profile: Profile, engine: str) -> tuple[str, Tolerance]:
+    """The precision label and tolerance of ``engine`` under ``profile``."""
     if isinstance(profile, Mapping):
         profile = profile[engine]
     if isinstance(profile, Tolerance):
-        return profile
+        return "custom", profile
     try:
-        return PROFILES[profile]
+        return profile, PROFILES[profile]
     except KeyError:
         raise ValueError(f"unknown tolerance profile {profile!r}; expected one of {', '.join(PROFILES)}") from None
 
 
-def _as_runner(backend_or_runner: Any) -> Runner:
-    run = getattr(backend_or_runner, "run_engine", None)
-    return run if callable(run) else backend_or_runner
-
-
-def check_engine(runner: Runner, reference_fn: ReferenceFn, engine: str, feeds: Tensors,
-                 tol: Tolerance) -> EngineCheck:
-    """Run one engine and its reference on ``feeds`` and compare every reference output."""
+def check_engine(runner: Runner, reference: Runner, engine: str, feeds: Tensors, profile: Profile) -> GraphCheck:
+    """Run one engine and its PyTorch reference on ``feeds`` and compare every reference output."""
+    precision, tol = _tolerance(profile, engine)
+    refs = reference(engine, feeds)
     try:
         outs = runner(engine, feeds)
     except Exception as e:  # noqa: BLE001 - any failure of the engine means "do not use it"
-        return EngineCheck(engine, tol, False, f"engine raised {type(e).__name__}: {e}")
-    ref = reference_fn(engine, feeds)
-    missing = sorted(set(ref) - set(outs))
-    if missing:
-        return EngineCheck(engine, tol, False, f"missing outputs {', '.join(missing)}")
-    wrong = [f"{k} {tuple(outs[k].shape)} != {tuple(r.shape)}" for k, r in ref.items() if outs[k].numel() != r.numel()]
-    if wrong:
-        return EngineCheck(engine, tol, False, "wrong output shapes " + ", ".join(wrong))
-    checks = tuple(compare_output(k, outs[k], r, tol) for k, r in ref.items())
-    failed = [c for c in checks if not c.passed]
-    if not failed:
-        return EngineCheck(engine, tol, True, "", checks)
-    reason = "; ".join(f"{c.name} not finite" if not c.finite else
-                       f"{c.name} norm_max {c.norm_max:.2e} (tol {tol.norm_max:g}), "
-                       f"rel_l2 {c.rel_l2:.2e} (tol {tol.rel_l2:g})" for c in failed)
-    return EngineCheck(engine, tol, False, "differs from PyTorch: " + reason, checks)
+        return failed_graph(engine, precision, tol, refs, f"engine raised {type(e).__name__}: {e}")
+    return compare_graph(engine, precision, tol, outs, refs)
 
 
-def validate_engines(backend_or_runner: Any, reference_fn: ReferenceFn, inputs: Mapping[str, Tensors],
+def validate_engines(runner: Runner, reference: Runner, inputs: Mapping[str, Tensors],
                      profile: Profile) -> ValidationReport:
-    """Run each engine named in ``inputs`` (engine -> its input tensors) and compare it with
-    ``reference_fn`` (the PyTorch modules) at ``profile``'s tolerance ("fp32", "fp16", a
-    ``Tolerance`` or a mapping engine -> either). ``backend_or_runner`` is a ``TensorRTBackend``
-    (its ``run_engine``) or any callable ``(engine, inputs) -> outputs``. Failures are logged
-    with their reason; the report lists which engines may be used."""
-    runner = _as_runner(backend_or_runner)
+    """Run each engine named in ``inputs`` (engine -> its input tensors) with ``runner(engine,
+    feeds)`` and compare it with ``reference`` (the PyTorch modules, ``graphs.torch_runner``) at
+    ``profile``'s tolerance ("fp32", "fp16", a ``Tolerance`` or a mapping engine -> either).
+    Failures are logged with their reason; the report lists which engines may be used."""
     report = ValidationReport()
     for engine, feeds in inputs.items():
-        check = check_engine(runner, reference_fn, engine, feeds, _tolerance(profile, engine))
+        check = check_engine(runner, reference, engine, feeds, profile)
         report.checks[engine] = check
         if check.passed:
             log.info("engine %s", check.line())
@@ -155,129 +112,7 @@ def validate_engines(backend_or_runner: Any, reference_fn: ReferenceFn, inputs: 
     return report
 
 
-def torch_reference(nets: LivePortraitNetworks) -> ReferenceFn:
-    """The PyTorch modules as a reference function with the engines' input and output names."""
-    return torch_runner(nets)
-
-
-@torch.inference_mode()
-def reference_inputs(nets: LivePortraitNetworks, device: torch.device | str,
-                     seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
-    """Deterministic inputs for every engine, realistic where it matters: the renderer gets F's
-    feature volume and M's keypoints of the same image (with a small driving offset)."""
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(1, 3, 256, 256, generator=g).to(device)
-    feature = nets.appearance(image)
-    x_s = motion.keypoints_from_info(motion.refine_motion_output(nets.motion(image)))
-    x_d = x_s + 0.02 * torch.randn(x_s.shape, generator=g).to(device)
-
-    def mlp_input(width: int) -> torch.Tensor:
-        # flattened source keypoints, then the ratios / driving keypoints the MLP also takes
-        extra = torch.rand(1, width - x_s[0].numel(), generator=g).to(device) * 0.4
-        return torch.cat([x_s.reshape(1, -1), extra], dim=1)
-
-    return {
-        "appearance_feature_extractor": {"image": image},
-        "motion_extractor": {"image": image},
-        "warping_spade": {"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d},
-        "stitching": {"x": torch.cat([x_s.reshape(1, -1), x_d.reshape(1, -1)], dim=1)},
-        "lip": {"x": mlp_input(nets.lip.input_size)},
-        "eye": {"x": mlp_input(nets.eye.input_size)},
-    }
-
-
-# --------------------------------------------------------------------------- running engines
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                 "int32": torch.int32, "int64": torch.int64, "int8": torch.int8, "uint8": torch.uint8,
-                 "bool": torch.bool}
-
-
-class EngineLoadError(RuntimeError):
-    """One engine file cannot run here (other GPU, driver, version, or a damaged file)."""
-
-
-class TrtEngine:
-    """One deserialised engine, its execution context and its persistent CUDA I/O buffers."""
-
-    def __init__(self, api: Any, runtime: Any, path: Path, device: torch.device) -> None:
-        self.name, self.device = path.stem, device
-        with torch.cuda.device(device):         # TensorRT works in the current CUDA device's context
-            self._load(api, runtime, path)
-            # TensorRT adds device-wide syncs when enqueued on the legacy default stream (torch's
-            # usual current stream), so it runs on its own stream, joined to the caller's by events.
-            self._stream = torch.cuda.Stream(device)
-        self._lock = threading.Lock()           # one context: calls from several threads take turns
-        self._done: torch.cuda.Event | None = None
-
-    def _load(self, api: Any, runtime: Any, path: Path) -> None:
-        data = path.read_bytes()
-        api.logger.errors = []
-        problem = api.engine_problem(runtime, data)
-        if problem:
-            raise EngineLoadError(f"{path.name}: {problem}")
-        self.engine = runtime.deserialize_cuda_engine(data)
-        if self.engine is None:
-            raise EngineLoadError(f"{path.name}: TensorRT could not deserialise it: "
-                                  + (" | ".join(api.logger.errors) or "no error reported"))
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise EngineLoadError(f"{path.name}: no execution context (out of GPU memory?)")
-        self.inputs: dict[str, torch.Tensor] = {}
-        self.outputs: dict[str, torch.Tensor] = {}
-        for i in range(self.engine.num_io_tensors):
-            self._bind(api, self.engine.get_tensor_name(i))
-
-    def _bind(self, api: Any, tensor: str) -> None:
-        shape = tuple(self.engine.get_tensor_shape(tensor))
-        if any(d < 0 for d in shape):
-            raise EngineLoadError(f"{self.name}: tensor {tensor} has a dynamic shape {shape}; "
-                                  "the ONNX export is expected to be static")
-        dtype = _TORCH_DTYPES[api.dtype_name(self.engine.get_tensor_dtype(tensor))]
-        buf = torch.empty(shape, dtype=dtype, device=self.device)
-        self.context.set_tensor_address(tensor, buf.data_ptr())
-        (self.inputs if api.is_input(self.engine, tensor) else self.outputs)[tensor] = buf
-
-    @property
-    def batch(self) -> int:
-        return next(iter(self.inputs.values())).shape[0]
-
-    def __call__(self, feeds: Tensors) -> dict[str, torch.Tensor]:
-        """One run at the engine's batch size; inputs may be flat or shaped, any float dtype.
-        Ordered on the caller's current stream: copies in, the engine, copies out."""
-        with self._lock:
-            stream = torch.cuda.current_stream(self.device)
-            if self._done is not None:
-                stream.wait_event(self._done)   # the last run (maybe from another stream) is done with the buffers
-            for name, buf in self.inputs.items():
-                x = feeds[name]
-                if x.numel() != buf.numel():
-                    raise ValueError(f"engine {self.name} input {name}: expected shape "
-                                     f"{'x'.join(map(str, buf.shape))}, got {'x'.join(map(str, x.shape))}")
-                buf.copy_(x.reshape(buf.shape), non_blocking=True)
-            # Only the persistent buffers cross streams: no allocator tensor needs record_stream.
-            self._stream.wait_stream(stream)
-            if not self.context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError(f"engine {self.name}: execute_async_v3 failed")
-            stream.wait_stream(self._stream)
-            # copies: the buffers are overwritten by the next run (float() copies as well)
-            outs = {name: buf.clone() if buf.dtype == torch.float32 else buf.float()
-                    for name, buf in self.outputs.items()}
-            self._done = torch.cuda.Event()
-            self._done.record(stream)
-            return outs
-
-
-def run_batched(engine: TrtEngine, feeds: Tensors) -> dict[str, torch.Tensor]:
-    """Run ``feeds`` with any batch size B through an engine of batch b (B a multiple of b)."""
-    total = next(iter(feeds.values())).shape[0]
-    if total == engine.batch:
-        return engine(feeds)
-    if total % engine.batch:
-        raise ValueError(f"engine {engine.name}: batch {total} is not a multiple of the engine's {engine.batch}")
-    parts = [engine({k: v[i:i + engine.batch] for k, v in feeds.items()}) for i in range(0, total, engine.batch)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
+# --------------------------------------------------------------------------- the backend
 def _require_cuda(device: torch.device | str) -> torch.device:
     device = torch.device(device)
     if device.type != "cuda":
@@ -296,12 +131,9 @@ class TensorRTBackend:
                  fallback: LivePortraitNetworks | None = None, validate: bool = True) -> None:
         self.device = _require_cuda(device)     # before anything else: the clearest error first
         self.engine_dir = Path(engine_dir)
-        from export import trt_compat
-        from export.tensorrt_build import ENGINES_JSON, read_engines_json
-
         try:
-            self.api = trt_compat.load()
-        except trt_compat.TensorRTUnavailable as e:
+            self.api = tensorrt_runtime.load()
+        except TensorRTUnavailable as e:
             raise TensorRTBackendError(str(e)) from None
         records = read_engines_json(self.engine_dir)["engines"]
         if not records:
@@ -338,9 +170,10 @@ class TensorRTBackend:
         return engines
 
     def _validate(self, nets: LivePortraitNetworks, records: Mapping[str, Mapping[str, Any]]) -> None:
-        inputs = {k: v for k, v in reference_inputs(nets, self.device).items() if k in self.engines}
+        image = stand_in_image(self.device)
+        inputs = {k: v for k, v in reference_inputs(nets, image).items() if k in self.engines}
         profile = {name: records[name].get("precision", "fp32") for name in inputs}
-        self.report = validate_engines(self, torch_reference(nets), inputs, profile)
+        self.report = validate_engines(self.run_engine, torch_runner(nets), inputs, profile)
         for name, reason in self.report.rejected.items():
             self.problems[name] = reason
             del self.engines[name]

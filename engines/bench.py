@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import platform
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,11 @@ import torch
 
 from . import motion
 from .backend import InferenceBackend, TorchBackend
+from .backend_onnx import OnnxRuntimeBackend
+from .backend_tensorrt import TensorRTBackend
+from .checkpoints import LivePortraitNetworks, load_networks
 from .device import median_ms
+from .models import build
 
 log = logging.getLogger("engines.bench")
 
@@ -67,9 +72,6 @@ def bench_backend(backend: InferenceBackend, precision: str, runs: int, warmup: 
 
 
 def make_torch_backend(device: str, precision: str, weights: str | None) -> TorchBackend:
-    from .checkpoints import LivePortraitNetworks, load_networks
-    from .models import build
-
     if weights:
         nets = load_networks(weights)
     else:
@@ -91,7 +93,6 @@ def environment() -> dict[str, str]:
         env["gpu"] = torch.cuda.get_device_name(0)
         env["cuda"] = str(torch.version.cuda)
         try:
-            import subprocess
             env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                            capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
@@ -141,12 +142,10 @@ def make_backend_for_bench(name: str, device: str, precision: str, args: argpars
     if name == "torch":
         return make_torch_backend(device, precision, args.weights)
     if name == "onnxruntime":
-        from .backend_onnx import OnnxRuntimeBackend
         if not args.onnx_dir:
             raise ValueError("--onnx-dir is required")
         return OnnxRuntimeBackend(args.onnx_dir, device=device, precision=precision)
     if name == "tensorrt":
-        from .backend_tensorrt import TensorRTBackend
         if not args.engine_dir:
             raise ValueError("--engine-dir is required")
         return TensorRTBackend(args.engine_dir)

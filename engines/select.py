@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .backend_onnx import CUDA_PROVIDER, MANIFEST
 from .device import DeviceFacts, choose_device, wants_cuda
-from .weights import default_weights_dir
+from .tensorrt_runtime import ENGINES_JSON
+from .weights import default_weights_dir, missing_checkpoints, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,11 @@ def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendC
         why = "no CUDA GPU" if not facts.cuda else "--device cpu"
         if facts.onnx_verified:
             return BackendChoice("onnxruntime", "cpu", "fp32",
-                                 f"{why}: ONNX Runtime, faster than PyTorch on CPUs (W+G 6.7 s vs 7.5 s measured on "
-                                 "2 x86 cores); its graphs of these weights passed the check against PyTorch")
+                                 f"{why}: ONNX Runtime, faster than PyTorch on CPUs; its graphs of these weights "
+                                 "passed the check against PyTorch")
         return BackendChoice("torch", "cpu", "fp32",
                              f"{why}: PyTorch on the CPU; `python -m export onnx` makes ONNX Runtime graphs, "
-                             "about 10% faster on CPUs")
+                             "which run faster on CPUs")
     if facts.tensorrt and facts.engines_built:
         return BackendChoice("tensorrt", "cuda", "fp16",
                              "TensorRT engines are built for this machine (each is checked against PyTorch at "
@@ -98,8 +99,6 @@ def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
     passed = bool(fp32) and all(v.get("status") == "PASS" for g in fp32 for v in g.get("verification", {}).values())
     if not passed or weights_dir is None:
         return False
-    from .weights import missing_checkpoints, weights_fingerprint
-
     if missing_checkpoints(weights_dir):
         return False
     return manifest.get("weights", {}).get("sha256") == weights_fingerprint(weights_dir)
@@ -108,14 +107,12 @@ def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
 def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
                   weights_dir: Path | None = None, *, requested: str = "auto", device: str = "auto") -> MachineFacts:
     """The facts ``choose_backend(requested, device, ...)`` needs. Exported ONNX graphs are checked
-    against ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes the 520 MB of
-    weights."""
+    against ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes every weight
+    file."""
     device_facts = DeviceFacts.probe()
     cuda = device_facts.cuda
     trt = any(importlib.util.find_spec(m) is not None for m in ("tensorrt_rtx", "tensorrt"))
     engines = False
-    from export.tensorrt_build import ENGINES_JSON
-
     path = (engine_dir or default_engine_dir()) / ENGINES_JSON
     if path.is_file():
         try:
@@ -125,7 +122,8 @@ def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
     ort = importlib.util.find_spec("onnxruntime") is not None
     ort_cuda = False
     if cuda and ort:
-        import onnxruntime
+        import onnxruntime  # optional package
+
         ort_cuda = CUDA_PROVIDER in onnxruntime.get_available_providers()
     onnx_may_serve = requested == "onnxruntime" or (requested == "auto" and not wants_cuda(device, cuda))
     verified = ort and onnx_may_serve and onnx_graphs_verified(onnx_dir or default_onnx_dir(), weights_dir)

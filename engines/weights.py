@@ -19,6 +19,7 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,7 @@ def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
     machine fails in seconds instead of after the hub client's retries."""
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # slow to import, needed only to download
 
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
@@ -124,7 +123,7 @@ def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
 
 
 def _hf_download(repo_id: str, filename: str, local_dir: str) -> str:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # slow to import, needed only to download
 
     # hf_hub_download writes to an *.incomplete file, resumes it on the next try, and renames it
     # into place only when complete: a killed download never leaves a file at the final path.

@@ -3,22 +3,21 @@
     python -m export onnx --weights DIR --out DIR [--no-fp16] [--image PNG]
 
 Loads the official checkpoints (``engines.checkpoints.load_networks``) and writes to OUT, opset 20,
-batch 1, static shapes, the six graphs of ``engines.backend_onnx.GRAPH_SPECS`` (F, M, W+G fused, S,
+batch 1, static shapes, the six graphs of ``engines.graphs.GRAPH_SPECS`` (F, M, W+G fused, S,
 R_lip, R_eyes), each also as ``<name>.fp16.onnx``, plus ``manifest.json`` (files, sha256, opset,
 versions, weights fingerprint, verification figures).
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript). The legacy TorchScript
 exporter works too, but its W+G graph is full of Shape/Gather/Concat/Where chains around every
-nearest resize (199 Constant and 46 Shape nodes) and takes 4x longer; the dynamo graph is clean:
+nearest resize and is slower to export (figures in the README); the dynamo graph is clean:
 5-D ``grid_sample`` is the standard ONNX ``GridSample``, BatchNorms after convolutions are folded
 into them. We then fold constants once more with larger size limits than the exporter's default,
 so the spectral-norm division of G's weights (``weight_orig / sigma``) is baked into plain weights.
 
-Verification: every graph is run with ONNX Runtime on the CPU on deterministic, real-ish inputs (a
-256x256 crop of our default avatar for F and M; F's output with M's keypoints, and a head turn of
-them, for W+G; those keypoints for the MLPs) and compared with the PyTorch module per output with
-the parity kit's metric: norm_max = max|d| / max|ref| and rel_l2 = ||d|| / ||ref||, at the kit's
-fp32 profile (1e-4, 5e-5) and, for the fp16 graphs against PyTorch fp32, its fp16 profile (3e-2, 2e-2).
+Verification (``engines/verification.py``, the path that also checks TensorRT engines): every graph
+is run with ONNX Runtime on the CPU on ``reference_inputs`` of a 256x256 crop of our default avatar
+and compared with its PyTorch modules per output with the parity kit's metric, at the kit's fp32
+profile (1e-4, 5e-5) and, for the fp16 graphs against PyTorch fp32, its fp16 profile (3e-2, 2e-2).
 
 fp16 graphs are converted from the fp32 ONNX graphs (exporting in half on the CPU fails: avg_pool3d
 has no CPU half kernel) by ``convert_to_fp16``, our own converter (onnxconverter-common's rounds the
@@ -31,31 +30,47 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
-import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from engines import motion
-from engines.backend_onnx import CPU_PROVIDER, GRAPH_SPECS, MANIFEST, GraphSpec, make_session
-from engines.checkpoints import CheckpointError, LivePortraitNetworks, load_networks
-from engines.graphs import graph_modules
-from engines.tolerances import PROFILES, Tolerance, parity_errors
+from engines.backend_onnx import CPU_PROVIDER, MANIFEST, make_session
+from engines.checkpoints import CheckpointError, load_networks
+from engines.graphs import GRAPH_SPECS, GraphSpec, graph_modules, run_module
+from engines.ops.grid_sample3d import onnx_translation_table
+from engines.verification import (
+    FAIL,
+    PROFILES,
+    SKIPPED,
+    GraphCheck,
+    OutputCheck,
+    Tolerance,
+    compare_graph,
+    failed_graph,
+    reference_inputs,
+)
 from engines.weights import CHECKPOINT_FILES, file_sha256, missing_checkpoints, weights_fingerprint
 
 from .files import write_atomic
 
 log = logging.getLogger(__name__)
 
+# onnx, onnx_ir, onnxscript and onnxruntime are imported in the functions that use them, so that
+# check_packages can name a missing one in one line instead of failing at import.
 OPSET = 20
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO_ROOT / "assets" / "avatars" / "astronaut.png"
@@ -78,8 +93,6 @@ class ExportError(RuntimeError):
 # --------------------------------------------------------------------------- deterministic inputs
 def load_face_crop(path: Path, size: int = 256) -> torch.Tensor:
     """Centre square of an image, area-resized to ``size``: 1 x 3 x size x size RGB in [0, 1]."""
-    import cv2
-
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ExportError(f"{path}: cannot read the verification image")
@@ -90,41 +103,11 @@ def load_face_crop(path: Path, size: int = 256) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255.0)[None]
 
 
-@torch.inference_mode()
-def sample_inputs(nets: LivePortraitNetworks, image: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-    """Inputs per graph, as the app produces them: the crop for F and M; F's feature volume, the
-    source keypoints x_s and a driving set x_d (the same face turned by a few degrees with some
-    expression) for W+G; [x_s, x_d] for S and x_s with ratios for R_lip / R_eyes."""
-    feature = nets.appearance(image)
-    info = motion.refine_motion_output(nets.motion(image))
-    x_s = motion.keypoints_from_info(info)
-    rot = motion.rotation_matrix(info.pitch + 6.0, info.yaw - 12.0, info.roll + 4.0)
-    x_d = motion.transform_keypoints(info.kp, rot, info.exp * 1.2, info.scale, info.t)
-    flat_s, flat_d = x_s.reshape(1, -1), x_d.reshape(1, -1)
-    return {
-        "appearance_feature_extractor": {"image": image},
-        "motion_extractor": {"image": image},
-        "warping_spade": {"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d},
-        "stitching": {"x": torch.cat([flat_s, flat_d], dim=1)},
-        "lip": {"x": torch.cat([flat_s, torch.tensor([[0.12, 0.0]])], dim=1)},
-        "eye": {"x": torch.cat([flat_s, torch.tensor([[0.31, 0.30, 0.05]])], dim=1)},
-    }
-
-
-@torch.inference_mode()
-def torch_outputs(module: nn.Module, spec: GraphSpec, inputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    out = module(*(inputs[n] for n in spec.input_names))
-    outs = out if isinstance(out, tuple) else (out,)
-    return {n: o.detach().float().numpy() for n, o in zip(spec.output_names, outs, strict=True)}
-
-
 # --------------------------------------------------------------------------- export
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter warns about optional torchvision ops and deprecations on every call, and its
     optimizer logs every pass at INFO; none of it concerns the user."""
-    import warnings
-
     noisy = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")]
     levels = [n.level for n in noisy]
     for n in noisy:
@@ -141,10 +124,6 @@ def _quiet_exporter() -> Iterator[None]:
 def _custom_translations() -> dict[Callable, Callable]:
     """Translations for our custom ops: W's warp may run as ``avatarcam::grid_sample_3d`` (when that
     switch is on), which is exactly ONNX GridSample."""
-    try:
-        from engines.ops.grid_sample3d import onnx_translation_table
-    except ImportError:
-        return {}
     return onnx_translation_table()
 
 
@@ -355,38 +334,8 @@ def _attributes_to_fp16(node: Any) -> None:
 
 
 # --------------------------------------------------------------------------- verification
-@dataclass(frozen=True)
-class Comparison:
-    """One output of one graph against PyTorch fp32."""
-
-    graph: str
-    output: str
-    precision: str
-    status: str                       # PASS, FAIL or SKIPPED
-    max_abs: float = float("nan")
-    norm_max: float = float("nan")
-    rel_l2: float = float("nan")
-    reason: str = ""
-
-    def line(self) -> str:
-        head = f"{self.graph:<29} {self.precision:<4} {self.output:<10}"
-        if math.isnan(self.max_abs):
-            return f"{head} {self.status}: {self.reason}"
-        return (f"{head} max_abs={self.max_abs:.3e} norm_max={self.norm_max:.3e} rel_l2={self.rel_l2:.3e} "
-                f"{self.status}" + (f" ({self.reason})" if self.reason else ""))
-
-
-def compare(graph: str, output: str, precision: str, out: np.ndarray, ref: np.ndarray, tol: Tolerance) -> Comparison:
-    """The parity kit's metric (``check_parity.stats``) and criterion, in float64."""
-    o, r = np.asarray(out), np.asarray(ref)
-    if o.shape != r.shape:
-        return Comparison(graph, output, precision, "FAIL", reason=f"shape {o.shape} != {r.shape}")
-    e = parity_errors(o, r)
-    return Comparison(graph, output, precision, "PASS" if e.within(tol) else "FAIL", e.max_abs, e.norm_max, e.rel_l2)
-
-
 def verify_graph(path: Path, spec: GraphSpec, precision: str, inputs: Mapping[str, torch.Tensor],
-                 refs: Mapping[str, np.ndarray], tol: Tolerance) -> list[Comparison]:
+                 refs: Mapping[str, np.ndarray], tol: Tolerance) -> GraphCheck:
     """Run ``path`` with ONNX Runtime on the CPU and compare each output with ``refs``. An fp16
     graph the CPU provider cannot load or run (missing kernels) is SKIPPED with ORT's reason; for
     an fp32 graph that is a FAIL."""
@@ -397,9 +346,9 @@ def verify_graph(path: Path, spec: GraphSpec, precision: str, inputs: Mapping[st
         outs = make_session(onnxruntime, path, [CPU_PROVIDER]).run(spec.output_names, feeds)
     except Exception as e:  # noqa: BLE001 - ORT reports missing kernels as generic runtime errors
         reason = f"ONNX Runtime CPU cannot run it: {str(e).splitlines()[0][:160]}"
-        status = "FAIL" if precision == "fp32" else "SKIPPED"
-        return [Comparison(spec.name, n, precision, status, reason=reason) for n in spec.output_names]
-    return [compare(spec.name, n, precision, o, refs[n], tol) for n, o in zip(spec.output_names, outs, strict=False)]
+        return failed_graph(spec.name, precision, tol, spec.output_names, reason,
+                            FAIL if precision == "fp32" else SKIPPED)
+    return compare_graph(spec.name, precision, tol, dict(zip(spec.output_names, outs, strict=True)), refs)
 
 
 # --------------------------------------------------------------------------- the whole export
@@ -415,20 +364,23 @@ class GraphRecord:
 class ExportReport:
     out_dir: Path
     graphs: list[GraphRecord]
-    comparisons: list[Comparison]
+    checks: list[GraphCheck]                         # per graph file
     manifest: Path
     inputs: dict[str, dict[str, torch.Tensor]]       # the verification inputs, per graph
     references: dict[str, dict[str, np.ndarray]]     # PyTorch fp32 outputs on them
 
     @property
+    def comparisons(self) -> list[OutputCheck]:
+        """Every output of every graph file."""
+        return [o for c in self.checks for o in c.outputs]
+
+    @property
     def ok(self) -> bool:
-        return all(c.status != "FAIL" for c in self.comparisons)
+        return all(c.status != FAIL for c in self.checks)
 
 
 def check_packages() -> None:
     """The exporter's own dependencies, named in one error rather than a traceback."""
-    import importlib.util
-
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"{', '.join(missing)} not installed: pip install -r requirements.txt")
@@ -448,9 +400,6 @@ def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, fp16: bool = Tr
                 image: str | Path = DEFAULT_IMAGE, graphs: Sequence[str] | None = None) -> ExportReport:
     """Export, verify and describe the graphs; see the module docstring. Raises ``ExportError`` or
     ``CheckpointError`` for unusable weights; verification failures are in the report."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
     check_packages()
     check_weights_dir(weights_dir)
@@ -465,16 +414,16 @@ def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, fp16: bool = Tr
     log.info("loaded the networks from %s in %.1f s", weights_dir, time.perf_counter() - t0)
     out_dir.mkdir(parents=True, exist_ok=True)
     modules = graph_modules(nets)
-    inputs = sample_inputs(nets, crop)
-    records, comparisons, refs_all = [], [], {}
+    inputs = reference_inputs(nets, crop)
+    records, checks, refs_all = [], [], {}
     with logging_redirect_tqdm():        # log lines above the bar, not through it
         for name in tqdm(names, desc="export onnx", unit="graph", disable=None):
-            rec, comps, refs = _export_one(name, modules[name], inputs[name], out_dir, fp16)
+            rec, graph_checks, refs = _export_one(name, modules[name], inputs[name], out_dir, fp16)
             records.append(rec)
-            comparisons += comps
+            checks += graph_checks
             refs_all[name] = refs
-    manifest = write_manifest(out_dir, records, comparisons, weights_dir, fingerprint)
-    return ExportReport(out_dir, records, comparisons, manifest, {n: inputs[n] for n in names}, refs_all)
+    manifest = write_manifest(out_dir, records, checks, weights_dir, fingerprint)
+    return ExportReport(out_dir, records, checks, manifest, {n: inputs[n] for n in names}, refs_all)
 
 
 def _timed(rec: GraphRecord, step: str, fn: Callable[[], Any]) -> Any:
@@ -486,7 +435,7 @@ def _timed(rec: GraphRecord, step: str, fn: Callable[[], Any]) -> Any:
 
 
 def _export_one(name: str, module: nn.Module, inputs: Mapping[str, torch.Tensor], out_dir: Path,
-                fp16: bool) -> tuple[GraphRecord, list[Comparison], dict[str, np.ndarray]]:
+                fp16: bool) -> tuple[GraphRecord, list[GraphCheck], dict[str, np.ndarray]]:
     import onnx
 
     spec = GRAPH_SPECS[name]
@@ -494,22 +443,23 @@ def _export_one(name: str, module: nn.Module, inputs: Mapping[str, torch.Tensor]
     path = out_dir / spec.file("fp32")
     _timed(rec, "export", lambda: export_graph(module, spec, inputs, path))
     rec.files["fp32"] = path
-    refs = _timed(rec, "pytorch reference", lambda: torch_outputs(module, spec, inputs))
-    comps = _timed(rec, "check fp32", lambda: verify_graph(path, spec, "fp32", inputs, refs, FP32_TOL))
+    refs = _timed(rec, "pytorch reference", lambda: {k: v.float().numpy() for k, v in
+                                                       run_module(name, module, inputs).items()})
+    checks = [_timed(rec, "check fp32", lambda: verify_graph(path, spec, "fp32", inputs, refs, FP32_TOL))]
     if fp16:
         path16 = out_dir / spec.file("fp16")
         model16, plan = _timed(rec, "fp16 conversion", lambda: convert_to_fp16(onnx.load(str(path))))
         write_atomic(path16, model16.SerializeToString())
         rec.files["fp16"] = path16
         rec.fp16_plan = dict(plan.reasons)
-        comps += _timed(rec, "check fp16", lambda: verify_graph(path16, spec, "fp16", inputs, refs, FP16_TOL))
+        checks.append(_timed(rec, "check fp16", lambda: verify_graph(path16, spec, "fp16", inputs, refs, FP16_TOL)))
     else:
         # a stale fp16 graph from an earlier export would no longer match the fp32 one
         (out_dir / spec.file("fp16")).unlink(missing_ok=True)
-    return rec, comps, refs
+    return rec, checks, refs
 
 
-def write_manifest(out_dir: Path, records: Sequence[GraphRecord], comparisons: Sequence[Comparison],
+def write_manifest(out_dir: Path, records: Sequence[GraphRecord], checks: Sequence[GraphCheck],
                    weights_dir: Path, fingerprint: str) -> Path:
     import onnx
     import onnxruntime
@@ -517,14 +467,15 @@ def write_manifest(out_dir: Path, records: Sequence[GraphRecord], comparisons: S
     graphs = []
     for rec in records:
         for precision, path in rec.files.items():
-            checks = {c.output: {k: v for k, v in asdict(c).items() if k not in ("graph", "output", "precision")}
-                      for c in comparisons if c.graph == rec.spec.name and c.precision == precision}
+            verification = {c.output: {k: v for k, v in asdict(c).items() if k not in ("graph", "output", "precision")}
+                            for g in checks if g.graph == rec.spec.name and g.precision == precision
+                            for c in g.outputs}
             graphs.append({
                 "name": rec.spec.name, "file": path.name, "precision": precision,
                 "sha256": file_sha256(path), "bytes": path.stat().st_size,
                 "inputs": {n: list(s) for n, s in rec.spec.inputs},
                 "outputs": {n: list(s) for n, s in rec.spec.outputs},
-                "verification": checks,
+                "verification": verification,
                 **({"fp32_islands": rec.fp16_plan} if precision == "fp16" else {}),
             })
     manifest = {
@@ -588,12 +539,12 @@ def main_onnx(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     for c in report.comparisons:
         log.info("%s", c.line())
-    if any(c.precision == "fp16" and c.status != "SKIPPED" for c in report.comparisons):
+    if any(c.precision == "fp16" and c.status != SKIPPED for c in report.comparisons):
         log.info("fp16 on the CPU provider: ONNX Runtime runs nodes without an fp16 CPU kernel in fp32 "
                  "(it inserts casts), so these figures cover fp16 weights and fp16 tensors between "
                  "kernels, not GPU fp16 arithmetic")
     if not report.ok:
-        failed = [c for c in report.comparisons if c.status == "FAIL"]
+        failed = [c for c in report.comparisons if c.status == FAIL]
         log.error("verification FAILED for %d output(s): %s", len(failed),
                   ", ".join(f"{c.graph}.{c.output} ({c.precision})" for c in failed))
         return EXIT_FAILED

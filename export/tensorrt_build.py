@@ -25,29 +25,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.backend_onnx import GRAPH_SPECS, MLP_GRAPHS
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from engines.graphs import GRAPH_SPECS, MLP_GRAPHS
+from engines.tensorrt_runtime import ENGINES_JSON, ENGINES_JSON_FORMAT, read_engines_json
 from engines.weights import file_sha256
 
 from . import trt_compat
 from .files import write_atomic
-from .trt_compat import BuildTarget, EngineBuildError, TensorRT, TensorRTUnavailable
+from .trt_compat import BuildTarget, EngineBuildError, TensorRTBuilder, TensorRTUnavailable
 
 log = logging.getLogger(__name__)
 
 # Graph stems written by ``python -m export onnx`` (``<stem>.onnx`` and ``<stem>.fp16.onnx``, names
-# and I/O in ``engines.backend_onnx.GRAPH_SPECS``); engines take the same names.
+# and I/O in ``engines.graphs.GRAPH_SPECS``); engines take the same names.
 GRAPHS: tuple[str, ...] = tuple(GRAPH_SPECS)
 # Graphs built from their fp32 ONNX by default, even when an fp16 one exists. M runs once per frame
 # on a 256 crop (cheap either way), and its outputs go straight into the geometry: head pose is an
 # expectation over 66 softmax bins of 3 degrees each, so small logit errors become visible jitter,
-# and ConvNeXt-V2's GRN takes global L2 norms that are fragile in half precision. The MLPs take
-# microseconds in any precision and also feed the keypoints directly, so they stay fp32 as in the
-# torch and ONNX Runtime backends.
+# and ConvNeXt-V2's GRN takes global L2 norms that are fragile in half precision. The MLPs cost
+# next to nothing in any precision and also feed the keypoints directly, so they stay fp32 as in
+# the torch and ONNX Runtime backends.
 FP32_GRAPHS: frozenset[str] = frozenset({"motion_extractor", *MLP_GRAPHS})
 # Bump when the way engines are built changes (builder settings, network flags): invalidates caches.
 BUILD_RECIPE = 1
-ENGINES_JSON = "engines.json"
-ENGINES_JSON_FORMAT = 1
 # Exit statuses: 2 for a problem the user can fix (like main.py), 1 for a failed build.
 EXIT_USAGE, EXIT_BUILD = 2, 1
 
@@ -94,7 +96,7 @@ class BuildOutcome:
 def _external_data_files(onnx_path: Path) -> list[Path]:
     """Files holding tensors of this graph outside the .onnx (large graphs may use them), so that
     the fingerprint also covers weights stored there."""
-    import onnx
+    import onnx  # optional heavy package, imported where it is used
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     locations: set[str] = set()
@@ -142,22 +144,6 @@ def engine_cache_key(flavour: str, version: str, target_key: str, onnx_sha256: s
 
 
 # --------------------------------------------------------------------------- engines.json
-def read_engines_json(out_dir: str | Path) -> dict[str, Any]:
-    """``engines.json`` of ``out_dir`` (an empty one when absent or unreadable: it is only a cache)."""
-    path = Path(out_dir) / ENGINES_JSON
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {"format": ENGINES_JSON_FORMAT, "engines": {}}
-    except (OSError, ValueError) as e:
-        log.warning("%s unreadable (%s): every engine will be rebuilt", path, e)
-        return {"format": ENGINES_JSON_FORMAT, "engines": {}}
-    if data.get("format") != ENGINES_JSON_FORMAT or not isinstance(data.get("engines"), dict):
-        log.warning("%s has another format: every engine will be rebuilt", path)
-        return {"format": ENGINES_JSON_FORMAT, "engines": {}}
-    return data
-
-
 def write_engines_json(out_dir: Path, records: dict[str, EngineRecord | dict[str, Any]]) -> None:
     engines = {name: asdict(r) if isinstance(r, EngineRecord) else r for name, r in sorted(records.items())}
     text = json.dumps({"format": ENGINES_JSON_FORMAT, "engines": engines}, indent=2) + "\n"
@@ -181,7 +167,7 @@ def _display_path(path: Path, out_dir: Path) -> str:
         return str(path.resolve())
 
 
-def build_one(api: TensorRT, job: BuildJob, out_dir: Path, target: BuildTarget, onnx_sha256: str,
+def build_one(api: TensorRTBuilder, job: BuildJob, out_dir: Path, target: BuildTarget, onnx_sha256: str,
               key: str) -> EngineRecord:
     """Build ``job``'s engine into ``out_dir`` and describe it."""
     start = time.perf_counter()
@@ -195,13 +181,10 @@ def build_one(api: TensorRT, job: BuildJob, out_dir: Path, target: BuildTarget, 
                         size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), io=io)
 
 
-def build_engines(api: TensorRT, jobs: Sequence[BuildJob], out_dir: str | Path, target: BuildTarget,
+def build_engines(api: TensorRTBuilder, jobs: Sequence[BuildJob], out_dir: str | Path, target: BuildTarget,
                   force: bool = False) -> list[BuildOutcome]:
     """Build every job's engine into ``out_dir`` unless its cached engine has the same key;
     ``engines.json`` is rewritten after each engine, so an interrupted run keeps what it built."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, Any] = dict(read_engines_json(out_dir)["engines"])

@@ -1,43 +1,33 @@
-"""One small face over the two TensorRT flavours: TensorRT for RTX (``tensorrt_rtx``, preferred)
-and standard TensorRT (``tensorrt``).
-
-Both share the builder / parser / runtime API (``Builder``, ``OnnxParser``,
-``build_serialized_network``, ``Runtime.deserialize_cuda_engine``, ``set_tensor_address``,
-``execute_async_v3``); everything that differs between them lives here and nowhere else:
+"""Building TensorRT engines with either flavour: TensorRT for RTX (``tensorrt_rtx``, preferred)
+and standard TensorRT (``tensorrt``). The runtime half (importing a flavour, its logger, engine
+validity, dtypes) is ``engines/tensorrt_runtime.py``; ``TensorRTBuilder`` adds what only building
+needs, and everything that differs between the flavours when building lives here:
 
 * **targets**: TensorRT-RTX builds ahead of time without a GPU, for a list of compute
   capabilities or, by default, for any RTX-class GPU (8.0, 8.6, 8.9, 12.0 and later; Turing 7.5
   only when asked for explicitly). Standard TensorRT builds on, and for, the GPU it runs on.
-* **engine validity**: only TensorRT-RTX can check an engine file's header against this machine.
 
 Networks are created strongly typed in both flavours: precision comes from the ONNX types (fp16
 graphs with fp32 islands), never from builder flags.
 """
 from __future__ import annotations
 
-import importlib
-import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-log = logging.getLogger(__name__)
+import torch
 
-RTX = "tensorrt-rtx"
-STANDARD = "tensorrt"
-# Module name per flavour, in order of preference.
-_MODULES = ((RTX, "tensorrt_rtx"), (STANDARD, "tensorrt"))
+from engines import tensorrt_runtime
+from engines.tensorrt_runtime import ERRORS_KEPT, RTX, STANDARD, TensorRT, TensorRTUnavailable
+
+__all__ = ["RTX", "STANDARD", "BuildTarget", "EngineBuildError", "TensorRTBuilder", "TensorRTUnavailable",
+           "load", "parse_compute_capability"]
+
 # What the default (empty) target of a TensorRT-RTX AOT build runs on, per NVIDIA's docs.
 RTX_DEFAULT_TARGET = "any RTX GPU (compute capability 8.0, 8.6, 8.9, 12.0 and later)"
-# Keep this many builder/parser error lines for the exception text.
-_ERRORS_KEPT = 8
-
-
-class TensorRTUnavailable(RuntimeError):
-    """Neither ``tensorrt_rtx`` nor ``tensorrt`` can be imported (or the one asked for)."""
 
 
 class EngineBuildError(RuntimeError):
@@ -81,40 +71,8 @@ def _cc_sort_key(cc: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _make_logger(trt: ModuleType) -> Any:
-    """A ``trt.ILogger`` that forwards TensorRT's log to Python logging and keeps the recent errors,
-    so that a failed build can say why (the class depends on the flavour imported at run time)."""
-    sev = trt.ILogger.Severity
-    levels = {sev.INTERNAL_ERROR: logging.ERROR, sev.ERROR: logging.ERROR, sev.WARNING: logging.WARNING,
-              sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
-    trt_log = logging.getLogger(f"{__name__}.{trt.__name__}")
-
-    class Bridge(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            level = levels.get(severity, logging.INFO)
-            if level >= logging.ERROR:
-                self.errors = (self.errors + [msg])[-_ERRORS_KEPT:]
-            trt_log.log(level, "%s", msg)
-
-    return Bridge()
-
-
-@dataclass
-class TensorRT:
-    """The imported flavour with the handful of operations the project needs."""
-
-    trt: ModuleType
-    flavour: str
-    version: str
-    logger: Any = field(repr=False)
-
-    @property
-    def is_rtx(self) -> bool:
-        return self.flavour == RTX
+class TensorRTBuilder(TensorRT):
+    """The imported flavour with the build operations (targets, ONNX parsing, engine builds)."""
 
     # ------------------------------------------------------------------ targets
     def supported_compute_capabilities(self) -> tuple[str, ...]:
@@ -161,7 +119,7 @@ class TensorRT:
         # parse_from_file resolves external weight files relative to the model's folder.
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or self.logger.errors
-            raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed: " + " | ".join(errors[:_ERRORS_KEPT]))
+            raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed: " + " | ".join(errors[:ERRORS_KEPT]))
         io = self._network_io(network)
         config = builder.create_builder_config()
         self._apply_target(config, target)
@@ -177,37 +135,9 @@ class TensorRT:
         return {"inputs": [describe(network.get_input(i)) for i in range(network.num_inputs)],
                 "outputs": [describe(network.get_output(i)) for i in range(network.num_outputs)]}
 
-    # ------------------------------------------------------------------ runtime
-    def runtime(self) -> Any:
-        return self.trt.Runtime(self.logger)
-
-    def engine_problem(self, runtime: Any, data: bytes | memoryview) -> str | None:
-        """Why this engine cannot run here (wrong GPU, old driver, other version), or None when it
-        can or when the flavour cannot tell before deserialising (standard TensorRT)."""
-        if not self.is_rtx:
-            return None
-        validity, diagnostics = runtime.get_engine_validity(data)
-        if validity != self.trt.EngineValidity.INVALID:
-            return None
-        bits = self.trt.EngineInvalidityDiagnostics.__members__.items()
-        reasons = [name.lower().replace("_", " ") for name, bit in bits if int(diagnostics) & int(bit)]
-        return "engine invalid on this machine: " + (", ".join(reasons) or "no diagnostics")
-
-    def dtype_name(self, dtype: Any) -> str:
-        """``trt.DataType`` -> numpy/torch-style name (``float32``, ``float16``, ...)."""
-        names = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT32": "int32", "INT64": "int64",
-                 "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
-        # by member name: older standard TensorRT releases lack some members (BF16, INT64)
-        return next((v for k, v in names.items() if getattr(self.trt.DataType, k, None) == dtype), str(dtype))
-
-    def is_input(self, engine: Any, name: str) -> bool:
-        return engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
-
 
 def _current_gpu() -> str:
     """``"sm90:NVIDIA H100 80GB HBM3"`` for the current CUDA device (standard TensorRT's target)."""
-    import torch
-
     if not torch.cuda.is_available():
         raise TensorRTUnavailable("standard TensorRT builds engines on the GPU they are for, and no CUDA GPU is "
                                   "available here; install TensorRT for RTX (pip install tensorrt-rtx), which "
@@ -216,18 +146,7 @@ def _current_gpu() -> str:
     return f"sm{major}{minor}:{torch.cuda.get_device_name()}"
 
 
-def load(prefer: str | None = None) -> TensorRT:
-    """Import TensorRT-RTX, else standard TensorRT (``prefer`` picks one flavour only)."""
-    candidates = [(f, m) for f, m in _MODULES if prefer in (None, f)]
-    if not candidates:
-        raise ValueError(f"unknown TensorRT flavour {prefer!r}; expected {RTX} or {STANDARD}")
-    failures = []
-    for flavour, module in candidates:
-        try:
-            trt = importlib.import_module(module)
-        except (ImportError, OSError) as e:   # OSError: a shared library that does not load
-            failures.append(f"{module}: {e}")
-            continue
-        return TensorRT(trt=trt, flavour=flavour, version=str(trt.__version__), logger=_make_logger(trt))
-    raise TensorRTUnavailable("TensorRT is not installed: " + "; ".join(failures)
-                              + " (install it with: pip install tensorrt-rtx==1.7.1.116)")
+def load(prefer: str | None = None) -> TensorRTBuilder:
+    """TensorRT-RTX, else standard TensorRT (``prefer`` picks one flavour only), ready to build."""
+    api = tensorrt_runtime.load(prefer)
+    return TensorRTBuilder(trt=api.trt, flavour=api.flavour, version=api.version, logger=api.logger)

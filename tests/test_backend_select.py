@@ -1,6 +1,7 @@
 """--backend auto: the decision on every kind of machine, and on this one."""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -66,6 +67,15 @@ def test_explicit_requests_and_impossible_ones() -> None:
         choose_backend("torch", "cuda", CPU_ONLY)
     with pytest.raises(ValueError, match="unknown backend"):
         choose_backend("magic", "auto", CPU_ONLY)
+
+
+def test_reasons_state_no_measurements() -> None:
+    """Figures belong in the README: a reason says why, not how many seconds or percent."""
+    machines = (CPU_ONLY, replace(CPU_ONLY, onnx_verified=True), GPU_TRT, GPU_NO_ENGINES, GPU_NO_TRT)
+    reasons = {choose_backend("auto", device, facts).reason for facts in machines for device in ("auto", "cpu")}
+    assert len(reasons) >= 5
+    for reason in reasons:
+        assert not re.search(r"\d+(\.\d+)? ?(s|ms|%)(\W|$)|measured", reason), reason
 
 
 def test_this_machine() -> None:

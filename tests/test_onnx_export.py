@@ -1,7 +1,7 @@
 """ONNX export (``python -m export onnx``), its verification, the fp16 graphs and the ONNX Runtime
-backend, on the parity kit's synthetic weights. All graphs are exported once per module; on two
-CPU cores the whole file takes 1.5 minutes (2.5 on a busy machine), most of it W+G: export,
-PyTorch reference, ONNX Runtime fp32 and fp16 runs, and one more run through the backend."""
+backend, on the parity kit's synthetic weights. All graphs are exported once per test session (the
+``exported_onnx`` fixture); most of the time goes to W+G: export, PyTorch reference, ONNX Runtime
+fp32 and fp16 runs, and one more run through the backend."""
 from __future__ import annotations
 
 import json
@@ -19,14 +19,15 @@ from fakes import run_export  # noqa: E402
 
 from engines import motion  # noqa: E402
 from engines.backend import TorchBackend  # noqa: E402
-from engines.backend_onnx import GRAPH_SPECS, MANIFEST, OnnxModelError, OnnxRuntimeBackend  # noqa: E402
+from engines.backend_onnx import MANIFEST, OnnxModelError, OnnxRuntimeBackend  # noqa: E402
 from engines.checkpoints import load_networks  # noqa: E402
+from engines.graphs import GRAPH_SPECS  # noqa: E402
+from engines.verification import compare_output  # noqa: E402
 from export.onnx_export import (  # noqa: E402
     FP16_TOL,
     FP32_TOL,
     OPSET,
     ExportReport,
-    compare,
     file_sha256,
     weights_fingerprint,
 )
@@ -95,11 +96,11 @@ def test_fp16_check_passes_or_is_skipped_with_a_reason(exported: ExportReport) -
 
 def test_metric_is_the_kits() -> None:
     ref = np.array([1.0, -2.0, 4.0])
-    c = compare("g", "y", "fp32", ref + np.array([0.0, 4e-4, 0.0]), ref, FP32_TOL)
+    c = compare_output("g", "y", "fp32", ref + np.array([0.0, 4e-4, 0.0]), ref, FP32_TOL)
     assert c.max_abs == pytest.approx(4e-4) and c.norm_max == pytest.approx(1e-4)
     assert c.rel_l2 == pytest.approx(4e-4 / np.sqrt(21)) and c.status == "FAIL"   # rel_l2 8.7e-5 > 5e-5
-    assert compare("g", "y", "fp32", ref * (1 + 1e-6), ref, FP32_TOL).status == "PASS"
-    assert compare("g", "y", "fp32", np.full(3, np.nan), ref, FP32_TOL).status == "FAIL"
+    assert compare_output("g", "y", "fp32", ref * (1 + 1e-6), ref, FP32_TOL).status == "PASS"
+    assert compare_output("g", "y", "fp32", np.full(3, np.nan), ref, FP32_TOL).status == "FAIL"
 
 
 # --------------------------------------------------------------------------- fp16 graphs
@@ -170,7 +171,7 @@ def test_help_lists_subcommands() -> None:
 
 # --------------------------------------------------------------------------- backend
 def _assert_close(out: torch.Tensor, ref: torch.Tensor | np.ndarray, what: str) -> None:
-    c = compare("backend", what, "fp32", out.numpy(), np.asarray(ref), FP32_TOL)
+    c = compare_output("backend", what, "fp32", out.numpy(), np.asarray(ref), FP32_TOL)
     assert c.status == "PASS", c.line()
 
 
@@ -192,7 +193,7 @@ def test_backend_matches_torch_backend(exported: ExportReport, synthetic_weights
         _assert_close(getattr(ort_backend, mlp)(x2), getattr(torch_backend, mlp)(x2), mlp)
 
     # W+G: against the exporter's PyTorch reference on the same inputs (the same W-then-G calls as
-    # TorchBackend.render), which saves one more ~20 s PyTorch run on two cores
+    # TorchBackend.render), which saves one more PyTorch run of the slowest graph
     wg = exported.inputs["warping_spade"]
     image_512 = ort_backend.render(wg["feature_3d"], wg["kp_source"], wg["kp_driving"])
     assert image_512.shape == (1, 3, 512, 512) and image_512.dtype == torch.float32

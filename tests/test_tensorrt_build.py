@@ -19,13 +19,18 @@ import pytest
 import torch
 from fakes import run_export
 
-from engines.backend_tensorrt import (
+from engines import tensorrt_runtime
+from engines.backend_tensorrt import TensorRTBackend, TensorRTBackendError, validate_engines
+from engines.graphs import GRAPH_SPECS, torch_runner
+from engines.verification import (
     PROFILES,
-    TensorRTBackend,
-    TensorRTBackendError,
+    SKIPPED,
     Tolerance,
+    compare_graph,
     compare_output,
-    validate_engines,
+    failed_graph,
+    reference_inputs,
+    stand_in_image,
 )
 from export import tensorrt_build as tb
 from export import trt_compat
@@ -36,7 +41,7 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="running TensorRT engines needs
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def api() -> trt_compat.TensorRT:
+def api() -> trt_compat.TensorRTBuilder:
     """TensorRT for RTX; in CI (where requirements install it) its absence is a failure."""
     try:
         return trt_compat.load(prefer=trt_compat.RTX)
@@ -343,21 +348,44 @@ def test_validation_reasons(case, reason):
     assert report.accepted == [] and reason in report.rejected["stitching"]
 
 
-def test_validation_takes_a_backend_object():
-    class FakeBackend:
-        def run_engine(self, engine, feeds):
-            return _reference(engine, feeds)
+def test_graph_check_status_and_reasons():
+    tol = PROFILES["fp32"]
+    skipped = failed_graph("g", "fp16", tol, ["a", "b"], "no fp16 kernel", status=SKIPPED)
+    assert skipped.status == SKIPPED and not skipped.passed and skipped.reason == "no fp16 kernel"
+    assert [(o.output, o.status, o.reason) for o in skipped.outputs] == [("a", SKIPPED, "no fp16 kernel"),
+                                                                          ("b", SKIPPED, "no fp16 kernel")]
+    ref = {"a": torch.ones(2, 3), "b": torch.arange(6.0).reshape(2, 3)}
+    same = compare_graph("g", "fp32", tol, {k: v.clone() for k, v in ref.items()}, ref)
+    assert same.passed and same.reason == "" and [o.status for o in same.outputs] == ["PASS", "PASS"]
+    off = compare_graph("g", "fp32", tol, {"a": ref["a"], "b": ref["b"] * 1.01}, ref)
+    assert off.status == "FAIL" and off.reason.startswith("differs from PyTorch: b norm_max")
+    assert [o.status for o in off.outputs] == ["PASS", "FAIL"]
+    assert "g: FAIL" in off.line() and "worst b" in off.line()
 
-    assert validate_engines(FakeBackend(), _reference, _inputs(), "fp32").rejected == {}
+
+def test_reference_inputs_fit_every_graph():
+    nets = _TinyNets.build()
+    image = stand_in_image("cpu")
+    assert image.shape == (1, 3, 256, 256) and torch.equal(image, stand_in_image("cpu"))
+    inputs = reference_inputs(nets, image)
+    assert set(inputs) == set(GRAPH_SPECS)
+    for name, spec in GRAPH_SPECS.items():
+        assert {k: tuple(v.shape) for k, v in inputs[name].items()} == dict(spec.inputs), name
+        assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in inputs[name].values()), name
+    wg = inputs["warping_spade"]
+    assert not torch.equal(wg["kp_source"], wg["kp_driving"])          # a driving motion, not the source
+    runs = torch_runner(nets)
+    for name in GRAPH_SPECS:                                            # the PyTorch modules accept them
+        assert set(runs(name, inputs[name])) == set(GRAPH_SPECS[name].output_names), name
 
 
 def test_metric_matches_the_parity_kit():
     ref = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
     out = ref + torch.tensor([0.0, 0.004, 0.0], dtype=torch.float64)
-    check = compare_output("y", out, ref, PROFILES["fp16"])
+    check = compare_output("g", "y", "fp16", out, ref, PROFILES["fp16"])
     assert check.norm_max == pytest.approx(0.004 / 4) and check.rel_l2 == pytest.approx(0.004 / float(ref.norm()))
-    assert check.passed and not compare_output("y", out, ref, PROFILES["fp32"]).passed
-    zero = compare_output("y", torch.full((3,), 1e-5), torch.zeros(3), PROFILES["fp32"])
+    assert check.passed and not compare_output("g", "y", "fp32", out, ref, PROFILES["fp32"]).passed
+    zero = compare_output("g", "y", "fp32", torch.full((3,), 1e-5), torch.zeros(3), PROFILES["fp32"])
     assert zero.norm_max == pytest.approx(1e-5)       # all-zero reference: absolute error, as in the kit
 
 
@@ -424,18 +452,15 @@ def fake_tensorrt(monkeypatch: pytest.MonkeyPatch, engine_class: type) -> None:
             return object()
 
     monkeypatch.setattr(bt, "_require_cuda", lambda device: torch.device("cpu"))
-    monkeypatch.setattr(trt_compat, "load", lambda prefer=None: FakeApi())
+    monkeypatch.setattr(tensorrt_runtime, "load", lambda prefer=None: FakeApi())
     monkeypatch.setattr(bt, "TrtEngine", engine_class)
 
 
 def test_backend_wiring_uses_validated_engines_and_falls_back(tmp_path, monkeypatch, caplog):
     """The backend's logic on the CPU with fake engines (no TensorRT runs here): a wrong engine is
     rejected by validation and its PyTorch module used instead; the others serve the calls."""
-    import engines.backend_tensorrt as bt
-    from engines.backend_tensorrt import torch_reference
-
     nets = _TinyNets.build()
-    reference = torch_reference(nets)
+    reference = torch_runner(nets)
     calls: list[str] = []
 
     class FakeEngine:
@@ -444,7 +469,7 @@ def test_backend_wiring_uses_validated_engines_and_falls_back(tmp_path, monkeypa
         def __init__(self, api, runtime, path, device):
             self.name = path.stem
             if self.name == "eye":
-                raise bt.EngineLoadError("eye.engine: engine invalid on this machine: unsupported cc")
+                raise tensorrt_runtime.EngineLoadError("eye.engine: engine invalid on this machine: unsupported cc")
 
         def __call__(self, feeds):
             calls.append(self.name)
@@ -495,7 +520,7 @@ def test_backend_without_fallback_needs_every_engine(tmp_path, monkeypatch):
 
 @needs_cuda
 def test_engine_runs_like_onnxruntime_on_the_gpu(api, tmp_path):
-    from engines.backend_tensorrt import EngineLoadError, TrtEngine
+    from engines.tensorrt_runtime import EngineLoadError, TrtEngine
 
     graph = make_gridsample_graph(tmp_path / "tiny.onnx")
     data, _ = api.build_engine(graph, api.resolve_target())
@@ -508,9 +533,9 @@ def test_engine_runs_like_onnxruntime_on_the_gpu(api, tmp_path):
     feeds = tiny_inputs()
     outs = engine({k: torch.from_numpy(v).cuda() for k, v in feeds.items()})
     ref = torch.from_numpy(onnxruntime_reference(graph, feeds))
-    assert compare_output("image", outs["image"], ref, PROFILES["fp32"]).passed
+    assert compare_output("tiny", "image", "fp32", outs["image"], ref, PROFILES["fp32"]).passed
     # a batch of two runs sample by sample through the batch-1 engine
-    from engines.backend_tensorrt import run_batched
+    from engines.tensorrt_runtime import run_batched
     two = run_batched(engine, {k: torch.from_numpy(np.concatenate([v, v])).cuda() for k, v in feeds.items()})
     assert two["image"].shape == (2, 3, 8, 8) and torch.equal(two["image"][0], two["image"][1])
 

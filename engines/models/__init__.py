@@ -12,6 +12,12 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .appearance_feature_extractor import AppearanceFeatureExtractor
+from .motion_extractor import MotionExtractor
+from .spade_generator import SPADEGenerator
+from .stitching_retargeting import StitchingRetargetingMLP
+from .warping_network import WarpingNetwork
+
 NETWORK_NAMES: tuple[str, ...] = (
     "appearance_feature_extractor",
     "motion_extractor",
@@ -23,49 +29,14 @@ NETWORK_NAMES: tuple[str, ...] = (
 )
 
 
-def _appearance_feature_extractor() -> nn.Module:
-    from .appearance_feature_extractor import AppearanceFeatureExtractor
-    return AppearanceFeatureExtractor()
-
-
-def _motion_extractor() -> nn.Module:
-    from .motion_extractor import MotionExtractor
-    return MotionExtractor()
-
-
-def _warping_module() -> nn.Module:
-    from .warping_network import WarpingNetwork
-    return WarpingNetwork()
-
-
-def _spade_generator() -> nn.Module:
-    from .spade_generator import SPADEGenerator
-    return SPADEGenerator()
-
-
-def _retarget_shoulder() -> nn.Module:
-    from .stitching_retargeting import StitchingRetargetingMLP
-    return StitchingRetargetingMLP.stitching()
-
-
-def _retarget_mouth() -> nn.Module:
-    from .stitching_retargeting import StitchingRetargetingMLP
-    return StitchingRetargetingMLP.lip()
-
-
-def _retarget_eye() -> nn.Module:
-    from .stitching_retargeting import StitchingRetargetingMLP
-    return StitchingRetargetingMLP.eye()
-
-
 _BUILDERS: dict[str, Callable[[], nn.Module]] = {
-    "appearance_feature_extractor": _appearance_feature_extractor,
-    "motion_extractor": _motion_extractor,
-    "warping_module": _warping_module,
-    "spade_generator": _spade_generator,
-    "retarget_shoulder": _retarget_shoulder,
-    "retarget_mouth": _retarget_mouth,
-    "retarget_eye": _retarget_eye,
+    "appearance_feature_extractor": AppearanceFeatureExtractor,
+    "motion_extractor": MotionExtractor,
+    "warping_module": WarpingNetwork,
+    "spade_generator": SPADEGenerator,
+    "retarget_shoulder": StitchingRetargetingMLP.stitching,
+    "retarget_mouth": StitchingRetargetingMLP.lip,
+    "retarget_eye": StitchingRetargetingMLP.eye,
 }
 
 

@@ -232,7 +232,7 @@ def grid_sample_3d_or_reference(input: torch.Tensor, grid: torch.Tensor,
 # --------------------------------------------------------------------------- ONNX
 def _onnx_grid_sample_3d(input: Any, grid: Any) -> Any:
     """Dynamo exporter translation: the op is exactly ONNX GridSample (opset 20)."""
-    from onnxscript import opset20 as op
+    from onnxscript import opset20 as op  # export-only package, needed only while exporting
 
     return op.GridSample(input, grid, mode="linear", padding_mode="zeros", align_corners=0)
 
