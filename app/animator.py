@@ -147,6 +147,14 @@ class AnimatedFrame:
     rendered: bool         # False when a held / cached frame was returned without rendering
 
 
+def driving_motion(v: torch.Tensor) -> motion.DrivingMotion:
+    """A driver vector -> the batch-of-one ``DrivingMotion`` of the keypoint math (views of ``v``
+    and its rotation matrix)."""
+    return motion.DrivingMotion(R=motion.rotation_matrix(v[0:1], v[1:2], v[2:3]),
+                                exp=v[_EXP].reshape(1, motion.NUM_KP, 3), scale=v[_SCALE].reshape(1, 1),
+                                t=v[_T].reshape(1, 3))
+
+
 def driver_vector(info: motion.KeypointInfo, ratios: torch.Tensor) -> torch.Tensor:
     """The user's motion in one frame as a flat float32 vector on the motion's device (see the
     slices above); ``ratios`` = [left eye, right eye, lip] open ratios from the landmarks."""
@@ -270,7 +278,7 @@ class Animator:
         self._device_paste: DevicePasteBack | None = None
         self.reference = NeutralReference()
         self._reference: torch.Tensor | None = None       # reference.value on the device
-        self._reference_rotation_t: torch.Tensor | None = None   # its rotation, transposed
+        self._reference_motion: motion.DrivingMotion | None = None   # its DrivingMotion
         self.smoother = MotionSmoother()
         self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
         self._last_motion: torch.Tensor | None = None     # smoothed driver vector of the last frame
@@ -326,7 +334,7 @@ class Animator:
             self.reference.add(host, s.reference_frames)
             ref = torch.as_tensor(self.reference.value, dtype=torch.float32, device=raw.device)
             self._reference = ref
-            self._reference_rotation_t = motion.rotation_matrix(ref[0:1], ref[1:2], ref[2:3]).transpose(1, 2)
+            self._reference_motion = driving_motion(ref)
         else:
             # live: a NaN/inf motion is replaced by the last valid one on the device (no waiting
             # here); the flag comes back with the image and the frame is then dropped
@@ -431,43 +439,29 @@ class Animator:
         return self._constants[1]
 
     def _driving_keypoints(self, v: torch.Tensor, s: AnimationSettings) -> torch.Tensor:
-        """x_d from the (smoothed) driver vector, all on the device."""
-        a, ref, src = self.avatar, self._reference, self.avatar.info
-        c = self._setting_tensors(s)
-        # rotation: the user's rotation relative to the reference, as angles, scaled and limited
-        R_rel = motion.rotation_matrix(v[0:1], v[1:2], v[2:3]) @ self._reference_rotation_t
-        angles = torch.stack(motion.euler_from_rotation(R_rel), dim=1)[0] * c.rotation_multiplier
-        angles = torch.minimum(torch.maximum(angles, -c.rotation_limit), c.rotation_limit)
-        R_new = motion.rotation_matrix(angles[0:1], angles[1:2], angles[2:3]) @ a.R_s
+        """x_d from the (smoothed) driver vector, all on the device: ``motion.animate_keypoints``
+        with the settings' controls, relative to the neutral reference."""
+        a, c = self.avatar, self._setting_tensors(s)
+        return motion.animate_keypoints(
+            a.info, a.x_s, driving_motion(v), self._reference_motion,
+            stitching_net=self.backend.stitching if s.stitching else None, option=s.driving_option,
+            x_d_ref=a.expression_reference, expression_multiplier=a.expression_multiplier,
+            lip_delta=a.lip_normalization if s.normalize_lip and s.lip_mode == "off" else None,
+            R_s=a.R_s, controls=c.controls, check_finite=False, retargeting=self._retargeting(v, s, c)).final
 
-        # with retargeting on, the eye / lip keypoints keep the avatar's own expression and the
-        # retargeting network sets their openness instead (no double counting)
-        exp_delta = (v[_EXP] - ref[_EXP]).reshape(1, motion.NUM_KP, 3) * c.expression_weights
-        exp_new = src.exp + exp_delta
-        scale_new = src.scale * (v[_SCALE] / ref[_SCALE])
-        # t_z of the result is 0, as in the official pipeline
-        t_new = src.t * c.keep_xy + (v[_T] - ref[_T]) * c.translation_weights
-        x_d = scale_new[..., None] * (src.kp @ R_new + exp_new) + t_new[:, None, :]
-
-        if s.driving_option == "expression-friendly":
-            if a.expression_multiplier is None:
-                raise ValueError("the avatar's keypoints span no 3-D volume (expression-friendly driving)")
-            x_d = motion.expression_friendly(x_d, a.expression_reference, a.x_s, a.expression_multiplier)
-
+    def _retargeting(self, v: torch.Tensor, s: AnimationSettings, c: _SettingTensors) -> list[torch.Tensor]:
+        """R_eyes / R_lip offsets for the modes that are on. Their keypoints keep the avatar's own
+        expression (``_SettingTensors``), so the networks alone set the openness."""
+        a, offsets = self.avatar, []
         if s.eye_mode != "off":
-            target = c.eye_target if s.eye_mode == "fixed" else self._follow_eye_target(v, ref)
-            ratios = motion.combined_eye_ratios(a.eye_ratios, target)
-            x_d = x_d + motion.eye_retarget_delta(self.backend.eye, a.x_s, ratios)
+            target = c.eye_target if s.eye_mode == "fixed" else self._follow_eye_target(v, self._reference)
+            offsets.append(motion.eye_retarget_delta(self.backend.eye, a.x_s,
+                                                     motion.combined_eye_ratios(a.eye_ratios, target)))
         if s.lip_mode != "off":
             target = c.lip_target if s.lip_mode == "fixed" else v[_LIP]
-            ratios = motion.combined_lip_ratios(a.lip_ratio, target)
-            x_d = x_d + motion.lip_retarget_delta(self.backend.lip, a.x_s, ratios)
-
-        if s.stitching:
-            x_d = motion.apply_stitching(self.backend.stitching, a.x_s, x_d)
-            if s.normalize_lip and s.lip_mode == "off" and a.lip_normalization is not None:
-                x_d = x_d + a.lip_normalization
-        return x_d
+            offsets.append(motion.lip_retarget_delta(self.backend.lip, a.x_s,
+                                                     motion.combined_lip_ratios(a.lip_ratio, target)))
+        return offsets
 
     def _follow_eye_target(self, v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """The user's eye openness on the avatar's scale (paper, sec. 4.3): the user's ratio times
@@ -482,30 +476,21 @@ class Animator:
 
 @dataclass(frozen=True)
 class _SettingTensors:
-    """The settings the keypoint math multiplies with, as device tensors (made once per settings
-    snapshot, not once per frame)."""
+    """The settings the keypoint math uses, as device tensors (made once per settings snapshot,
+    not once per frame)."""
 
-    rotation_multiplier: torch.Tensor     # 3
-    rotation_limit: torch.Tensor          # 3, degrees
-    expression_weights: torch.Tensor      # 1 x K x 3: the multiplier, 0 on retargeted keypoints
-    translation_weights: torch.Tensor     # 3: 0 when locked; z always 0
-    keep_xy: torch.Tensor                 # 3: (1, 1, 0)
+    controls: motion.MotionControls
     eye_target: torch.Tensor              # 1 x 1
     lip_target: torch.Tensor              # 1 x 1
 
     @staticmethod
     def make(s: AnimationSettings, device: torch.device) -> _SettingTensors:
-        weights = np.full((1, motion.NUM_KP, 3), s.expression_multiplier, np.float32)
-        if s.eye_mode != "off":
-            weights[:, list(motion.EYE_KEYPOINTS)] = 0.0
-        if s.lip_mode != "off":
-            weights[:, list(motion.LIP_KEYPOINTS)] = 0.0
-        move = 0.0 if s.translation_lock else 1.0
-
-        def tensor(x: object) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(x, np.float32), device=device)
-
-        return _SettingTensors(rotation_multiplier=tensor(s.rotation_multiplier),
-                               rotation_limit=tensor(s.rotation_limit_deg), expression_weights=tensor(weights),
-                               translation_weights=tensor([move, move, 0.0]), keep_xy=tensor([1.0, 1.0, 0.0]),
-                               eye_target=tensor([[s.eye_target]]), lip_target=tensor([[s.lip_target]]))
+        undriven = ((motion.EYE_KEYPOINTS if s.eye_mode != "off" else ())
+                    + (motion.LIP_KEYPOINTS if s.lip_mode != "off" else ()))
+        controls = motion.MotionControls.make(
+            device, rotation_multiplier=s.rotation_multiplier, rotation_limit_deg=s.rotation_limit_deg,
+            expression_multiplier=s.expression_multiplier, undriven_keypoints=undriven,
+            translation_lock=s.translation_lock)
+        return _SettingTensors(controls=controls,
+                               eye_target=torch.tensor([[s.eye_target]], dtype=torch.float32, device=device),
+                               lip_target=torch.tensor([[s.lip_target]], dtype=torch.float32, device=device))
