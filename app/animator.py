@@ -34,7 +34,7 @@ from .face.avatar import AvatarFace
 from .face.driving import DrivingFace
 from .face.paste_device import DevicePasteBack
 from .face.smoothing import OneEuroFilter
-from .settings import AnimationSettings, LiveSettings
+from .settings import AnimationSettings, LiveSettings, SmoothingGroup
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ _EXP = slice(7, 7 + 3 * motion.NUM_KP)
 _EYES = slice(_EXP.stop, _EXP.stop + 2)
 _LIP = slice(_EYES.stop, _EYES.stop + 1)
 _SIZE = _LIP.stop
-_GROUPS = {"rotation": (_ANG,), "translation": (_T, _SCALE), "expression": (_EXP,), "eyes": (_EYES,), "lips": (_LIP,)}
+_GROUP_PARTS = {SmoothingGroup.ROTATION: (_ANG,), SmoothingGroup.TRANSLATION: (_T, _SCALE),
+                SmoothingGroup.EXPRESSION: (_EXP,), SmoothingGroup.EYES: (_EYES,), SmoothingGroup.LIPS: (_LIP,)}
 # One Euro tuning per group at smoothing strength 1 (min cutoff in Hz, beta in units/s of the group)
 _STRONGEST_CUTOFF = 0.3
 _WEAKEST_CUTOFF = 8.0
-_BETA = {"rotation": 0.05, "translation": 5.0, "expression": 2.0, "eyes": 3.0, "lips": 3.0}
+_BETA = {SmoothingGroup.ROTATION: 0.05, SmoothingGroup.TRANSLATION: 5.0, SmoothingGroup.EXPRESSION: 2.0,
+         SmoothingGroup.EYES: 3.0, SmoothingGroup.LIPS: 3.0}
 # A reference frame counts as steady when it stays within these of the window's mean.
 _STEADY_DEGREES = 3.0
 _STEADY_TRANSLATION = 0.02
@@ -220,10 +222,10 @@ class NeutralReference:
 
 
 class MotionSmoother:
-    """One Euro filtering of the driver vector with a strength per motion group, read from the
-    settings each frame. One filter runs over the whole vector with per-element cutoffs and betas
-    (a handful of device operations per frame instead of one set per group); a group at strength
-    0 gets an infinite cutoff, which passes it through unchanged."""
+    """One Euro filtering of the driver vector with a strength per ``SmoothingGroup``, read from
+    the settings each frame. One filter runs over the whole vector with per-element cutoffs and
+    betas (a handful of device operations per frame instead of one set per group); a group at
+    strength 0 gets an infinite cutoff, which passes it through unchanged."""
 
     def __init__(self) -> None:
         self.filter = OneEuroFilter()
@@ -234,16 +236,16 @@ class MotionSmoother:
 
     def tune(self, settings: AnimationSettings, device: torch.device) -> None:
         """Per-element cutoffs and betas for these settings, uploaded when they change."""
-        strengths = tuple(getattr(settings, f"smooth_{group}") for group in _GROUPS)
+        strengths = tuple(settings.smoothing(group) for group in SmoothingGroup)
         if self._tuning is not None and self._tuning[:2] == (strengths, device):
             return
         cutoff, beta = np.empty(_SIZE, np.float32), np.empty(_SIZE, np.float32)
-        for (group, parts), strength in zip(_GROUPS.items(), strengths, strict=False):
-            for p in parts:
+        for group, strength in zip(SmoothingGroup, strengths, strict=True):
+            for part in _GROUP_PARTS[group]:
                 # strength 0..1 -> cutoff from 8 Hz (light) down to 0.3 Hz (heavy), geometric
-                cutoff[p] = (np.inf if strength <= 0
-                             else _WEAKEST_CUTOFF * (_STRONGEST_CUTOFF / _WEAKEST_CUTOFF) ** strength)
-                beta[p] = 0.0 if strength <= 0 else _BETA[group]
+                cutoff[part] = (np.inf if strength <= 0
+                                else _WEAKEST_CUTOFF * (_STRONGEST_CUTOFF / _WEAKEST_CUTOFF) ** strength)
+                beta[part] = 0.0 if strength <= 0 else _BETA[group]
         self._tuning = (strengths, device, torch.from_numpy(cutoff).to(device), torch.from_numpy(beta).to(device))
 
     def __call__(self, v: torch.Tensor, t: float, settings: AnimationSettings) -> torch.Tensor:

@@ -17,11 +17,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from app.animator import Status, fetch_image, image_to_tensor, pack_frame, unpack_frame
 from app.face import crop as fc
 from app.face.paste_device import DevicePasteBack
+from app.settings import smoothing_fields
 from engines import motion
 from engines.backend import StubBackend
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-NO_SMOOTHING = {f"smooth_{g}": 0.0 for g in ("rotation", "translation", "expression", "eyes", "lips")}
+NO_SMOOTHING = smoothing_fields(0.0)
 
 
 class HostReads(TorchDispatchMode):
