@@ -14,7 +14,8 @@ import torch
 from fakes import ScriptedBackend, fake_face, make_animator
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from app.animator import Status, fetch_image, image_to_tensor, pack_frame, unpack_frame
+from app.animator import Status
+from app.device_io import fetch_image, image_to_tensor, pack_frame, unpack_frame
 from app.face import crop as fc
 from app.face.paste_device import DevicePasteBack
 from app.settings import smoothing_fields
