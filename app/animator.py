@@ -72,7 +72,7 @@ class Animator:
         self.paste_on_device = backend.device.type == "cuda" if paste_on_device is None else paste_on_device
         self.avatar = avatar
         self.reference = driver.NeutralReference()
-        self.smoother = driver.MotionSmoother()
+        self.smoother = driver.MotionSmoother(backend.device)
         self.face_lost = FaceLostState()
         self.retargeting = Retargeting(backend.device)
         self.last_keypoints: torch.Tensor | None = None   # x_d of the last rendered frame
@@ -106,7 +106,7 @@ class Animator:
         self._apply_requests()
         # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
         # is queued: an upload from pageable memory waits for the device to finish what is queued
-        self.smoother.tune(s, self.backend.device)
+        self.smoother.tune(s)
         self.retargeting.prepare(s)
         self._motion_controls(s)
         if s.paste_back and self.paste_on_device:

@@ -93,22 +93,24 @@ class NeutralReference:
 
 
 class MotionSmoother:
-    """One Euro filtering of the driver vector with a strength per ``SmoothingGroup``, read from
-    the settings each frame. One filter runs over the whole vector with per-element cutoffs and
-    betas (a handful of device operations per frame instead of one set per group); a group at
-    strength 0 gets an infinite cutoff, which passes it through unchanged."""
+    """One Euro filtering of driver vectors on ``device`` with a strength per ``SmoothingGroup``,
+    read from the settings each frame. One filter runs over the whole vector with per-element
+    cutoffs and betas (a handful of device operations per frame instead of one set per group); a
+    group at strength 0 gets an infinite cutoff, which passes it through unchanged."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.filter = OneEuroFilter()
-        self._tuning: tuple[tuple[float, ...], torch.device, torch.Tensor, torch.Tensor] | None = None
+        self._tuning: tuple[tuple[float, ...], torch.Tensor, torch.Tensor] | None = None
 
     def reset(self) -> None:
         self.filter.reset()
 
-    def tune(self, settings: AnimationSettings, device: torch.device) -> None:
-        """Per-element cutoffs and betas for these settings, uploaded when they change."""
+    def tune(self, settings: AnimationSettings) -> None:
+        """Per-element cutoffs and betas for these settings, uploaded when the strengths change
+        (keyed on the strengths alone: "cuda" and a tensor's "cuda:0" compare unequal)."""
         strengths = tuple(settings.smoothing(group) for group in SmoothingGroup)
-        if self._tuning is not None and self._tuning[:2] == (strengths, device):
+        if self._tuning is not None and self._tuning[0] == strengths:
             return
         cutoff, beta = np.empty(SIZE, np.float32), np.empty(SIZE, np.float32)
         for group, strength in zip(SmoothingGroup, strengths, strict=True):
@@ -117,9 +119,10 @@ class MotionSmoother:
                 cutoff[part] = (np.inf if strength <= 0
                                 else _WEAKEST_CUTOFF * (_STRONGEST_CUTOFF / _WEAKEST_CUTOFF) ** strength)
                 beta[part] = 0.0 if strength <= 0 else _BETA[group]
-        self._tuning = (strengths, device, torch.from_numpy(cutoff).to(device), torch.from_numpy(beta).to(device))
+        self._tuning = (strengths, torch.from_numpy(cutoff).to(self.device), torch.from_numpy(beta).to(self.device))
 
     def __call__(self, v: torch.Tensor, t: float, settings: AnimationSettings) -> torch.Tensor:
-        self.tune(settings, v.device)
-        self.filter.min_cutoff, self.filter.beta = self._tuning[2], self._tuning[3]
+        """``v`` (on ``device``) smoothed, at time ``t`` in seconds."""
+        self.tune(settings)
+        self.filter.min_cutoff, self.filter.beta = self._tuning[1], self._tuning[2]
         return self.filter(v, t)

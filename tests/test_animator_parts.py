@@ -33,7 +33,7 @@ def test_every_smoothing_group_is_a_setting_and_strength_zero_passes_through() -
     with pytest.raises(ValueError, match="smooth_eyes: expected 0..1"):
         AnimationSettings(smooth_eyes=1.5).validated()
     # rotation off, the rest strongly smoothed: a small step passes through in the angles only
-    smoother = driver.MotionSmoother()
+    smoother = driver.MotionSmoother(torch.device("cpu"))
     settings = AnimationSettings(**{**smoothing_fields(1.0), SmoothingGroup.ROTATION.field: 0.0})
     smoother(torch.zeros(driver.SIZE), 0.0, settings)
     step = torch.full((driver.SIZE,), 1e-3)
@@ -72,3 +72,18 @@ def test_face_lost_holds_eases_and_resumes() -> None:
     assert torch.equal(back, neutral)
     assert torch.allclose(state.seen(live, 1.15, s), live * smoothstep(0.5))
     assert torch.equal(state.seen(live, 1.3, s), live) and torch.equal(state.seen(live, 1.4, s), live)
+
+
+def test_smoothing_tuning_goes_up_once_per_settings_change() -> None:
+    """Per frame nothing is uploaded, even when the device is named with an index the tensors'
+    device lacks (a backend's "cuda" vs a tensor's "cuda:0"; here "cpu:0" vs "cpu")."""
+    smoother, settings = driver.MotionSmoother(torch.device("cpu", 0)), AnimationSettings()
+    smoother.tune(settings)
+    smoother(torch.zeros(driver.SIZE), 0.0, settings)
+    cutoff = smoother.filter.min_cutoff
+    smoother.tune(settings)
+    smoother(torch.ones(driver.SIZE), 1 / 30, settings)
+    assert smoother.filter.min_cutoff is cutoff
+    changed = AnimationSettings(smooth_lips=0.9)
+    smoother(torch.ones(driver.SIZE), 2 / 30, changed)
+    assert smoother.filter.min_cutoff is not cutoff
