@@ -34,8 +34,9 @@ from engines import gpucheck as eg
 from engines.backend import InferenceBackend, StubBackend
 from engines.device import device_waits, synchronize
 
-from .animator import Animator, PreparedAvatar, fetch_image, prepare_avatar
+from .animator import Animator, PreparedAvatar, prepare_avatar
 from .bench import run_loop
+from .device_io import fetch_image
 from .face import crop as fc
 from .face.avatar import prepare_avatar_face
 from .face.bench import default_video, frames_720p

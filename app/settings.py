@@ -6,15 +6,16 @@ CLI takes effect on the next frame and a frame never sees half an update."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from enum import StrEnum
 from typing import Any, Literal
 
+# the driving options belong to the motion math; the UI and the CLI take them from here
+from engines.motion import DRIVING_OPTIONS, DrivingOption
+
 RetargetMode = Literal["off", "follow", "fixed"]
-DrivingOption = Literal["pose-friendly", "expression-friendly"]
 RETARGET_MODES = ("off", "follow", "fixed")
-DRIVING_OPTIONS = ("pose-friendly", "expression-friendly")
-SMOOTHING_GROUPS = ("rotation", "translation", "expression", "eyes", "lips")
 DEFAULT_FRAME_SIZE = (1280, 720)        # camera request and virtual camera, unless chosen
 
 
@@ -27,6 +28,29 @@ def parse_size(text: str) -> tuple[int, int]:
     if not (16 <= w <= 7680 and 16 <= h <= 4320):
         raise ValueError(f"size out of range: {text}")
     return w, h
+
+
+class SmoothingGroup(StrEnum):
+    """The motion groups that are smoothed separately, each with its own strength setting."""
+
+    ROTATION = "rotation"
+    TRANSLATION = "translation"
+    EXPRESSION = "expression"
+    EYES = "eyes"
+    LIPS = "lips"
+
+    @property
+    def field(self) -> str:
+        """The ``AnimationSettings`` field holding this group's strength."""
+        return f"smooth_{self.value}"
+
+
+def smoothing_fields(strength: float | Mapping[SmoothingGroup, float]) -> dict[str, float]:
+    """Keyword arguments (for ``AnimationSettings`` or ``LiveSettings.update``) that set the
+    smoothing strength of every group: one value for all, or one per group."""
+    if isinstance(strength, Mapping):
+        return {group.field: float(strength[group]) for group in SmoothingGroup}
+    return {group.field: float(strength) for group in SmoothingGroup}
 
 
 @dataclass(frozen=True)
@@ -44,7 +68,7 @@ class AnimationSettings:
     eye_target: float = 0.35
     lip_mode: RetargetMode = "off"
     lip_target: float = 0.0
-    # smoothing strength per motion group, 0 (off) .. 1 (strongest)
+    # smoothing strength per SmoothingGroup, 0 (off) .. 1 (strongest)
     smooth_rotation: float = 0.5
     smooth_translation: float = 0.5
     smooth_expression: float = 0.3
@@ -76,13 +100,17 @@ class AnimationSettings:
               and all(0.0 <= m <= 3.0 for m in self.rotation_multiplier), "expected three values in 0..3")
         check("rotation_limit_deg", len(self.rotation_limit_deg) == 3
               and all(0.0 <= m <= 90.0 for m in self.rotation_limit_deg), "expected three values in 0..90")
-        for group in SMOOTHING_GROUPS:
-            check(f"smooth_{group}", 0.0 <= getattr(self, f"smooth_{group}") <= 1.0, "expected 0..1")
+        for group in SmoothingGroup:
+            check(group.field, 0.0 <= self.smoothing(group) <= 1.0, "expected 0..1")
         check("reference_frames", 1 <= self.reference_frames <= 60, "expected 1..60")
         check("hold_seconds", 0.0 <= self.hold_seconds <= 5.0, "expected 0..5")
         check("ease_seconds", 0.0 <= self.ease_seconds <= 5.0, "expected 0..5")
         check("resume_seconds", 0.0 <= self.resume_seconds <= 5.0, "expected 0..5")
         return self
+
+    def smoothing(self, group: SmoothingGroup) -> float:
+        """The smoothing strength of ``group``, 0..1."""
+        return getattr(self, group.field)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -8,14 +8,17 @@ Conventions (those of the official code, which the trained weights depend on):
   degrees is the expectation over the bins.
 * ``x = scale * (x_c @ R + exp) + t`` with ``t_z`` ignored (Eqn. 2 of the paper).
 
-Nothing here holds state; the animator of the live app composes these functions.
+Nothing here holds state. The live animator computes each frame's driving keypoints with
+``animate_keypoints``, the function the parity kit's pipeline fixture checks; called with
+``check_finite=False`` it reads no tensor value into Python, so the frame's work stays queued on
+the device.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ LIP_NORMALIZE_THRESHOLD = 0.03
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 DrivingOption = Literal["pose-friendly", "expression-friendly"]
+DRIVING_OPTIONS: tuple[DrivingOption, ...] = get_args(DrivingOption)
 
 
 # --------------------------------------------------------------------------- validation
@@ -186,17 +190,68 @@ class DrivingMotion:
         return DrivingMotion(R=info.rotation(), exp=info.exp, scale=info.scale, t=info.t)
 
 
+@dataclass(frozen=True)
+class MotionControls:
+    """The user's controls on relative motion, as tensors on the motion's device (made when the
+    controls change, so the per-frame math needs no host values):
+
+    rotation_multiplier: 3 (pitch, yaw, roll), scales each relative Euler angle;
+    rotation_limit: 3 degrees, caps each scaled relative angle at +-limit;
+    expression_weights: 1 x K x 3, scales the expression change per keypoint;
+    translation_weights: 3, scales the translation change (z is dropped in any case)."""
+
+    rotation_multiplier: torch.Tensor
+    rotation_limit: torch.Tensor
+    expression_weights: torch.Tensor
+    translation_weights: torch.Tensor
+
+    @staticmethod
+    def make(device: torch.device | str, *, rotation_multiplier: Sequence[float] = (1.0, 1.0, 1.0),
+             rotation_limit_deg: Sequence[float] = (180.0, 180.0, 180.0), expression_multiplier: float = 1.0,
+             undriven_keypoints: Sequence[int] = (), translation_lock: bool = False) -> MotionControls:
+        """Controls from plain values. The defaults change nothing (a 180 degree cap is no cap);
+        ``undriven_keypoints`` keep the source's own expression (weight 0)."""
+        weights = np.full((1, NUM_KP, 3), expression_multiplier, np.float32)
+        weights[:, list(undriven_keypoints)] = 0.0
+        move = 0.0 if translation_lock else 1.0
+
+        def tensor(x: object) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x, np.float32), device=device)
+
+        return MotionControls(rotation_multiplier=tensor(rotation_multiplier),
+                              rotation_limit=tensor(rotation_limit_deg), expression_weights=tensor(weights),
+                              translation_weights=tensor([move, move, move]))
+
+
+def limit_rotation(rot: torch.Tensor, multiplier: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """A relative rotation (B x 3 x 3, row-vector convention) with each Euler angle (pitch, yaw,
+    roll) scaled by ``multiplier`` (3) and capped at +-``limit`` (3, degrees)."""
+    angles = torch.stack(euler_from_rotation(rot), dim=1) * multiplier
+    angles = torch.minimum(torch.maximum(angles, -limit), limit)
+    return rotation_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+
+
 def relative_keypoints(source: KeypointInfo, R_s: torch.Tensor, driving: DrivingMotion,
-                       reference: DrivingMotion) -> torch.Tensor:
+                       reference: DrivingMotion, controls: MotionControls | None = None) -> torch.Tensor:
     """Driving keypoints for the source from the driver's motion *relative* to a reference frame
     (the "pose-friendly" formula of the official pipeline):
 
     R = (R_d R_ref^T) R_s, exp = exp_s + (exp_d - exp_ref), s = s_s * s_d / s_ref,
-    t = t_s + (t_d - t_ref) with t_z = 0; x_d = s * (x_c,s @ R + exp) + t."""
-    R_new = (driving.R @ reference.R.transpose(1, 2)) @ R_s
-    exp_new = source.exp + (driving.exp - reference.exp)
+    t = t_s + (t_d - t_ref) with t_z = 0; x_d = s * (x_c,s @ R + exp) + t.
+
+    With ``controls``, the relative rotation goes through ``limit_rotation`` and the expression and
+    translation changes are weighted; neutral controls give the formula above within float32
+    rounding of the Euler round trip."""
+    R_rel = driving.R @ reference.R.transpose(1, 2)
+    exp_delta, t_delta = driving.exp - reference.exp, driving.t - reference.t
+    if controls is not None:
+        R_rel = limit_rotation(R_rel, controls.rotation_multiplier, controls.rotation_limit)
+        exp_delta = exp_delta * controls.expression_weights
+        t_delta = t_delta * controls.translation_weights
+    R_new = R_rel @ R_s
+    exp_new = source.exp + exp_delta
     scale_new = source.scale * (driving.scale / reference.scale)
-    t_new = source.t + (driving.t - reference.t)
+    t_new = source.t + t_delta
     t_new = torch.cat([t_new[..., :2], torch.zeros_like(t_new[..., 2:])], dim=-1)
     return scale_new[..., None] * (source.kp @ R_new + exp_new) + t_new[:, None, :]
 
@@ -291,7 +346,8 @@ def lip_normalization_delta(lip_net: Network, x_s: torch.Tensor, source_lip_rati
 
 @dataclass(frozen=True)
 class StitchedMotion:
-    """Intermediate and final driving keypoints of one frame (B x K x 3 each)."""
+    """Driving keypoints of one frame just before stitching (retargeting offsets included) and
+    final (B x K x 3 each)."""
 
     before_stitching: torch.Tensor
     final: torch.Tensor
@@ -300,26 +356,38 @@ class StitchedMotion:
 def animate_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingMotion, reference: DrivingMotion,
                       *, stitching_net: Network | None, option: DrivingOption = "pose-friendly",
                       x_d_ref: torch.Tensor | None = None, expression_multiplier: float | None = None,
-                      lip_delta: torch.Tensor | None = None, driving_multiplier: float = 1.0) -> StitchedMotion:
+                      lip_delta: torch.Tensor | None = None, driving_multiplier: float = 1.0,
+                      R_s: torch.Tensor | None = None, controls: MotionControls | None = None,
+                      retargeting: Sequence[torch.Tensor] = (), check_finite: bool = True) -> StitchedMotion:
     """The driving keypoints of one frame, as the official pipeline computes them for an image
-    source with relative motion and stitching:
+    source with relative motion and stitching, plus the live app's controls:
 
-    relative motion -> (expression-friendly rescaling) -> stitching (if ``stitching_net``)
+    relative motion (with ``controls``) -> (expression-friendly rescaling) -> + ``retargeting``
+    offsets (B x K x 3 each, e.g. R_eyes / R_lip) -> stitching (if ``stitching_net``)
     -> + lip normalisation delta -> driving multiplier.
 
     For "expression-friendly", ``x_d_ref`` is the relative keypoints of the reference frame and
-    ``expression_multiplier`` its ``expression_motion_multiplier`` (both computed once)."""
-    x_d = relative_keypoints(source, source.rotation(), driving, reference)
+    ``expression_multiplier`` its ``expression_motion_multiplier`` (both computed once). ``R_s``
+    is the source's rotation when already computed. Non-finite keypoints raise ``ValueError``
+    unless ``check_finite`` is False: then nothing here reads a tensor value into Python (the
+    caller handles NaN on the device), and every branch depends on arguments only."""
     if option == "expression-friendly":
         if x_d_ref is None or expression_multiplier is None:
-            raise ValueError("expression-friendly needs x_d_ref and expression_multiplier")
-        x_d = expression_friendly(x_d, x_d_ref, x_s, expression_multiplier)
+            raise ValueError("expression-friendly needs x_d_ref and expression_multiplier "
+                             "(none when the source's keypoints span no 3-D volume)")
     elif option != "pose-friendly":
-        raise ValueError(f"unknown driving option {option!r}; expected 'pose-friendly' or 'expression-friendly'")
+        raise ValueError(f"unknown driving option {option!r}; expected one of {DRIVING_OPTIONS}")
+    x_d = relative_keypoints(source, source.rotation() if R_s is None else R_s, driving, reference, controls)
+    if option == "expression-friendly":
+        x_d = expression_friendly(x_d, x_d_ref, x_s, expression_multiplier)
+    for delta in retargeting:
+        x_d = x_d + delta
     before = x_d
     if stitching_net is not None:
         x_d = apply_stitching(stitching_net, x_s, x_d)
         if lip_delta is not None:
             x_d = x_d + lip_delta
-    x_d = apply_driving_multiplier(x_s, x_d, driving_multiplier)
-    return StitchedMotion(before_stitching=before, final=require_finite("driving keypoints", x_d))
+    if driving_multiplier != 1.0:       # 1.0 leaves x_d as it is: skip three device operations
+        x_d = apply_driving_multiplier(x_s, x_d, driving_multiplier)
+    return StitchedMotion(before_stitching=before,
+                          final=require_finite("driving keypoints", x_d) if check_finite else x_d)

@@ -117,25 +117,30 @@ def _crop_paste(inp, nets):
 def _pipeline_motion(inp, nets):
     source = motion.KeypointInfo(**{k[4:]: _t(v) for k, v in inp.items() if k.startswith("src_") and "lmk" not in k})
     x_s = motion.keypoints_from_info(source)
+    R_s = source.rotation()
     frames = [motion.DrivingMotion(R=_t(r), exp=_t(e), scale=_t(s), t=_t(t))
               for r, e, s, t in zip(inp["drv_R"], inp["drv_exp"], inp["drv_scale"], inp["drv_t"], strict=False)]
     reference = frames[0]
     src_lip = _t(lip_open_ratio(inp["src_lmk203_for_lip"], LANDMARKS_203))
+    # the live animator's call (app/animator.py): R_s given, controls (here neutral: the official
+    # pipeline has none) and the device form without host reads
+    live = {"R_s": R_s, "controls": motion.MotionControls.make("cpu"), "check_finite": False}
     with torch.no_grad():
         lip_delta = motion.lip_normalization_delta(nets["lip"], x_s, src_lip)
-        x_d_ref = motion.relative_keypoints(source, source.rotation(), reference, reference)
+        x_d_ref = motion.relative_keypoints(source, R_s, reference, reference)
         multiplier = motion.expression_motion_multiplier(x_s, x_d_ref)
         pose = [motion.animate_keypoints(source, x_s, f, reference, stitching_net=nets["stitching"],
-                                         lip_delta=lip_delta) for f in frames]
+                                         lip_delta=lip_delta, **live) for f in frames]
         expr = [motion.animate_keypoints(source, x_s, f, reference, stitching_net=nets["stitching"],
                                          option="expression-friendly", x_d_ref=x_d_ref,
-                                         expression_multiplier=multiplier, lip_delta=lip_delta) for f in frames]
+                                         expression_multiplier=multiplier, lip_delta=lip_delta, **live)
+                for f in frames]
     return {
         "pose_friendly_before_stitch": np.stack([_np(m.before_stitching) for m in pose]),
         "pose_friendly_final": np.stack([_np(m.final) for m in pose]),
         "expr_friendly_before_stitch": np.stack([_np(m.before_stitching) for m in expr]),
         "expr_friendly_final": np.stack([_np(m.final) for m in expr]),
-        "R_s": _np(source.rotation()),
+        "R_s": _np(R_s),
         "x_s": _np(x_s),
         "motion_multiplier": np.array([multiplier]),
         "combined_lip_ratio_before": _np(motion.combined_lip_ratios(src_lip, torch.zeros(1, 1))),

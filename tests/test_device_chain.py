@@ -14,14 +14,16 @@ import torch
 from fakes import ScriptedBackend, fake_face, make_animator
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from app.animator import Status, fetch_image, image_to_tensor, pack_frame, unpack_frame
+from app.animator import Status
+from app.device_io import fetch_image, image_to_tensor, pack_frame, unpack_frame
 from app.face import crop as fc
 from app.face.paste_device import DevicePasteBack
+from app.settings import smoothing_fields
 from engines import motion
 from engines.backend import StubBackend
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-NO_SMOOTHING = {f"smooth_{g}": 0.0 for g in ("rotation", "translation", "expression", "eyes", "lips")}
+NO_SMOOTHING = smoothing_fields(0.0)
 
 
 class HostReads(TorchDispatchMode):
@@ -214,3 +216,31 @@ def test_cuda_graphs_replay_new_inputs(synthetic_weights_dir: Path) -> None:
         assert torch.allclose(r_graph, r_eager, atol=2e-3)
         outputs.append(r_graph)
     assert not torch.allclose(outputs[0], outputs[1])          # the second replay saw the new inputs
+
+
+def test_the_live_form_of_animate_keypoints_reads_nothing_back() -> None:
+    """The animator's call: retargeting offsets go in before stitching, and a NaN comes out as NaN
+    (the animator swaps it on the device) without any host read."""
+    g = torch.Generator().manual_seed(0)
+    src = motion.KeypointInfo(pitch=torch.full((1, 1), 5.0), yaw=torch.full((1, 1), -10.0),
+                              roll=torch.zeros(1, 1), t=torch.zeros(1, 3), exp=torch.zeros(1, 21, 3),
+                              scale=torch.ones(1, 1), kp=torch.randn(1, 21, 3, generator=g) * 0.3)
+    x_s = motion.keypoints_from_info(src)
+    drv = motion.DrivingMotion(R=src.rotation(), exp=torch.full((1, 21, 3), float("nan")), scale=src.scale, t=src.t)
+    seen: list[torch.Tensor] = []
+    stitching = lambda x: (seen.append(x), torch.zeros(1, 65))[1]      # noqa: E731
+    offset = torch.full((1, 21, 3), 0.25)
+    controls = motion.MotionControls.make("cpu")
+    with HostReads() as mode:
+        broken = [motion.animate_keypoints(src, x_s, drv, motion.DrivingMotion.from_info(src), stitching_net=stitching,
+                                           option=option, x_d_ref=x_s, expression_multiplier=1.0, R_s=src.rotation(),
+                                           controls=controls, retargeting=[offset], lip_delta=offset,
+                                           check_finite=False)
+                  for option in ("pose-friendly", "expression-friendly")]
+    assert mode.reads == []
+    assert all(torch.isnan(out.final).all() for out in broken)
+    healthy = motion.DrivingMotion.from_info(src)
+    out = motion.animate_keypoints(src, x_s, healthy, healthy, stitching_net=stitching, retargeting=[offset],
+                                   lip_delta=offset, check_finite=False)
+    assert torch.allclose(seen[-1][:, 63:], (x_s + offset).reshape(1, -1), atol=1e-5)   # offset before S
+    assert torch.allclose(out.final, x_s + 2 * offset, atol=1e-5)                        # lip delta after S

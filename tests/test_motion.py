@@ -125,3 +125,46 @@ def test_euler_round_trip() -> None:
     rot = motion.rotation_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
     p, y, r = motion.euler_from_rotation(rot)
     assert torch.allclose(torch.stack([p, y, r], dim=1), angles, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- the live controls
+def test_neutral_controls_keep_the_official_relative_motion() -> None:
+    src, drv, ref = info(4), motion.DrivingMotion.from_info(info(4, seed=2)), motion.DrivingMotion.from_info(info(4, 3))
+    official = motion.relative_keypoints(src, src.rotation(), drv, ref)
+    controlled = motion.relative_keypoints(src, src.rotation(), drv, ref, motion.MotionControls.make("cpu"))
+    assert torch.allclose(controlled, official, atol=1e-5)
+    assert not torch.allclose(official, motion.keypoints_from_info(src), atol=1e-2)     # it did move
+
+
+def test_rotation_controls_scale_and_cap_each_axis() -> None:
+    rot = motion.rotation_matrix(torch.tensor([10.0]), torch.tensor([-30.0]), torch.tensor([5.0]))
+    limited = motion.limit_rotation(rot, torch.tensor([2.0, 0.5, 0.0]), torch.tensor([15.0, 90.0, 90.0]))
+    angles = torch.stack(motion.euler_from_rotation(limited), dim=1)
+    assert torch.allclose(angles, torch.tensor([[15.0, -15.0, 0.0]]), atol=1e-3)   # 20 capped at 15
+
+
+def test_expression_and_translation_controls() -> None:
+    src = info()
+    drv = motion.DrivingMotion.from_info(info(seed=2))
+    ref = motion.DrivingMotion(R=drv.R, exp=drv.exp - 0.1, scale=drv.scale, t=drv.t - 0.2)  # exp and t moved
+    controls = motion.MotionControls.make("cpu", expression_multiplier=2.0, undriven_keypoints=motion.EYE_KEYPOINTS,
+                                          translation_lock=True)
+    change = motion.relative_keypoints(src, src.rotation(), drv, ref, controls) - motion.keypoints_from_info(src)
+    driven = [k for k in range(motion.NUM_KP) if k not in motion.EYE_KEYPOINTS]
+    assert torch.allclose(change[:, driven], (src.scale * 0.2).expand(1, len(driven), 3), atol=1e-5)
+    assert torch.allclose(change[:, list(motion.EYE_KEYPOINTS)], torch.zeros(1, 5, 3), atol=1e-5)
+    free = motion.relative_keypoints(src, src.rotation(), drv, ref, motion.MotionControls.make("cpu"))
+    moved = free - motion.keypoints_from_info(src)
+    assert torch.allclose(moved[..., :2], (src.scale * 0.1 + 0.2).expand(1, 21, 2), atol=1e-5)
+    assert torch.allclose(moved[..., 2], (src.scale * 0.1).expand(1, 21), atol=1e-5)   # t_z stays 0
+
+
+def test_driving_multiplier_scales_the_final_motion() -> None:
+    src = info()
+    x_s = motion.keypoints_from_info(src)
+    drv, ref = motion.DrivingMotion.from_info(info(seed=2)), motion.DrivingMotion.from_info(src)
+    full = motion.animate_keypoints(src, x_s, drv, ref, stitching_net=None).final
+    half = motion.animate_keypoints(src, x_s, drv, ref, stitching_net=None, driving_multiplier=0.5).final
+    assert torch.allclose(half - x_s, (full - x_s) * 0.5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown driving option 'sideways'"):
+        motion.animate_keypoints(src, x_s, drv, ref, stitching_net=None, option="sideways")

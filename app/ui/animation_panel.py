@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from PySide6 import QtWidgets
 
-from ..settings import AnimationSettings, LiveSettings
+from ..settings import AnimationSettings, LiveSettings, SmoothingGroup, smoothing_fields
 from .settings_store import PER_AVATAR_FIELDS
 from .widgets import LabeledSlider
 
 MODES = (("Off", "off"), ("Follow me", "follow"), ("Fixed", "fixed"))
 # The single "smoothing" slider drives all five groups; expression-like groups get less, as
 # heavy smoothing there makes talking look laggy.
-_SMOOTHING_SHARE = {"rotation": 1.0, "translation": 1.0, "expression": 0.6, "eyes": 0.6, "lips": 0.4}
+_SMOOTHING_SHARE = {SmoothingGroup.ROTATION: 1.0, SmoothingGroup.TRANSLATION: 1.0, SmoothingGroup.EXPRESSION: 0.6,
+                    SmoothingGroup.EYES: 0.6, SmoothingGroup.LIPS: 0.4}
 
 
 class AnimationPanel(QtWidgets.QGroupBox):
@@ -61,7 +62,7 @@ class AnimationPanel(QtWidgets.QGroupBox):
                 rotation_multiplier=(self.pitch.value(), self.yaw.value(), self.roll.value())))
         self.rotation_limit.value_changed.connect(lambda v: self._push(rotation_limit_deg=(v, v, v)))
         self.smoothing.value_changed.connect(
-            lambda v: self._push(**{f"smooth_{g}": v * share for g, share in _SMOOTHING_SHARE.items()}))
+            lambda v: self._push(**smoothing_fields({g: v * share for g, share in _SMOOTHING_SHARE.items()})))
         self.translation_lock.toggled.connect(lambda on: self._push(translation_lock=on))
         self.stitching.toggled.connect(lambda on: self._push(stitching=on))
         self.reset_button.clicked.connect(self.reset_all)

@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
-from ..settings import AnimationSettings, parse_size
+from ..settings import AnimationSettings, SmoothingGroup, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,7 @@ SETTINGS_PATH_ENV = "AVATARCAM_SETTINGS"
 # The settings of the animation panel's controls (sliders, mode boxes, check boxes): remembered per
 # avatar, and what "Reset all" puts back to the defaults.
 PER_AVATAR_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
-                     "rotation_limit_deg", "smooth_rotation", "smooth_translation", "smooth_expression", "smooth_eyes",
-                     "smooth_lips", "translation_lock", "stitching")
+                     "rotation_limit_deg", *(group.field for group in SmoothingGroup), "translation_lock", "stitching")
 
 _AVATAR = "avatar"                       # path of the last avatar
 _RECENT_AVATARS = "recent_avatars"       # JSON list of paths, newest first

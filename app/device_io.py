@@ -1,0 +1,78 @@
+"""Moving a frame's images between the host and the inference device.
+
+Uploads (``HostToDevice``) are queued without waiting for the device; the frame's one device ->
+host transfer (``fetch_image``) carries the finished image and a validity byte together.
+Images on the host are H x W x 3 uint8 BGR (OpenCV's layout); on the device the renderer works
+in 1 x 3 x H x W float RGB in [0, 1].
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+
+
+def image_to_tensor(image_bgr: np.ndarray, device: torch.device,
+                    upload: Callable[[np.ndarray], torch.Tensor] | None = None) -> torch.Tensor:
+    """H x W x 3 uint8 BGR -> 1 x 3 x H x W float RGB in [0, 1] on ``device``; the bytes go up
+    through ``upload`` when given (the live loop's non-blocking uploads), as uint8."""
+    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    on_device = upload(rgb) if upload is not None else torch.from_numpy(rgb).to(device)
+    return on_device.permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def render_to_planes(image: torch.Tensor) -> torch.Tensor:
+    """1 x 3 x H x W RGB in [0, 1] -> 3 x H x W uint8 RGB planes (truncated, like the official code)."""
+    return (image[0] * 255).clamp_(0, 255).to(torch.uint8)
+
+
+def fetch_image(planes: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[np.ndarray, bool]:
+    """The frame's one device -> host transfer: 3 x H x W uint8 RGB planes (and a 0-dim bool
+    validity flag, riding along as one extra byte) -> H x W x 3 BGR image and the flag."""
+    if planes.device.type == "cpu":
+        p = planes.numpy()
+        ok = True if valid is None else bool(valid.numpy())       # no transfer on the CPU
+        if p.size == 0:
+            return np.empty(p.shape[1:] + (3,), np.uint8), ok
+        return cv2.merge([p[2], p[1], p[0]]), ok                  # interleave and reverse in one pass
+    return unpack_frame(pack_frame(planes, valid).cpu().numpy(), planes.shape[1], planes.shape[2], valid is not None)
+
+
+def pack_frame(planes: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """On the device: RGB planes -> interleaved BGR bytes, then the validity byte (if any)."""
+    flat = planes.flip(0).permute(1, 2, 0).reshape(-1)
+    return flat if valid is None else torch.cat([flat, valid.reshape(1).to(torch.uint8)])
+
+
+def unpack_frame(host: np.ndarray, height: int, width: int, has_flag: bool) -> tuple[np.ndarray, bool]:
+    """On the host: the bytes of ``pack_frame`` -> H x W x 3 BGR image (a view) and the flag."""
+    return host[:height * width * 3].reshape(height, width, 3), not has_flag or bool(host[-1])
+
+
+class HostToDevice:
+    """Uploads of a frame's inputs that do not wait for the GPU. A plain copy from pageable host
+    memory drains the CUDA stream first; a copy from page-locked memory is queued like a kernel.
+    So each named input goes through its own page-locked staging buffer, reused once the copy
+    queued from it last time has finished. On a CPU device the array is used in place."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._staging: dict[str, tuple[torch.Tensor, torch.cuda.Event]] = {}
+
+    def __call__(self, name: str, array: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        staged = self._staging.get(name)
+        if staged is None or staged[0].shape != host.shape or staged[0].dtype != host.dtype:
+            staged = (torch.empty(host.shape, dtype=host.dtype, pin_memory=True), torch.cuda.Event())
+            self._staging[name] = staged
+        buffer, done = staged
+        if not done.query():       # the last copy is still in flight (normally long finished)
+            done.synchronize()
+        buffer.copy_(host)
+        on_device = buffer.to(self.device, non_blocking=True)
+        done.record()
+        return on_device
