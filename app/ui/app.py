@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
+from ..console import EXIT_BAD_INPUT, report_error
 from ..live_session import LiveSession
 from ..session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings, parse_size
@@ -63,7 +64,22 @@ def stored_size(store: QtCore.QSettings, key: str) -> tuple[int, int] | None:
         return None
 
 
+_QT_LOG_LEVELS = {
+    QtCore.QtMsgType.QtDebugMsg: logging.DEBUG,
+    QtCore.QtMsgType.QtInfoMsg: logging.DEBUG,
+    QtCore.QtMsgType.QtWarningMsg: logging.DEBUG,       # layout and font chatter, not the user's business
+    QtCore.QtMsgType.QtCriticalMsg: logging.ERROR,
+    QtCore.QtMsgType.QtFatalMsg: logging.CRITICAL,     # e.g. no usable platform plugin: Qt aborts after it
+}
+
+
+def qt_message_to_log(kind: QtCore.QtMsgType, context: QtCore.QMessageLogContext, message: str) -> None:
+    """Qt's own messages as our log lines (its default handler writes to the silenced descriptor)."""
+    logging.getLogger("qt").log(_QT_LOG_LEVELS.get(kind, logging.DEBUG), "%s", message)
+
+
 def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
+    QtCore.qInstallMessageHandler(qt_message_to_log)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     store = settings_store()
     settings = LiveSettings(initial_settings(store, base))
@@ -80,8 +96,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         ok = window.grab().save(str(path))
         if not ok:
-            print(f"error: cannot write screenshot {path}", file=sys.stderr)
-            exit_code["value"] = 2
+            report_error(f"cannot write screenshot {path}")
+            exit_code["value"] = EXIT_BAD_INPUT
         else:
             log.info("screenshot saved to %s", path)
         window.close()
@@ -104,9 +120,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
                 if done or stopped:
                     timer.stop()
                     if not done:
-                        print(f"error: {window.last_error or 'the camera ended before a face was tracked'}",
-                              file=sys.stderr)
-                        exit_code["value"] = 2
+                        report_error(window.last_error or "the camera ended before a face was tracked")
+                        exit_code["value"] = EXIT_BAD_INPUT
                         window.close()
                         return
                     QtCore.QTimer.singleShot(300, finish_screenshot)    # let the last frame paint
@@ -118,8 +133,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
         window.busy(None)
         window.show_error(message)
         if args.screenshot:
-            print(f"error: {message}", file=sys.stderr)
-            exit_code["value"] = 2
+            report_error(message)
+            exit_code["value"] = EXIT_BAD_INPUT
             window.close()
 
     starter = Starter()
