@@ -6,6 +6,7 @@ import logging
 
 from .animator import Animator
 from .face.tracker import MediaPipeFaceMesh
+from .output_paths import check_output_file
 from .pipeline import Pipeline
 from .session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
 from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 
 def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     """Exit status 0 on success; errors of the user's input propagate as exceptions that
-    ``main`` turns into one line and exit status 2."""
+    ``main`` turns into one line and exit status 2; the output path is checked before anything opens."""
+    if args.record:
+        check_output_file(args.record, VideoRecorder.SUFFIXES, "--record")
     backend = make_backend_from_args(args)
     avatar = load_avatar(args.avatar or DEFAULT_AVATAR, backend)
     width, height = args.camera_size or DEFAULT_FRAME_SIZE

@@ -88,10 +88,12 @@ class VirtualCameraSink:
 
 
 class VideoRecorder:
-    """Frames to a video file at the size of the first frame (later frames are letterboxed to it).
-    ``only_tracked`` keeps only frames animated from a tracked face."""
+    """Frames to a video file (MPEG-4 part 2 in any of ``SUFFIXES``) at the size of the first frame
+    (later frames are letterboxed to it). ``only_tracked`` keeps only frames animated from a tracked
+    face. The folder must exist."""
 
     name = "recorder"
+    SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
 
     def __init__(self, path: str | Path, fps: float, *, only_tracked: bool = False) -> None:
         self.path = Path(path)
@@ -105,7 +107,6 @@ class VideoRecorder:
         if self.only_tracked and not tracked:
             return
         if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = image.shape[:2]
             self.size = (w, h)
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)

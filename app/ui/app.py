@@ -12,10 +12,11 @@ import sys
 import threading
 from pathlib import Path
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from ..console import EXIT_BAD_INPUT, report_error
 from ..live_session import LiveSession
+from ..output_paths import check_output_file
 from ..session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings, parse_size
 from .main_window import MainWindow, initial_settings
@@ -78,9 +79,16 @@ def qt_message_to_log(kind: QtCore.QtMsgType, context: QtCore.QMessageLogContext
     logging.getLogger("qt").log(_QT_LOG_LEVELS.get(kind, logging.DEBUG), "%s", message)
 
 
+def screenshot_suffixes() -> tuple[str, ...]:
+    """Image file extensions Qt can write here (with the dot, lower case)."""
+    return tuple(sorted("." + bytes(f).decode().lower() for f in QtGui.QImageWriter.supportedImageFormats()))
+
+
 def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     QtCore.qInstallMessageHandler(qt_message_to_log)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    if args.screenshot:
+        check_output_file(args.screenshot, screenshot_suffixes(), "--screenshot")
     store = settings_store()
     settings = LiveSettings(initial_settings(store, base))
     window = MainWindow(settings, store)
