@@ -112,6 +112,7 @@ def _main(argv: list[str] | None) -> int:
     from app.face.avatar import NoFaceError
     from app.image_io import ImageError
     from app.stages.capture import CameraError
+    from app.stages.output import RecordingError
     from engines.checkpoints import CheckpointError
     from engines.weights import WeightsError
 
@@ -127,7 +128,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         log.info("interrupted")
         return EXIT_INTERRUPTED
-    except (WeightsError, CheckpointError, ImageError, NoFaceError, CameraError, ValueError) as e:
+    except (WeightsError, CheckpointError, ImageError, NoFaceError, CameraError, RecordingError, ValueError) as e:
         log.debug("details", exc_info=True)
         report_error(str(e))
         return EXIT_BAD_INPUT

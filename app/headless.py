@@ -12,7 +12,14 @@ from .session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
 from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .stages.animation import AnimationStage
 from .stages.capture import CameraRequest, CameraSource
-from .stages.output import OutputStage, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
+from .stages.output import (
+    OutputStage,
+    RecordingError,
+    Sink,
+    VideoRecorder,
+    VirtualCameraSink,
+    VirtualCameraUnavailable,
+)
 from .stages.tracking import TrackingStage
 
 log = logging.getLogger(__name__)
@@ -20,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     """Exit status 0 on success; errors of the user's input propagate as exceptions that
-    ``main`` turns into one line and exit status 2; the output path is checked before anything opens."""
+    ``main`` turns into one line and exit status 2: the output path before anything opens, a
+    recording that failed at the end."""
     if args.record:
         check_output_file(args.record, VideoRecorder.SUFFIXES, "--record")
     backend = make_backend_from_args(args)
@@ -30,8 +38,10 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     # A video file is rendered frame by frame (lossless) unless it loops, which makes it a live stand-in.
     camera = CameraSource(CameraRequest(args.camera, width=width, height=height, loop=args.loop, paced=args.loop))
     sinks = []
+    recorder = None
     if args.record:
-        sinks.append(VideoRecorder(args.record, camera.fps, only_tracked=args.max_frames is not None))
+        recorder = VideoRecorder(args.record, camera.fps, only_tracked=args.max_frames is not None)
+        sinks.append(recorder)
     want_vcam = args.virtual_camera if args.virtual_camera is not None else not camera.is_file
     if want_vcam:
         try:
@@ -40,15 +50,21 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
             log.warning("%s", e)
     if not sinks:
         log.warning("no output: neither --record nor a virtual camera; frames are rendered and dropped")
+
+    def on_sink_failed(sink: Sink, error: Exception) -> None:
+        if sink is recorder:
+            pipeline.stop()           # a recording asked for and lost: the run has no point going on
+
     live = LiveSettings(settings)
     pipeline = Pipeline(camera, TrackingStage(MediaPipeFaceMesh()), AnimationStage(Animator(backend, live, avatar)),
-                        OutputStage(sinks), lossless=camera.is_file and not args.loop,
+                        OutputStage(sinks, on_sink_failed), lossless=camera.is_file and not args.loop,
                         max_tracked_frames=args.max_frames)
     pipeline.run()
     s = pipeline.stats.snapshot()
     log.info("done: %d frames out (%d with a tracked face); %s", s["frames_out"], s["frames_tracked"],
              pipeline.stats.summary())
-    for sink in sinks:
-        if isinstance(sink, VideoRecorder):
-            log.info("recorded %d frames to %s", sink.frames, sink.path)
+    if recorder is not None:
+        log.info("recorded %d frames to %s", recorder.frames, recorder.path)
+        if recorder.error is not None:
+            raise RecordingError(f"recording stopped after {recorder.frames} frames: {recorder.error}")
     return 0
