@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from .animator import Animator
+from .console import EXIT_INTERRUPTED, EXIT_OK
 from .face.tracker import MediaPipeFaceMesh
 from .output_paths import check_output_file
 from .pipeline import Pipeline
@@ -25,10 +26,15 @@ from .stages.tracking import TrackingStage
 log = logging.getLogger(__name__)
 
 
+class NoTrackedFaceError(ValueError):
+    """A video file given as the camera showed no face that could be tracked."""
+
+
 def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
-    """Exit status 0 on success; errors of the user's input propagate as exceptions that
-    ``main`` turns into one line and exit status 2: the output path before anything opens, a
-    recording that failed at the end."""
+    """Exit status ``EXIT_OK`` when done, ``EXIT_INTERRUPTED`` after Ctrl+C. Errors of the user's
+    input propagate as exceptions that ``main`` turns into one line and ``EXIT_BAD_INPUT``: found
+    before anything is opened (the output path), while opening (weights, avatar, camera) or at the
+    end (a recording that failed, a video file without a face)."""
     if args.record:
         check_output_file(args.record, VideoRecorder.SUFFIXES, "--record")
     backend = make_backend_from_args(args)
@@ -67,4 +73,24 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
         log.info("recorded %d frames to %s", recorder.frames, recorder.path)
         if recorder.error is not None:
             raise RecordingError(f"recording stopped after {recorder.frames} frames: {recorder.error}")
-    return 0
+    if pipeline.interrupted:
+        return EXIT_INTERRUPTED
+    if camera.is_file and not args.loop:
+        check_tracked_frames(args.camera, s["frames_out"], s["frames_tracked"], args.max_frames)
+    return EXIT_OK
+
+
+def check_tracked_frames(video: str, frames: int, tracked: int, wanted: int | None) -> None:
+    """At the end of a video file (``frames`` rendered, ``tracked`` of them from a face): when
+    ``wanted`` frames with a face were asked for (``--max-frames``), none is an error
+    (``NoTrackedFaceError``) and fewer a warning; otherwise none is a warning."""
+    if frames == 0:
+        raise NoTrackedFaceError(f"no frame could be read from {video}")
+    if tracked == 0:
+        message = f"no face found in the {frames} frames of {video}"
+        if wanted is not None:
+            raise NoTrackedFaceError(f"{message}; use a video where a face looks at the camera")
+        log.warning("%s: the output shows the avatar only", message)
+    elif wanted is not None and tracked < wanted:
+        log.warning("only %d of the %d frames asked for (--max-frames) had a tracked face: %s has %d frames",
+                    tracked, wanted, video, frames)
