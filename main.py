@@ -88,17 +88,36 @@ def settings_from_args(args: argparse.Namespace):
     ).validated()
 
 
+def requested_log_level(argv: list[str] | None) -> str:
+    """``--log-level`` alone, read before the full parser, whose choices come from modules that load
+    the native libraries: whether those may speak must be settled first."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-level", default="INFO")
+    return pre.parse_known_args(argv)[0].log_level
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input or setup (one ``error:`` line), 130 interrupted; anything
+    else (an uncaught exception, with its traceback) is a bug."""
+    from app.console import native_output_silenced
     from engines.mps import enable_mps_fallback
 
     enable_mps_fallback(os.environ, platform.system())     # before anything imports torch
+    with native_output_silenced(enabled=requested_log_level(argv) != "DEBUG"):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from app.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, configure_logging, report_error
+
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     logging.captureWarnings(True)       # e.g. torch naming an operator that falls back from MPS to the CPU
 
     from app.face.avatar import NoFaceError
     from app.image_io import ImageError
     from app.stages.capture import CameraError
+    from app.stages.output import RecordingError
     from engines.checkpoints import CheckpointError
     from engines.weights import WeightsError
 
@@ -111,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             return run_headless(args, settings_from_args(args))
         from app.ui.app import run_app
         return run_app(args, settings_from_args(args))
-    except (WeightsError, CheckpointError, ImageError, NoFaceError, CameraError, ValueError) as e:
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        return EXIT_INTERRUPTED
+    except (WeightsError, CheckpointError, ImageError, NoFaceError, CameraError, RecordingError, ValueError) as e:
         log.debug("details", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        report_error(str(e))
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

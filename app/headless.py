@@ -5,18 +5,35 @@ import argparse
 import logging
 
 from .animator import Animator
+from .console import EXIT_INTERRUPTED, EXIT_OK
+from .output_paths import check_output_file
 from .session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
 from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .stages.capture import CameraRequest, CameraSource
-from .stages.output import VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
+from .stages.output import (
+    OutputStage,
+    RecordingError,
+    Sink,
+    VideoRecorder,
+    VirtualCameraSink,
+    VirtualCameraUnavailable,
+)
 from .wiring import build_pipeline
 
 log = logging.getLogger(__name__)
 
 
+class NoTrackedFaceError(ValueError):
+    """A video file given as the camera showed no face that could be tracked."""
+
+
 def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
-    """Exit status 0 on success; errors of the user's input propagate as exceptions that
-    ``main`` turns into one line and exit status 2."""
+    """Exit status ``EXIT_OK`` when done, ``EXIT_INTERRUPTED`` after Ctrl+C. Errors of the user's
+    input propagate as exceptions that ``main`` turns into one line and ``EXIT_BAD_INPUT``: found
+    before anything is opened (the output path), while opening (weights, avatar, camera) or at the
+    end (a recording that failed, a video file without a face)."""
+    if args.record:
+        check_output_file(args.record, VideoRecorder.SUFFIXES, "--record")
     backend = make_backend_from_args(args)
     avatar = load_avatar(args.avatar or DEFAULT_AVATAR, backend)
     width, height = args.camera_size or DEFAULT_FRAME_SIZE
@@ -24,8 +41,10 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     # A video file is rendered frame by frame (lossless) unless it loops, which makes it a live stand-in.
     camera = CameraSource(CameraRequest(args.camera, width=width, height=height, loop=args.loop, paced=args.loop))
     sinks = []
+    recorder = None
     if args.record:
-        sinks.append(VideoRecorder(args.record, camera.fps, only_tracked=args.max_frames is not None))
+        recorder = VideoRecorder(args.record, camera.fps, only_tracked=args.max_frames is not None)
+        sinks.append(recorder)
     want_vcam = args.virtual_camera if args.virtual_camera is not None else not camera.is_file
     if want_vcam:
         try:
@@ -34,14 +53,40 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
             log.warning("%s", e)
     if not sinks:
         log.warning("no output: neither --record nor a virtual camera; frames are rendered and dropped")
+
+    def on_sink_failed(sink: Sink, error: Exception) -> None:
+        if sink is recorder:
+            pipeline.stop()           # a recording asked for and lost: the run has no point going on
+
     live = LiveSettings(settings)
-    pipeline = build_pipeline(camera, Animator(backend, live, avatar), sinks, lossless=camera.is_file and not args.loop,
-                              max_tracked_frames=args.max_frames)
+    pipeline = build_pipeline(camera, Animator(backend, live, avatar), OutputStage(sinks, on_sink_failed),
+                              lossless=camera.is_file and not args.loop, max_tracked_frames=args.max_frames)
     pipeline.run()
     s = pipeline.stats.snapshot()
     log.info("done: %d frames out (%d with a tracked face); %s", s.frames_out, s.frames_tracked,
              pipeline.stats.summary())
-    for sink in sinks:
-        if isinstance(sink, VideoRecorder):
-            log.info("recorded %d frames to %s", sink.frames, sink.path)
-    return 0
+    if recorder is not None:
+        log.info("recorded %d frames to %s", recorder.frames, recorder.path)
+        if recorder.error is not None:
+            raise RecordingError(f"recording stopped after {recorder.frames} frames: {recorder.error}")
+    if pipeline.interrupted:
+        return EXIT_INTERRUPTED
+    if camera.is_file and not args.loop:
+        check_tracked_frames(args.camera, s.frames_out, s.frames_tracked, args.max_frames)
+    return EXIT_OK
+
+
+def check_tracked_frames(video: str, frames: int, tracked: int, wanted: int | None) -> None:
+    """At the end of a video file (``frames`` rendered, ``tracked`` of them from a face): when
+    ``wanted`` frames with a face were asked for (``--max-frames``), none is an error
+    (``NoTrackedFaceError``) and fewer a warning; otherwise none is a warning."""
+    if frames == 0:
+        raise NoTrackedFaceError(f"no frame could be read from {video}")
+    if tracked == 0:
+        message = f"no face found in the {frames} frames of {video}"
+        if wanted is not None:
+            raise NoTrackedFaceError(f"{message}; use a video where a face looks at the camera")
+        log.warning("%s: the output shows the avatar only", message)
+    elif wanted is not None and tracked < wanted:
+        log.warning("only %d of the %d frames asked for (--max-frames) had a tracked face: %s has %d frames",
+                    tracked, wanted, video, frames)

@@ -162,6 +162,7 @@ class Pipeline:
         self.on_tracked = on_tracked      # local monitor only (the app's webcam inset), never an output
         self.keep_outputs_open = keep_outputs_open
         self.camera_lost = False
+        self.interrupted = False          # ``run`` was ended by Ctrl+C
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
         self.finished = threading.Event()
@@ -205,6 +206,7 @@ class Pipeline:
                     break
         except KeyboardInterrupt:
             log.info("interrupted")
+            self.interrupted = True
         finally:
             self.shutdown()
         if self.error is not None:

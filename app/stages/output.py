@@ -3,6 +3,8 @@ takes what it can; a sink that fails is switched off with one message and the ot
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -88,39 +90,78 @@ class VirtualCameraSink:
         self.camera.close()
 
 
+class RecordingError(RuntimeError):
+    """The recording cannot go on (file not writable, removed or replaced, disk full); the message says why."""
+
+
 class VideoRecorder:
-    """Frames to a video file at the size of the first frame (later frames are letterboxed to it).
-    ``only_tracked`` keeps only frames animated from a tracked face."""
+    """Frames to a video file (MPEG-4 part 2 in any of ``SUFFIXES``) at the size of the first frame
+    (later frames are letterboxed to it). ``only_tracked`` keeps only frames animated from a tracked face.
+
+    The folder must exist. After every frame the file must still be there and the disk must keep
+    ``min_free_bytes`` free: otherwise ``send`` raises ``RecordingError``, and ``close`` (which the
+    output stage calls on a failed sink) finishes what was written so that it stays playable."""
 
     name = "recorder"
+    SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
+    MIN_FREE_BYTES = 64 * 2**20       # room for the index written at the end (a few bytes per frame)
 
-    def __init__(self, path: str | Path, fps: float, *, only_tracked: bool = False) -> None:
+    def __init__(self, path: str | Path, fps: float, *, only_tracked: bool = False,
+                 min_free_bytes: int = MIN_FREE_BYTES) -> None:
         self.path = Path(path)
         self.fps = fps
         self.only_tracked = only_tracked
+        self.min_free_bytes = min_free_bytes
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
+        self.error: str | None = None          # why the recording stopped early, if it did
+        self._file_id: tuple[int, int] | None = None
 
     def send(self, image: np.ndarray, tracked: bool) -> None:
+        if self.error is not None:
+            raise RecordingError(self.error)
         if self.only_tracked and not tracked:
             return
         if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            h, w = image.shape[:2]
-            self.size = (w, h)
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
-            if not self.writer.isOpened():
-                raise RuntimeError(f"cannot write video file {self.path}")
+            self._open(image)
         if (image.shape[1], image.shape[0]) != self.size:
             image = letterbox(image, *self.size)
         self.writer.write(np.ascontiguousarray(image))
         self.frames += 1
+        self._check_file_and_disk()
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+
+    def _open(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        self.size = (w, h)
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+        if not self.writer.isOpened():
+            self.writer = None
+            self._fail(f"cannot write video file {self.path}")
+        st = os.stat(self.path)
+        self._file_id = (st.st_dev, st.st_ino)
+
+    def _check_file_and_disk(self) -> None:
+        # OpenCV's writer reports no write errors: a removed file or a full disk would go unnoticed
+        try:
+            st = os.stat(self.path)
+            same_file = (st.st_dev, st.st_ino) == self._file_id
+        except OSError:
+            same_file = False
+        if not same_file:
+            self._fail(f"{self.path} was removed or replaced while recording")
+        free = shutil.disk_usage(self.path.parent).free
+        if free < self.min_free_bytes:
+            self._fail(f"the disk of {self.path} is full ({free / 2**20:.0f} MB free); free some space")
+
+    def _fail(self, reason: str) -> None:
+        self.error = reason
+        raise RecordingError(reason)
 
 
 class PreviewSink:
@@ -139,8 +180,13 @@ class PreviewSink:
 
 
 class OutputStage:
-    def __init__(self, sinks: list[Sink]) -> None:
+    """Sends each frame to every sink. A sink that raises is closed and dropped with one log line,
+    then ``on_sink_failed(sink, error)`` is called (e.g. to end a run whose recording failed)."""
+
+    def __init__(self, sinks: list[Sink],
+                 on_sink_failed: Callable[[Sink, Exception], None] | None = None) -> None:
         self.sinks = list(sinks)
+        self.on_sink_failed = on_sink_failed
 
     def add(self, sink: Sink) -> None:
         self.sinks = self.sinks + [sink]        # copy-on-write: the output thread may be iterating
@@ -156,6 +202,8 @@ class OutputStage:
             except Exception as e:  # noqa: BLE001 - one broken sink must not stop the others
                 log.error("%s stopped: %s", sink.name, e)
                 self.remove(sink)
+                if self.on_sink_failed is not None:
+                    self.on_sink_failed(sink, e)
 
     def close(self) -> None:
         for sink in self.sinks:

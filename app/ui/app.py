@@ -11,9 +11,11 @@ import sys
 import threading
 from pathlib import Path
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
+from ..console import EXIT_BAD_INPUT, report_error
 from ..live_session import LiveSession
+from ..output_paths import check_output_file
 from ..session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .main_window import MainWindow
@@ -47,8 +49,30 @@ class Starter(QtCore.QObject):
         threading.Thread(target=work, name="startup", daemon=True).start()
 
 
+_QT_LOG_LEVELS = {
+    QtCore.QtMsgType.QtDebugMsg: logging.DEBUG,
+    QtCore.QtMsgType.QtInfoMsg: logging.DEBUG,
+    QtCore.QtMsgType.QtWarningMsg: logging.DEBUG,       # layout and font chatter, not the user's business
+    QtCore.QtMsgType.QtCriticalMsg: logging.ERROR,
+    QtCore.QtMsgType.QtFatalMsg: logging.CRITICAL,     # e.g. no usable platform plugin: Qt aborts after it
+}
+
+
+def qt_message_to_log(kind: QtCore.QtMsgType, context: QtCore.QMessageLogContext, message: str) -> None:
+    """Qt's own messages as our log lines (its default handler writes to the silenced descriptor)."""
+    logging.getLogger("qt").log(_QT_LOG_LEVELS.get(kind, logging.DEBUG), "%s", message)
+
+
+def screenshot_suffixes() -> tuple[str, ...]:
+    """Image file extensions Qt can write here (with the dot, lower case)."""
+    return tuple(sorted("." + bytes(f).decode().lower() for f in QtGui.QImageWriter.supportedImageFormats()))
+
+
 def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
+    QtCore.qInstallMessageHandler(qt_message_to_log)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    if args.screenshot:
+        check_output_file(args.screenshot, screenshot_suffixes(), "--screenshot")
     store = SettingsStore.open()
     settings = LiveSettings(store.output_choices(base))
     window = MainWindow(settings, store)
@@ -64,8 +88,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         ok = window.grab().save(str(path))
         if not ok:
-            print(f"error: cannot write screenshot {path}", file=sys.stderr)
-            exit_code["value"] = 2
+            report_error(f"cannot write screenshot {path}")
+            exit_code["value"] = EXIT_BAD_INPUT
         else:
             log.info("screenshot saved to %s", path)
         window.close()
@@ -88,9 +112,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
                 if done or stopped:
                     timer.stop()
                     if not done:
-                        print(f"error: {window.last_error or 'the camera ended before a face was tracked'}",
-                              file=sys.stderr)
-                        exit_code["value"] = 2
+                        report_error(window.last_error or "the camera ended before a face was tracked")
+                        exit_code["value"] = EXIT_BAD_INPUT
                         window.close()
                         return
                     QtCore.QTimer.singleShot(300, finish_screenshot)    # let the last frame paint
@@ -102,8 +125,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
         window.busy(None)
         window.show_error(message)
         if args.screenshot:
-            print(f"error: {message}", file=sys.stderr)
-            exit_code["value"] = 2
+            report_error(message)
+            exit_code["value"] = EXIT_BAD_INPUT
             window.close()
 
     starter = Starter()
