@@ -9,6 +9,10 @@ import sys
 
 log = logging.getLogger("avatarcam")
 
+# The app's modules are imported inside the functions below on purpose: importing them loads torch,
+# OpenCV and MediaPipe, and the MPS fallback switch and the silencing of native console output must
+# be in place before those libraries load.
+
 
 def _size(text: str) -> tuple[int, int]:
     from app.settings import parse_size

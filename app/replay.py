@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .face.layout import MEDIAPIPE_478, LandmarkLayout
+from .face.tracker import MediaPipeFaceMesh
 from .image_io import MAX_AVATAR_SIDE, limit_size, load_image
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,6 @@ class LandmarkRecording:
 def record_landmarks(frames: list[np.ndarray], avatar: Path, *, video: str = "") -> LandmarkRecording:
     """Track ``frames`` in order with MediaPipe, and find the face in the avatar image as avatar
     preparation sees it (downscaled the same way; the largest face)."""
-    from .face.tracker import MediaPipeFaceMesh
-
     image = limit_size(load_image(avatar), MAX_AVATAR_SIDE)
     mesh = MediaPipeFaceMesh()
     try:

@@ -23,6 +23,8 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from .models.shapes import check_shape
+
 NUM_KP = 21
 NUM_BINS = 66
 BIN_DEGREES = 3.0
@@ -38,7 +40,6 @@ DRIVING_OPTIONS: tuple[DrivingOption, ...] = get_args(DrivingOption)
 
 # --------------------------------------------------------------------------- validation
 def _check(what: str, x: torch.Tensor, expected: Sequence[int | None]) -> None:
-    from .models.shapes import check_shape
     check_shape(what, x, expected)
 
 

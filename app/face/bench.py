@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..stages.capture import read_video_frames
 from .driving import DrivingCropper
 from .tracker import MediaPipeFaceMesh
 
@@ -56,8 +57,6 @@ def allowed_cpu_cores() -> int:
 
 
 def frames_720p(video: Path, face_height: int = 600) -> list[np.ndarray]:
-    from ..stages.capture import read_video_frames
-
     frames = []
     for frame in read_video_frames(video):
         s = face_height / frame.shape[0]
