@@ -24,9 +24,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from app.session import BACKEND_CHOICES, DEFAULT_AVATAR
+    from app.session import DEFAULT_AVATAR
     from app.settings import DEFAULT_FRAME_SIZE, DRIVING_OPTIONS, RETARGET_MODES, AnimationSettings
     from engines.device import DEVICE_CHOICES
+    from engines.select import BACKEND_KINDS
     from engines.weights import WEIGHTS_ENV
 
     ap = argparse.ArgumentParser(prog="main.py", description="Animate a portrait with your webcam (LivePortrait).")
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     eng.add_argument("--weights", metavar="DIR",
                      help=f"LivePortrait weights directory (default: ${WEIGHTS_ENV}, else the per-user cache)")
     eng.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
-    eng.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+    eng.add_argument("--backend", choices=BACKEND_KINDS, default="auto",
                      help="auto (default): the fastest installed and validated; torch; onnxruntime; tensorrt; "
                           "stub: no networks, for testing the loop")
     eng.add_argument("--onnx-dir", metavar="DIR", help="graphs from `python -m export onnx` (onnxruntime backend)")

@@ -14,7 +14,6 @@ from engines.backend_onnx import OnnxRuntimeBackend
 from engines.backend_tensorrt import TensorRTBackend
 from engines.checkpoints import load_networks
 from engines.device import resolve_device
-from engines.select import BACKEND_KINDS as BACKEND_CHOICES  # noqa: F401 - the CLI's choices
 from engines.select import choose_backend, default_engine_dir, default_onnx_dir, machine_facts
 from engines.weights import ensure_weights, resolve_weights_dir
 
