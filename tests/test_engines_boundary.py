@@ -1,20 +1,20 @@
-"""The runtime does not depend on the build tooling: no module under ``engines/`` imports ``export``
-(at module level or inside a function, by statement or by ``importlib.import_module``)."""
+"""Layers point one way: no module under ``engines/`` imports ``export`` (the build tooling) or
+``app`` (at module level or inside a function, by statement or by ``importlib.import_module``)."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = "export"
+FORBIDDEN = ("export", "app")
 
 
 def _is_forbidden(module: str) -> bool:
-    return module == FORBIDDEN or module.startswith(FORBIDDEN + ".")
+    return any(module == name or module.startswith(name + ".") for name in FORBIDDEN)
 
 
 def forbidden_imports(source: str) -> list[tuple[int, str]]:
-    """(line, module) of every import of ``export`` in ``source``."""
+    """(line, module) of every import of ``export`` or ``app`` in ``source``."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -39,13 +39,15 @@ def test_the_check_sees_every_kind_of_import() -> None:
               "    from export.tensorrt_build import ENGINES_JSON\n"
               "    return importlib.import_module('export.onnx_export')\n"
               "import exporter, engines.export_helpers\n"
-              "from .export import x\n")
-    assert [line for line, _ in forbidden_imports(source)] == [1, 2, 4, 5]
+              "from .export import x\n"
+              "from app.animator import Animator\n"
+              "import application, app\n")
+    assert sorted(line for line, _ in forbidden_imports(source)) == [1, 2, 4, 5, 8, 9]
 
 
-def test_engines_import_nothing_from_export() -> None:
+def test_engines_import_nothing_from_export_or_app() -> None:
     files = sorted((ROOT / "engines").rglob("*.py"))
     assert files, "no engines/ sources found"
     offenders = [f"{path.relative_to(ROOT)}:{line}: {module}"
                  for path in files for line, module in forbidden_imports(path.read_text(encoding="utf-8"))]
-    assert offenders == [], "engines/ must not import export/ (export depends on engines): " + ", ".join(offenders)
+    assert offenders == [], "engines/ must not import export/ or app/ (both depend on engines): " + ", ".join(offenders)
