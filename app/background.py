@@ -37,7 +37,7 @@ from .settings import AnimationSettings, BackgroundMode
 
 log = logging.getLogger(__name__)
 
-EDGE_LOW, EDGE_HIGH = 0.3, 0.7      # person-probability ramp of the feathered edge
+EDGE_LOW, EDGE_HIGH = 0.2, 0.55     # person-probability ramp of the feathered edge
 BLUR_SIGMA = 0.02                   # "blur": Gaussian sigma as a fraction of the picture's longer side
 
 

@@ -143,7 +143,11 @@ class AnimationSettings:
     # output
     paste_back: bool = True
     mirror: bool = False
-    background: BackgroundMode = BackgroundMode()
+    background: BackgroundMode = BackgroundMode()     # also accepts the text form
+
+    def __post_init__(self) -> None:
+        if isinstance(self.background, str):
+            object.__setattr__(self, "background", BackgroundMode.parse(self.background))
 
     def validated(self) -> AnimationSettings:
         """Raise ``ValueError`` with the field name on an out-of-range value."""
@@ -201,8 +205,6 @@ class LiveSettings:
         for key in ("rotation_multiplier", "rotation_limit_deg"):
             if key in changes:
                 changes[key] = tuple(float(v) for v in changes[key])
-        if isinstance(changes.get("background"), str):
-            changes["background"] = BackgroundMode.parse(changes["background"])
         with self._lock:
             new = replace(self._value, **changes).validated()
             self._value = new
