@@ -144,7 +144,7 @@ class BackgroundCompositor:
     avatar is segmented once (or its ``AvatarFace.person_mask`` used), the region every
     ``every``-th frame. ``reset`` forgets the avatar (call it when the avatar changes)."""
 
-    def __init__(self, segmenter: Callable[[], PersonSegmenter], *, every: int = 2, rate: float = 0.5) -> None:
+    def __init__(self, segmenter: Callable[[], PersonSegmenter], *, every: int = 3, rate: float = 0.5) -> None:
         self._make_segmenter = segmenter
         self._segmenter: PersonSegmenter | None = None
         self.every, self.rate = every, rate
