@@ -240,3 +240,15 @@ def test_cli_rejects_a_bad_background(tmp_path: Path) -> None:
                        "--camera", str(tmp_path / "none.mp4"), timeout=120)
     assert missing.returncode == 2
     assert "background image not found" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_headless_records_the_key_background(d0: Path, tmp_path: Path) -> None:
+    out = tmp_path / "key.mp4"
+    run = run_main("--headless", "--backend", "stub", "--device", "cpu", "--camera", str(d0), "--record", str(out),
+                   "--max-frames", "3", "--background", "color:#00ff00", timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    frames = read_video_frames(out)
+    assert len(frames) == 3
+    for frame in frames:                  # the default avatar's top corners are background (video-coded)
+        for corner in (frame[:8, :8], frame[:8, -8:]):
+            assert np.abs(corner.astype(int) - GREEN_BGR).max() <= 12
