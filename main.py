@@ -23,6 +23,15 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _background(text: str):
+    from app.settings import BackgroundMode
+
+    try:
+        return BackgroundMode.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from app.session import DEFAULT_AVATAR
     from app.settings import DEFAULT_FRAME_SIZE, DRIVING_OPTIONS, RETARGET_MODES, AnimationSettings
@@ -75,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     anim.add_argument("--translation-lock", action="store_true", help="keep the avatar's position")
     anim.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the full image")
     anim.add_argument("--mirror", action="store_true", help="mirror the output")
+    anim.add_argument("--background", type=_background, default=d.background, metavar="MODE",
+                      help="behind the person: keep (default), blur, color:#RRGGBB (e.g. color:#00ff00, "
+                           "a chroma key for OBS) or image:PATH")
     ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = ap.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
@@ -89,7 +101,7 @@ def settings_from_args(args: argparse.Namespace):
         driving_option=args.driving_option, stitching=not args.no_stitching, eye_mode=args.eye_mode,
         eye_target=args.eye_target, lip_mode=args.lip_mode, lip_target=args.lip_target,
         expression_multiplier=args.expression_multiplier, translation_lock=args.translation_lock,
-        paste_back=not args.crop_only, mirror=args.mirror,
+        paste_back=not args.crop_only, mirror=args.mirror, background=args.background,
     ).validated()
 
 

@@ -10,12 +10,15 @@ function the parity kit checks.
 The per-frame chain stays on the backend's device: the driver's motion, its smoothing, the
 keypoint math, the MLPs, the renderer and (on a GPU) the paste-back are queued without waiting,
 and the frame's one device -> host transfer is the finished image with a validity byte. Only
-while a neutral reference is taken (a few frames) does the motion come to the host.
+while a neutral reference is taken (a few frames) does the motion come to the host. The output's
+background (``AnimationSettings.background``) is composited last, on the device where the
+paste-back runs there (``app.background``); still, held and neutral frames get it too.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -26,14 +29,16 @@ from engines import motion
 from engines.backend import InferenceBackend
 
 from . import driver_motion as driver
-from .device_io import HostToDevice, fetch_image, image_to_tensor, render_to_planes
+from .background import BackgroundCompositor
+from .device_io import HostToDevice, fetch_image, fetch_images, image_to_tensor, render_to_planes
 from .face import crop as fc
 from .face.driving import DrivingFace
 from .face.paste_device import DevicePasteBack
 from .face.prepared_avatar import PreparedAvatar, prepare_avatar
+from .face.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from .face_lost import FaceLostState
 from .retargeting import Retargeting, undriven_keypoints
-from .settings import AnimationSettings, LiveSettings
+from .settings import AnimationSettings, BackgroundMode, LiveSettings
 
 # prepare_avatar / PreparedAvatar live in app.face.prepared_avatar; importable from here as well
 __all__ = ["AnimatedFrame", "Animator", "PreparedAvatar", "Status", "prepare_avatar"]
@@ -63,10 +68,13 @@ class Animator:
     next frame.
 
     ``paste_on_device``: blend the rendered crop into the avatar image on the backend's device
-    (default: on CUDA devices; on a CPU, OpenCV's paste-back is faster)."""
+    (default: on CUDA devices; on a CPU, OpenCV's paste-back is faster); the background is then
+    composited there too. ``segmenter``: makes the person segmenter of the background modes, on
+    first need (default: MediaPipe Selfie Segmentation)."""
 
     def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar, *,
-                 paste_on_device: bool | None = None) -> None:
+                 paste_on_device: bool | None = None,
+                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
         self.backend = backend
         self.settings = settings
         self.paste_on_device = backend.device.type == "cuda" if paste_on_device is None else paste_on_device
@@ -83,6 +91,9 @@ class Animator:
         self._device_paste: DevicePasteBack | None = None
         self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
         self._last_image: np.ndarray | None = None
+        self._shown_background: BackgroundMode | None = None   # the background of _last_image
+        self._neutral_background: BackgroundMode | None = None  # and of face_lost.neutral_image
+        self.background = BackgroundCompositor(segmenter)
         self._controls: tuple[AnimationSettings, motion.MotionControls] | None = None
 
     # -- control (any thread) ------------------------------------------------------------------
@@ -128,6 +139,7 @@ class Animator:
             self.face_lost.neutral_image = None
             self._last_image = None
             self.last_keypoints = None
+            self.background.reset()
         if calibrate:
             self.reference.reset()
 
@@ -160,19 +172,21 @@ class Animator:
             # nothing animated yet: the avatar as it is (never the camera image)
             return AnimatedFrame(self._still_avatar(s), Status.NO_FACE_YET, rendered=False)
         lost = self.face_lost.lost(t, s)
-        if lost.holding and self._last_image is not None:
+        # a cached image made with another background is rendered again (the mode changed live)
+        if lost.holding and self._last_image is not None and self._shown_background == s.background:
             return AnimatedFrame(self._last_image, Status.HOLDING, rendered=False)
-        if lost.neutral and self.face_lost.neutral_image is not None:
+        if (lost.neutral and self.face_lost.neutral_image is not None
+                and self._neutral_background == s.background):
             return AnimatedFrame(self.face_lost.neutral_image, Status.NEUTRAL, rendered=False)
         v = self.face_lost.eased(lost, self.reference.vector)
         self.smoother(v, t, s)        # keep the filters on the eased motion: resuming glides from here
         frame = self._render(v, s, Status.NEUTRAL if lost.neutral else Status.EASING)
         if lost.neutral and frame.rendered:
-            self.face_lost.neutral_image = frame.image
+            self.face_lost.neutral_image, self._neutral_background = frame.image, s.background
         return frame
 
     def _still_avatar(self, s: AnimationSettings) -> np.ndarray:
-        img = self.avatar.face.image if s.paste_back else self.avatar.face.crop
+        img = self.background.still(self.avatar.face, s)
         return img[:, ::-1].copy() if s.mirror else img
 
     def _render(self, v: torch.Tensor, s: AnimationSettings, status: Status,
@@ -190,21 +204,30 @@ class Animator:
         planes = render_to_planes(self.backend.render(a.feature, a.x_s, x_d))
         if s.paste_back and self.paste_on_device:
             planes = self._paste_back_on_device()(planes)
-        image, ok = fetch_image(planes, valid)
+        if self.paste_on_device and not s.background.keeps:
+            # composited on the device; the small unkeyed region to segment comes in the same fetch
+            region, small = self.background.compose_on_device(planes, a.face, s, self._upload)
+            (region, small), ok = fetch_images([region, small], valid)
+            image = self.background.finish(region, small, a.face, s) if ok else region
+        else:
+            image, ok = fetch_image(planes, valid)
+            if ok and s.paste_back:
+                image = (self._paste_back_on_device().compose(image) if self.paste_on_device
+                         else fc.paste_back(image, a.face.transform.M_c2o, a.face.image, a.face.paste))
+            if ok:
+                image = self.background.compose(image, a.face, s)
         if not ok:
             log.warning("frame skipped: NaN or inf in the driver's motion or the driving keypoints")
             return self._skipped(s, status)
-        if s.paste_back:
-            image = (self._paste_back_on_device().compose(image) if self.paste_on_device
-                     else fc.paste_back(image, a.face.transform.M_c2o, a.face.image, a.face.paste))
         if s.mirror:
             image = np.ascontiguousarray(image[:, ::-1])
-        self._last_image = image
+        self._last_image, self._shown_background = image, s.background
         return AnimatedFrame(image, status, rendered=True)
 
     def _skipped(self, s: AnimationSettings, status: Status) -> AnimatedFrame:
-        image = self._last_image if self._last_image is not None else self._still_avatar(s)
-        return AnimatedFrame(image, status, rendered=False)
+        if self._last_image is not None and self._shown_background == s.background:
+            return AnimatedFrame(self._last_image, status, rendered=False)
+        return AnimatedFrame(self._still_avatar(s), status, rendered=False)
 
     def _paste_back_on_device(self) -> DevicePasteBack:
         if self._device_paste is None:

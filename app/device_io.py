@@ -7,7 +7,7 @@ in 1 x 3 x H x W float RGB in [0, 1].
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -31,13 +31,30 @@ def render_to_planes(image: torch.Tensor) -> torch.Tensor:
 def fetch_image(planes: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[np.ndarray, bool]:
     """The frame's one device -> host transfer: 3 x H x W uint8 RGB planes (and a 0-dim bool
     validity flag, riding along as one extra byte) -> H x W x 3 BGR image and the flag."""
-    if planes.device.type == "cpu":
-        p = planes.numpy()
+    images, ok = fetch_images([planes], valid)
+    return images[0], ok
+
+
+def fetch_images(planes: Sequence[torch.Tensor], valid: torch.Tensor | None = None) -> tuple[list[np.ndarray], bool]:
+    """``fetch_image`` of several images in the same one transfer (e.g. the output region and a
+    small copy of it to segment): one H x W x 3 BGR image per 3 x H x W planes, and the flag."""
+    if planes[0].device.type == "cpu":
         ok = True if valid is None else bool(valid.numpy())       # no transfer on the CPU
-        if p.size == 0:
-            return np.empty(p.shape[1:] + (3,), np.uint8), ok
-        return cv2.merge([p[2], p[1], p[0]]), ok                  # interleave and reverse in one pass
-    return unpack_frame(pack_frame(planes, valid).cpu().numpy(), planes.shape[1], planes.shape[2], valid is not None)
+        return [_interleave(p.numpy()) for p in planes], ok
+    packed = torch.cat([pack_frame(p, None) for p in planes[:-1]] + [pack_frame(planes[-1], valid)])
+    host = packed.cpu().numpy()
+    images, offset = [], 0
+    for p in planes:
+        height, width = p.shape[1], p.shape[2]
+        images.append(host[offset:offset + height * width * 3].reshape(height, width, 3))
+        offset += height * width * 3
+    return images, valid is None or bool(host[-1])
+
+
+def _interleave(p: np.ndarray) -> np.ndarray:
+    if p.size == 0:
+        return np.empty(p.shape[1:] + (3,), np.uint8)
+    return cv2.merge([p[2], p[1], p[0]])                          # interleave and reverse in one pass
 
 
 def pack_frame(planes: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

@@ -19,6 +19,7 @@ from engines.weights import ensure_weights, resolve_weights_dir
 
 from .animator import PreparedAvatar, prepare_avatar
 from .face.avatar import prepare_avatar_face
+from .face.segmentation import MediaPipeSelfieSegmentation
 from .face.tracker import LandmarkSource, MediaPipeFaceMesh
 
 log = logging.getLogger(__name__)
@@ -63,17 +64,20 @@ def make_backend_from_args(args: argparse.Namespace) -> InferenceBackend:
 
 
 def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSource | None = None) -> PreparedAvatar:
-    """Avatar file -> everything the animator needs (raises ImageError / NoFaceError)."""
+    """Avatar file -> everything the animator needs (raises ImageError / NoFaceError); the image
+    is segmented here too, once, for the output background modes."""
     own = source is None
     source = source or MediaPipeFaceMesh()
+    segmenter = MediaPipeSelfieSegmentation()
     try:
         t0 = time.perf_counter()
-        face = prepare_avatar_face(path, source)
+        face = prepare_avatar_face(path, source, segmenter=segmenter)
         with torch.inference_mode():
             avatar = prepare_avatar(face, backend)
         log.info("avatar %s prepared in %.2f s (%dx%d)", path, time.perf_counter() - t0,
                  face.image.shape[1], face.image.shape[0])
         return avatar
     finally:
+        segmenter.close()
         if own:
             source.close()

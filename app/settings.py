@@ -5,10 +5,12 @@ lock. Stages read ``live.snapshot()`` once per frame, so a change made by the UI
 CLI takes effect on the next frame and a frame never sees half an update."""
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 # the driving options belong to the motion math; the UI and the CLI take them from here
@@ -28,6 +30,64 @@ def parse_size(text: str) -> tuple[int, int]:
     if not (16 <= w <= 7680 and 16 <= h <= 4320):
         raise ValueError(f"size out of range: {text}")
     return w, h
+
+
+BackgroundKind = Literal["keep", "blur", "color", "image"]
+_HEX_COLOUR = re.compile(r"#([0-9a-fA-F]{6})")
+
+
+@dataclass(frozen=True)
+class BackgroundMode:
+    """What the output shows behind the person: ``keep`` (the avatar's own background), ``blur``
+    (it, blurred), ``color`` (one colour, e.g. a chroma key; ``color`` is RGB 0..255) or ``image``
+    (the picture at ``path``, scaled to cover). Written as ``keep``, ``blur``, ``color:#RRGGBB`` or
+    ``image:PATH`` (``parse`` / ``str``)."""
+
+    kind: BackgroundKind = "keep"
+    color: tuple[int, int, int] = (0, 0, 0)
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> BackgroundMode:
+        """``keep|blur|color:#RRGGBB|image:PATH`` -> mode; ``ValueError`` naming the problem otherwise."""
+        kind, sep, arg = str(text).strip().partition(":")
+        kind = kind.lower()
+        if kind in ("keep", "blur") and not sep:
+            return cls(kind)
+        if kind == "color" and sep:
+            match = _HEX_COLOUR.fullmatch(arg.strip())
+            if match is None:
+                raise ValueError(f"background colour: expected #RRGGBB, got {arg!r}")
+            value = int(match.group(1), 16)
+            return cls("color", color=((value >> 16) & 255, (value >> 8) & 255, value & 255))
+        if kind == "image" and sep and arg:
+            return cls("image", path=arg)
+        raise ValueError(f"background: expected keep, blur, color:#RRGGBB or image:PATH, got {text!r}")
+
+    def __str__(self) -> str:
+        if self.kind == "color":
+            return "color:#{:02x}{:02x}{:02x}".format(*self.color)
+        if self.kind == "image":
+            return f"image:{self.path}"
+        return self.kind
+
+    @property
+    def keeps(self) -> bool:
+        """True when the output is left as it is (no segmentation, no compositing)."""
+        return self.kind == "keep"
+
+    def problem(self) -> str | None:
+        """Why this mode cannot be used, or None."""
+        if self.kind not in ("keep", "blur", "color", "image"):
+            return f"unknown kind {self.kind!r}"
+        if self.kind == "color" and not (len(self.color) == 3 and all(0 <= c <= 255 for c in self.color)):
+            return "colour channels must be 0..255"
+        if self.kind == "image" and not Path(self.path).is_file():
+            return f"background image not found: {self.path}"
+        return None
+
+
+KEY_GREEN = BackgroundMode.parse("color:#00ff00")      # the usual chroma-key green (OBS's default key colour)
 
 
 class SmoothingGroup(StrEnum):
@@ -83,6 +143,11 @@ class AnimationSettings:
     # output
     paste_back: bool = True
     mirror: bool = False
+    background: BackgroundMode = BackgroundMode()     # also accepts the text form
+
+    def __post_init__(self) -> None:
+        if isinstance(self.background, str):
+            object.__setattr__(self, "background", BackgroundMode.parse(self.background))
 
     def validated(self) -> AnimationSettings:
         """Raise ``ValueError`` with the field name on an out-of-range value."""
@@ -106,6 +171,10 @@ class AnimationSettings:
         check("hold_seconds", 0.0 <= self.hold_seconds <= 5.0, "expected 0..5")
         check("ease_seconds", 0.0 <= self.ease_seconds <= 5.0, "expected 0..5")
         check("resume_seconds", 0.0 <= self.resume_seconds <= 5.0, "expected 0..5")
+        check("background", isinstance(self.background, BackgroundMode), "expected a BackgroundMode")
+        problem = self.background.problem()
+        if problem is not None:
+            raise ValueError(f"setting background: {problem}")
         return self
 
     def smoothing(self, group: SmoothingGroup) -> float:

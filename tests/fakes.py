@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from app.animator import Animator, prepare_avatar
 from app.face.crop import CropTransform
 from app.face.driving import DrivingFace
+from app.face.segmentation import EllipseSegmenter, PersonSegmenter
 from app.settings import AnimationSettings, LiveSettings
 from engines import motion
 from engines.backend import StubBackend
@@ -83,12 +85,15 @@ def fake_face(eye: float = 0.3, lip: float = 0.0) -> DrivingFace:
 
 
 def make_animator(face, backend: StubBackend | None = None, *, paste_on_device: bool | None = None,
+                  segmenter: Callable[[], PersonSegmenter] = EllipseSegmenter,
                   **settings) -> tuple[Animator, LiveSettings]:
     """An animator of ``face`` (an ``AvatarFace``) on ``backend`` (default: a ``ScriptedBackend``)
-    with these settings, and the live settings object it reads."""
+    with these settings, and the live settings object it reads; the background modes segment with
+    ``segmenter`` (default: the deterministic ellipse)."""
     backend = backend or ScriptedBackend()
     live = LiveSettings(AnimationSettings(**settings))
-    return Animator(backend, live, prepare_avatar(face, backend), paste_on_device=paste_on_device), live
+    return Animator(backend, live, prepare_avatar(face, backend), paste_on_device=paste_on_device,
+                    segmenter=segmenter), live
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

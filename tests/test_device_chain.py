@@ -104,7 +104,11 @@ def test_the_detector_sees_host_reads() -> None:
     {"eye_mode": "follow", "lip_mode": "follow", "driving_option": "expression-friendly"},
     {"eye_mode": "fixed", "lip_mode": "fixed", "translation_lock": True, "mirror": True},
     {"paste_back": False, **NO_SMOOTHING},
-], ids=["default", "follow+expression-friendly", "fixed+lock+mirror", "crop-only"])
+    {"background": "color:#00ff00"},
+    {"background": "blur", "mirror": True},
+    {"background": "color:#0000ff", "paste_back": False},
+], ids=["default", "follow+expression-friendly", "fixed+lock+mirror", "crop-only", "key", "blur+mirror",
+        "crop-only+key"])
 @pytest.mark.parametrize("paste_on_device", [False, True], ids=["opencv-paste", "device-paste"])
 def test_steady_frames_read_nothing_back_before_the_fetch(avatar_face, settings, paste_on_device) -> None:
     backend = ScriptedBackend()

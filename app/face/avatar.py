@@ -1,5 +1,5 @@
 """The avatar's face, prepared once: image, landmarks, 512 crop and 256 network input, eye/lip
-ratios, and the paste-back transform and mask."""
+ratios, the paste-back transform and mask, and (given a segmenter) the image's person mask."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +13,7 @@ from . import crop as fc
 from .layout import LandmarkLayout
 from .mask import feathered_square_mask
 from .ratios import eye_open_ratios, lip_open_ratio
+from .segmentation import PersonSegmenter
 from .tracker import LandmarkSource
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,15 @@ class AvatarFace:
     lip_ratio: np.ndarray        # 1 x 1
     paste: fc.PasteMask
     num_faces: int               # faces found; the largest is used
+    person_mask: np.ndarray | None = None   # H x W float32 person probability in [0, 1], if segmented
 
 
 def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: LandmarkSource, *,
-                        mask_crop: np.ndarray | None = None, max_side: int = MAX_AVATAR_SIDE) -> AvatarFace:
+                        mask_crop: np.ndarray | None = None, max_side: int = MAX_AVATAR_SIDE,
+                        segmenter: PersonSegmenter | None = None) -> AvatarFace:
     """Load (if a path), downscale large images, find the largest face, crop it in the official
-    source framing (512, scale 2.3, vy -0.125) and prepare the paste-back mask."""
+    source framing (512, scale 2.3, vy -0.125) and prepare the paste-back mask; with a
+    ``segmenter``, also the image's person mask (for the output background modes)."""
     if isinstance(image_or_path, np.ndarray):
         name, image = "avatar image", image_or_path
     else:
@@ -58,4 +62,5 @@ def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: Landmark
     paste = fc.prepare_paste_mask(mask, transform.M_c2o, (image.shape[1], image.shape[0]))
     return AvatarFace(image=image, landmarks=landmarks, layout=source.layout, transform=transform, crop=crop,
                       network_input=fc.resize_for_network(crop), eye_ratios=eye_open_ratios(landmarks, source.layout),
-                      lip_ratio=lip_open_ratio(landmarks, source.layout), paste=paste, num_faces=len(faces))
+                      lip_ratio=lip_open_ratio(landmarks, source.layout), paste=paste, num_faces=len(faces),
+                      person_mask=None if segmenter is None else segmenter.segment(image))

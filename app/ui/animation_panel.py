@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6 import QtWidgets
 
 from ..settings import AnimationSettings, LiveSettings, SmoothingGroup, smoothing_fields
-from .settings_store import PER_AVATAR_FIELDS
+from .settings_store import ANIMATION_FIELDS
 from .widgets import LabeledSlider
 
 MODES = (("Off", "off"), ("Follow me", "follow"), ("Fixed", "fixed"))
@@ -107,5 +107,5 @@ class AnimationPanel(QtWidgets.QGroupBox):
     def reset_all(self) -> None:
         """All animation controls back to their defaults (output choices stay)."""
         defaults = AnimationSettings()
-        self.settings.update(**{k: getattr(defaults, k) for k in PER_AVATAR_FIELDS})
+        self.settings.update(**{k: getattr(defaults, k) for k in ANIMATION_FIELDS})
         self.show_settings(self.settings.snapshot())

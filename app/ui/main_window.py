@@ -278,6 +278,7 @@ class MainWindow(QtWidgets.QMainWindow):
             except (ValueError, TypeError) as e:
                 log.info("ignoring saved settings for %s: %s", path, e)
         self.animation_panel.show_settings(self.settings.snapshot())
+        self.output_panel.show_background(self.settings.snapshot().background)
         self.statusBar().showMessage(f"avatar: {Path(path).name}", 5000)
 
     @QtCore.Slot()

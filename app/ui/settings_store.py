@@ -13,16 +13,18 @@ from typing import Any
 
 from PySide6 import QtCore
 
-from ..settings import AnimationSettings, SmoothingGroup, parse_size
+from ..settings import AnimationSettings, BackgroundMode, SmoothingGroup, parse_size
 
 log = logging.getLogger(__name__)
 
 SETTINGS_PATH_ENV = "AVATARCAM_SETTINGS"
 
-# The settings of the animation panel's controls (sliders, mode boxes, check boxes): remembered per
-# avatar, and what "Reset all" puts back to the defaults.
-PER_AVATAR_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
-                     "rotation_limit_deg", *(group.field for group in SmoothingGroup), "translation_lock", "stitching")
+# The settings of the animation panel's controls (sliders, mode boxes, check boxes): what "Reset all"
+# puts back to the defaults.
+ANIMATION_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
+                    "rotation_limit_deg", *(group.field for group in SmoothingGroup), "translation_lock", "stitching")
+# Remembered per avatar: those and the output background (written as its text form).
+PER_AVATAR_FIELDS = (*ANIMATION_FIELDS, "background")
 
 _AVATAR = "avatar"                       # path of the last avatar
 _RECENT_AVATARS = "recent_avatars"       # JSON list of paths, newest first
@@ -70,7 +72,8 @@ class SettingsStore:
         return {k: v for k, v in values.items() if k in PER_AVATAR_FIELDS}
 
     def save_avatar_settings(self, path: str, settings: AnimationSettings) -> None:
-        values = {k: getattr(settings, k) for k in PER_AVATAR_FIELDS}
+        values = {k: str(v) if isinstance(v, BackgroundMode) else v
+                  for k, v in ((k, getattr(settings, k)) for k in PER_AVATAR_FIELDS)}
         self.qsettings.setValue(_avatar_settings_key(path), json.dumps(values))
 
     # -- camera --------------------------------------------------------------------------------
