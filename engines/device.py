@@ -117,7 +117,7 @@ def median_ms(fn: Callable[[], object], device: torch.device, runs: int, warmup:
 
 
 # --------------------------------------------------------------------------- waits
-class _HostReads(TorchDispatchMode):
+class HostReads(TorchDispatchMode):
     """Records every operation that reads a tensor's value into Python (``.item()``, ``float(t)``,
     ``bool(t)``, ``if t:``): on a GPU each of them waits for the device."""
 
@@ -140,7 +140,7 @@ def device_waits(fn: Callable[[], T], device: torch.device) -> tuple[T, list[str
     (nothing to wait for): every read of a tensor value into Python, each of which would wait on
     a GPU; a device -> host copy is not counted there."""
     if device.type != "cuda":
-        with _HostReads() as mode:
+        with HostReads() as mode:
             out = fn()
         return out, mode.reads
     with warnings.catch_warnings(record=True) as caught:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from fakes import ScriptedBackend, fake_face, make_animator
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from app.animator import Status
 from app.device_io import fetch_image, image_to_tensor, pack_frame, unpack_frame
@@ -21,26 +20,10 @@ from app.face.paste_device import DevicePasteBack
 from app.settings import smoothing_fields
 from engines import motion
 from engines.backend import StubBackend
+from engines.device import HostReads
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 NO_SMOOTHING = smoothing_fields(0.0)
-
-
-class HostReads(TorchDispatchMode):
-    """Records every operation that reads a tensor's value into Python (``.item()``, ``float(t)``,
-    ``bool(t)``, ``if t:``): on a GPU each of them waits for the device."""
-
-    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default,
-             torch.ops.aten.is_nonzero.default)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in self.READS:
-            self.reads.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 # --------------------------------------------------------------------------- paste-back on the device
