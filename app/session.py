@@ -19,7 +19,7 @@ from engines.weights import ensure_weights, resolve_weights_dir
 
 from .animator import PreparedAvatar, prepare_avatar
 from .face.avatar import prepare_avatar_face
-from .face.segmentation import MediaPipeSelfieSegmentation
+from .face.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from .face.tracker import LandmarkSource, MediaPipeFaceMesh
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,22 @@ def make_backend_from_args(args: argparse.Namespace) -> InferenceBackend:
                         onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
 
 
+def person_segmenter() -> PersonSegmenter | None:
+    """MediaPipe's person segmenter, or None where MediaPipe is not installed (landmarks replayed on
+    a GPU machine): the background compositor then segments the avatar itself when a mode needs it."""
+    try:
+        return MediaPipeSelfieSegmentation()
+    except ImportError as e:
+        log.info("no person segmentation at avatar preparation (%s)", e)
+        return None
+
+
 def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSource | None = None) -> PreparedAvatar:
     """Avatar file -> everything the animator needs (raises ImageError / NoFaceError); the image
     is segmented here too, once, for the output background modes."""
     own = source is None
     source = source or MediaPipeFaceMesh()
-    segmenter = MediaPipeSelfieSegmentation()
+    segmenter = person_segmenter()
     try:
         t0 = time.perf_counter()
         face = prepare_avatar_face(path, source, segmenter=segmenter)
@@ -78,6 +88,7 @@ def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSou
                  face.image.shape[1], face.image.shape[0])
         return avatar
     finally:
-        segmenter.close()
+        if segmenter is not None:
+            segmenter.close()
         if own:
             source.close()

@@ -144,3 +144,18 @@ def test_the_check_imports_without_mediapipe_pyside_or_pyvirtualcam() -> None:
             "assert type(app.bench.null_camera_sink()).__name__ == 'LetterboxSink'\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_loop_benchmark_replays_a_landmark_file_without_mediapipe(landmark_file: Path, d0: Path,
+                                                                      tmp_path: Path) -> None:
+    # What the GPU machine runs: avatar preparation and the loop with MediaPipe absent.
+    report = tmp_path / "bench.json"
+    code = ("import sys\n"
+            "for name in ('mediapipe', 'PySide6', 'pyvirtualcam'): sys.modules[name] = None\n"
+            "import app.bench\n"
+            f"sys.exit(app.bench.main(['--backend', 'stub', '--tracking', 'replay',"
+            f" '--landmarks', {str(landmark_file)!r}, '--video', {str(d0)!r}, '--frames', '4',"
+            f" '--json', {str(report)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(report.read_text())["frames_out"] == 4
