@@ -27,7 +27,7 @@ def _background(text: str):
     from app.settings import BackgroundMode
 
     try:
-        return BackgroundMode.parse(text)
+        return BackgroundMode.parse(text).with_existing_image()
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

@@ -77,14 +77,20 @@ class BackgroundMode:
         return self.kind == "keep"
 
     def problem(self) -> str | None:
-        """Why this mode cannot be used, or None."""
+        """Why this value is malformed, or None. Whether an image file exists is not part of it: the
+        file can go away while the settings live (``with_existing_image`` checks it where a user
+        chooses the mode; the compositor falls back when it cannot read it)."""
         if self.kind not in ("keep", "blur", "color", "image"):
             return f"unknown kind {self.kind!r}"
         if self.kind == "color" and not (len(self.color) == 3 and all(0 <= c <= 255 for c in self.color)):
             return "colour channels must be 0..255"
-        if self.kind == "image" and not Path(self.path).is_file():
-            return f"background image not found: {self.path}"
         return None
+
+    def with_existing_image(self) -> BackgroundMode:
+        """This mode, after checking that its image file exists (raises ``ValueError`` if not)."""
+        if self.kind == "image" and not Path(self.path).is_file():
+            raise ValueError(f"background image not found: {self.path}")
+        return self
 
 
 KEY_GREEN = BackgroundMode.parse("color:#00ff00")      # the usual chroma-key green (OBS's default key colour)

@@ -57,7 +57,7 @@ def test_background_mode_parses_and_prints_its_text_form(tmp_path: Path) -> None
             BackgroundMode.parse(bad)
     assert AnimationSettings(background="blur").background == BackgroundMode("blur")
     with pytest.raises(ValueError, match="background image not found"):
-        AnimationSettings(background=f"image:{tmp_path}/missing.png").validated()
+        BackgroundMode.parse(f"image:{tmp_path}/missing.png").with_existing_image()
     with pytest.raises(ValueError, match="background colour"):
         LiveSettings().update(background="color:#00ff00zz")
 
@@ -252,3 +252,12 @@ def test_headless_records_the_key_background(d0: Path, tmp_path: Path) -> None:
     for frame in frames:                  # the default avatar's top corners are background (video-coded)
         for corner in (frame[:8, :8], frame[:8, -8:]):
             assert np.abs(corner.astype(int) - GREEN_BGR).max() <= 12
+
+
+def test_a_background_image_that_goes_away_does_not_block_other_settings(tmp_path: Path) -> None:
+    picture = tmp_path / "backdrop.png"
+    cv2.imwrite(str(picture), np.full((8, 8, 3), 200, np.uint8))
+    live = LiveSettings(AnimationSettings(background=f"image:{picture}"))
+    picture.unlink()                                     # moved or deleted while the app runs
+    assert live.update(mirror=True).mirror
+    assert live.update(eye_mode="fixed", background="blur").background == BackgroundMode("blur")

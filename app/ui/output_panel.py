@@ -53,7 +53,9 @@ class OutputPanel(QtWidgets.QGroupBox):
         """Apply ``mode`` (a ``BackgroundMode`` or its text) from the next frame on; False (and the
         box unchanged) when it cannot be used."""
         try:
-            new = self.settings.update(background=mode)
+            if isinstance(mode, str):
+                mode = BackgroundMode.parse(mode)
+            new = self.settings.update(background=mode.with_existing_image())
         except ValueError as e:
             log.warning("%s", e)
             self.show_background(self.settings.snapshot().background)
