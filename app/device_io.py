@@ -41,14 +41,8 @@ def fetch_images(planes: Sequence[torch.Tensor], valid: torch.Tensor | None = No
     if planes[0].device.type == "cpu":
         ok = True if valid is None else bool(valid.numpy())       # no transfer on the CPU
         return [_interleave(p.numpy()) for p in planes], ok
-    packed = torch.cat([pack_frame(p, None) for p in planes[:-1]] + [pack_frame(planes[-1], valid)])
-    host = packed.cpu().numpy()
-    images, offset = [], 0
-    for p in planes:
-        height, width = p.shape[1], p.shape[2]
-        images.append(host[offset:offset + height * width * 3].reshape(height, width, 3))
-        offset += height * width * 3
-    return images, valid is None or bool(host[-1])
+    host = pack_frames(planes, valid).cpu().numpy()
+    return unpack_frames(host, [(p.shape[1], p.shape[2]) for p in planes], valid is not None)
 
 
 def _interleave(p: np.ndarray) -> np.ndarray:
@@ -57,15 +51,24 @@ def _interleave(p: np.ndarray) -> np.ndarray:
     return cv2.merge([p[2], p[1], p[0]])                          # interleave and reverse in one pass
 
 
-def pack_frame(planes: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """On the device: RGB planes -> interleaved BGR bytes, then the validity byte (if any)."""
-    flat = planes.flip(0).permute(1, 2, 0).reshape(-1)
-    return flat if valid is None else torch.cat([flat, valid.reshape(1).to(torch.uint8)])
+def pack_frames(planes: Sequence[torch.Tensor], valid: torch.Tensor | None) -> torch.Tensor:
+    """On the device: each image's 3 x H x W RGB planes -> interleaved BGR bytes, one image after
+    the other, then the validity byte (if any): one uint8 vector."""
+    parts = [p.flip(0).permute(1, 2, 0).reshape(-1) for p in planes]
+    if valid is not None:
+        parts.append(valid.reshape(1).to(torch.uint8))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def unpack_frame(host: np.ndarray, height: int, width: int, has_flag: bool) -> tuple[np.ndarray, bool]:
-    """On the host: the bytes of ``pack_frame`` -> H x W x 3 BGR image (a view) and the flag."""
-    return host[:height * width * 3].reshape(height, width, 3), not has_flag or bool(host[-1])
+def unpack_frames(host: np.ndarray, shapes: Sequence[tuple[int, int]],
+                  has_flag: bool) -> tuple[list[np.ndarray], bool]:
+    """On the host: the bytes of ``pack_frames`` and each image's (H, W) -> H x W x 3 BGR images
+    (views) and the flag."""
+    images, offset = [], 0
+    for height, width in shapes:
+        images.append(host[offset:offset + height * width * 3].reshape(height, width, 3))
+        offset += height * width * 3
+    return images, not has_flag or bool(host[-1])
 
 
 class HostToDevice:

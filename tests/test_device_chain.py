@@ -14,7 +14,7 @@ import torch
 from fakes import ScriptedBackend, fake_face, make_animator
 
 from app.animator import Status
-from app.device_io import fetch_image, image_to_tensor, pack_frame, unpack_frame
+from app.device_io import fetch_image, fetch_images, image_to_tensor, pack_frames, unpack_frames
 from app.face import crop as fc
 from app.face.paste_device import DevicePasteBack
 from app.settings import smoothing_fields
@@ -66,12 +66,18 @@ def test_animator_paste_on_device_matches_opencv_paste(avatar_face) -> None:
 
 
 def test_the_gpu_fetch_packing_round_trips() -> None:
-    """The bytes the CUDA path copies (packed on the device) give the CPU path's image and flag."""
-    planes = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
-    expected, _ = fetch_image(planes)
-    for valid in (torch.tensor(True), torch.tensor(False), None):
-        image, ok = unpack_frame(pack_frame(planes, valid).numpy(), 5, 7, valid is not None)
-        assert np.array_equal(image, expected) and ok == (valid is None or bool(valid))
+    """The bytes the CUDA path copies (packed on the device) give the CPU path's images and flag,
+    for one image (the frame) and two (the frame's region and its small copy to segment)."""
+    region = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    small = torch.randint(0, 256, (3, 2, 3), dtype=torch.uint8)
+    for planes in ([region], [region, small]):
+        expected, _ = fetch_images(planes)
+        for valid in (torch.tensor(True), torch.tensor(False), None):
+            host = pack_frames(planes, valid).numpy()
+            assert host.size == sum(p.numel() for p in planes) + (valid is not None)
+            images, ok = unpack_frames(host, [(p.shape[1], p.shape[2]) for p in planes], valid is not None)
+            assert len(images) == len(planes) and ok == (valid is None or bool(valid))
+            assert all(np.array_equal(a, b) for a, b in zip(images, expected, strict=True))
 
 
 # --------------------------------------------------------------------------- no host reads per frame
