@@ -57,19 +57,18 @@ class NeutralReference:
     """Averages the first ``n`` steady frames into the user's neutral reference. Until then the
     average of the frames seen so far serves, so animation starts at once.
 
-    ``value`` is the reference on the host (float64), ``vector`` and ``motion`` its device forms.
-    ``reset`` starts a new window; the previous ``vector`` and ``motion`` stay in use until the
-    first frame of the new one."""
+    ``vector`` is the reference on the device and ``motion`` its decoded form. ``reset`` starts a
+    new window; the previous ``vector`` and ``motion`` stay in use until the first frame of the new
+    one."""
 
     def __init__(self) -> None:
         self.window: list[np.ndarray] = []
-        self.value: np.ndarray | None = None
         self.final = False
         self.vector: torch.Tensor | None = None
         self.motion: motion.DrivingMotion | None = None
 
     def reset(self) -> None:
-        self.window, self.value, self.final = [], None, False
+        self.window, self.final = [], False
 
     def add(self, v: np.ndarray, n: int, device: torch.device) -> None:
         """One more frame's driver vector (read back to the host) while the reference is taken."""
@@ -84,7 +83,6 @@ class NeutralReference:
         if not steady:                    # moving: start the window again from this frame
             self.window = [v]
             mean = v
-        self.value = mean
         self.vector = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self.motion = driving_motion(self.vector)
         if len(self.window) >= n:

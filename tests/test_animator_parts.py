@@ -51,7 +51,7 @@ def test_neutral_reference_keeps_its_device_form_until_a_new_one_starts() -> Non
     assert ref.final and ref.vector is not None and torch.equal(ref.motion.R, torch.eye(3)[None])
     before = ref.vector
     ref.reset()
-    assert ref.value is None and not ref.final and ref.vector is before      # still used while re-taking
+    assert ref.window == [] and not ref.final and ref.vector is before      # still used while re-taking
     frame[1] = 20.0
     ref.add(frame, 2, torch.device("cpu"))
     assert ref.vector[1].item() == pytest.approx(20.0) and not ref.final

@@ -155,7 +155,7 @@ def test_nan_motion_while_calibrating_shows_the_avatar(avatar_face) -> None:
     backend.pose = (0.0, float("inf"), 0.0)
     frame = anim.process(fake_face(), 0.0)
     assert frame.status == Status.NO_FACE_YET and not frame.rendered and frame.image is avatar_face.image
-    assert anim.reference.value is None
+    assert anim.reference.vector is None and anim.reference.window == []
 
 
 # --------------------------------------------------------------------------- on a CUDA GPU

@@ -57,11 +57,11 @@ def test_neutral_reference_averages_steady_frames_and_recalibrates(avatar_face) 
         statuses.append(anim.process(fake_face(), i / 30).status)
     assert statuses[:4] == [Status.CALIBRATING] * 4 and statuses[4] == Status.LIVE
     assert anim.has_reference
-    assert anim.reference.value[1] == pytest.approx(-0.2)   # mean of 5 frames, not the first one
+    assert anim.reference.vector[1].item() == pytest.approx(-0.2)   # mean of 5 frames, not the first one
     anim.calibrate()
     backend.pose = (0.0, 20.0, 0.0)
     assert anim.process(fake_face(), 1.0).status == Status.CALIBRATING
-    assert anim.reference.value[1] == pytest.approx(20.0)
+    assert anim.reference.vector[1].item() == pytest.approx(20.0)
 
 
 def test_relative_motion_multipliers_limits_and_translation_lock(avatar_face) -> None:
