@@ -32,6 +32,7 @@ import torch
 
 from engines import gpucheck as eg
 from engines.backend import InferenceBackend, StubBackend
+from engines.bench import environment
 from engines.device import device_waits, synchronize
 
 from .animator import Animator, PreparedAvatar, prepare_avatar
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     def step(what: str) -> None:
         log.info("[%6.1f s] %s", time.perf_counter() - t_start, what)
 
-    report = eg.Report(environment=eg.environment(device), quick=args.quick)
+    report = eg.Report(environment=environment(device), quick=args.quick)
     step("environment: " + ", ".join(f"{k} {v}" for k, v in report.environment.items()))
     nets = eg.run_engine_checks(report, kit, device, quick=args.quick, runs=runs, warmup=warmup, step=step)
     step("device paste-back")

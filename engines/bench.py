@@ -12,6 +12,7 @@ initialised unless ``--weights`` is given.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import platform
@@ -20,6 +21,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import motion
@@ -86,17 +88,33 @@ def available_devices() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def environment() -> dict[str, str]:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-           "cpu_threads": str(torch.get_num_threads())}
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-        env["cuda"] = str(torch.version.cuda)
-        try:
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
+def environment(device: torch.device | None = None) -> dict[str, str]:
+    """What the figures were measured on: GPU (``device``, default the first CUDA device if any),
+    compute capability, driver, clocks, software."""
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+           "machine": platform.machine(), "cpu_threads": str(torch.get_num_threads())}
+    spec = importlib.util.find_spec("triton")
+    if spec is not None:
+        import triton
+        env["triton"] = triton.__version__
+    if device.type != "cuda":
+        return env
+    props = torch.cuda.get_device_properties(device)
+    env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
+               multiprocessors=str(props.multi_processor_count), memory_gib=f"{props.total_memory / 2**30:.1f}",
+               cuda=str(torch.version.cuda), cudnn=str(torch.backends.cudnn.version()))
+    query = "driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit,temperature.gpu"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError) as e:
+        env["nvidia_smi"] = f"unavailable ({e})"
+        return env
+    if out:
+        env.update(zip(("driver", "sm_clock", "sm_clock_max", "mem_clock", "mem_clock_max", "power_limit",
+                        "temperature_c"), (v.strip() for v in out[0].split(",")), strict=False))
     return env
 
 

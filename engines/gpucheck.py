@@ -18,8 +18,6 @@ import gc
 import importlib.util
 import json
 import logging
-import platform
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -102,33 +100,6 @@ class TimingRow:
 
 
 # --------------------------------------------------------------------------- environment
-def environment(device: torch.device) -> dict[str, str]:
-    """What the figures were measured on: GPU, compute capability, driver, clocks, software."""
-    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-           "machine": platform.machine(), "cpu_threads": str(torch.get_num_threads())}
-    spec = importlib.util.find_spec("triton")
-    if spec is not None:
-        import triton
-        env["triton"] = triton.__version__
-    if device.type != "cuda":
-        return env
-    props = torch.cuda.get_device_properties(device)
-    env.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
-               multiprocessors=str(props.multi_processor_count), memory_gib=f"{props.total_memory / 2**30:.1f}",
-               cuda=str(torch.version.cuda), cudnn=str(torch.backends.cudnn.version()))
-    query = "driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit,temperature.gpu"
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError) as e:
-        env["nvidia_smi"] = f"unavailable ({e})"
-        return env
-    if out:
-        env.update(zip(("driver", "sm_clock", "sm_clock_max", "mem_clock", "mem_clock_max", "power_limit",
-                        "temperature_c"), (v.strip() for v in out[0].split(",")), strict=False))
-    return env
-
-
 # --------------------------------------------------------------------------- the kit
 def load_kit(parity_dir: Path) -> ModuleType:
     """The kit's ``check_parity.py`` as a module (its fixtures, statistics and profiles);
@@ -352,7 +323,7 @@ def add_ratios(rows: list[TimingRow]) -> None:
 
 def _fill(row: TimingRow, result: Any) -> None:
     row.ms, row.peak_gpu_mb = dict(result.ms), result.peak_gpu_mb
-    row.per_frame_ms = sum(result.ms[k] for k in PER_FRAME)
+    row.per_frame_ms = result.per_frame_ms
 
 
 def _free(device: torch.device) -> None:

@@ -4,7 +4,6 @@ formula, NaN handling without host checks, and (on a CUDA GPU) CUDA graphs and o
 call per frame."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from app.face.paste_device import DevicePasteBack
 from app.settings import smoothing_fields
 from engines import motion
 from engines.backend import StubBackend
-from engines.device import HostReads
+from engines.device import HostReads, device_waits
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 NO_SMOOTHING = smoothing_fields(0.0)
@@ -166,14 +165,8 @@ def test_one_synchronising_call_per_steady_frame_on_cuda(avatar_face) -> None:
     for i in range(4):                     # calibration, and the first frames that set buffers up
         anim.process(fake_face(), i / 30)
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            frames = [anim.process(fake_face(eye=0.3 + 0.01 * i), (4 + i) / 30) for i in range(5)]
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    frames, syncs = device_waits(lambda: [anim.process(fake_face(eye=0.3 + 0.01 * i), (4 + i) / 30)
+                                          for i in range(5)], torch.device("cuda"))
     assert all(f.rendered for f in frames)
     assert len(syncs) == len(frames), syncs
 
