@@ -122,6 +122,7 @@ class Animator:
         self._motion_controls(s)
         if s.paste_back and self.paste_on_device:
             self._paste_back_on_device()
+        self.background.prepare(self.avatar.face, s, self.backend.device if self.paste_on_device else None)
         raw, valid = self._driver_motion(face, s) if face is not None else (None, None)
         if raw is None:
             return self._face_lost(t, s)

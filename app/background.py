@@ -196,12 +196,25 @@ class BackgroundCompositor:
         return out
 
     # -- device ---------------------------------------------------------------------------------
+    def prepare(self, face: AvatarFace, s: AnimationSettings, device: torch.device | None = None) -> None:
+        """Make what a frame of ``s`` needs that changes only with the avatar, the layout or the
+        mode: the layout, the still composite and (with ``device``) the constants of
+        ``compose_on_device`` on that device. Call it before a frame's device work is queued: the
+        constants go up from pageable memory, which waits for whatever is queued. Nothing is made
+        for ``keep``."""
+        if s.background.keeps:
+            return
+        composite = self._composite(face, s)
+        if device is not None:
+            self._device_constants(composite, self._state(face, s.paste_back), torch.device(device))
+
     def compose_on_device(self, planes: torch.Tensor, face: AvatarFace, s: AnimationSettings,
                           upload: Callable[[str, np.ndarray], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The region's planes (3 x h x w, 0..255, RGB: the paste-back box or the whole crop) with
         the background, and the unkeyed region at segmentation size (3 x h' x w' uint8 RGB), both
-        on the planes' device, queued without waiting. The small mask goes up through ``upload``.
-        Hand both, fetched, to ``finish``."""
+        on the planes' device, queued without waiting. The small mask goes up through ``upload``;
+        the constants are ``prepare``'s (made here if it was not called, which may wait for the
+        device). Hand both, fetched, to ``finish``."""
         state = self._state(face, s.paste_back)
         backdrop_t, probability_t, weight_t = self._device_constants(self._composite(face, s), state, planes.device)
         w_small, h_small = state.tracker.size
