@@ -207,9 +207,11 @@ class Animator:
             planes = self._paste_back_on_device()(planes)
         if self.paste_on_device and not s.background.keeps:
             # composited on the device; the small unkeyed region to segment comes in the same fetch
-            region, small = self.background.compose_on_device(planes, a.face, s, self._upload)
-            (region, small), ok = fetch_images([region, small], valid)
-            image = self.background.finish(region, small, a.face, s) if ok else region
+            # (the small copy only on the frames that segment)
+            parts = [p for p in self.background.compose_on_device(planes, a.face, s, self._upload) if p is not None]
+            fetched, ok = fetch_images(parts, valid)
+            small = fetched[1] if len(fetched) > 1 else None
+            image = self.background.finish(fetched[0], small, a.face, s) if ok else fetched[0]
         else:
             image, ok = fetch_image(planes, valid)
             if ok and s.paste_back:

@@ -3,6 +3,7 @@ ellipse segmenter (host and device compositing), no-face and held frames, switch
 quality properties on real portraits and the real driving video with MediaPipe."""
 from __future__ import annotations
 
+import dataclasses
 from itertools import pairwise
 from pathlib import Path
 
@@ -14,10 +15,16 @@ import torch.nn.functional as F
 from fakes import fake_face, make_animator, run_main
 
 from app.animator import Status
-from app.background import EDGE_LOW, backdrop, cover
+from app.background import EDGE_LOW, BackgroundCompositor, backdrop, cover
+from app.device_io import fetch_images
 from app.face.avatar import prepare_avatar_face
 from app.face.driving import DrivingCropper
-from app.face.segmentation import EllipseSegmenter, MediaPipeSelfieSegmentation, PersonMaskTracker
+from app.face.segmentation import (
+    EllipseSegmenter,
+    MediaPipeSelfieSegmentation,
+    PersonMaskTracker,
+    segmentation_size,
+)
 from app.face.tracker import MediaPipeFaceMesh
 from app.settings import KEY_GREEN, AnimationSettings, BackgroundMode, LiveSettings
 from app.stages.capture import read_video_frames
@@ -79,13 +86,68 @@ def test_mask_tracker_smooths_and_runs_at_its_rate() -> None:
 
     tracker = PersonMaskTracker(Counting(), np.zeros((4, 6), np.float32), every=2, rate=0.5)
     region = np.zeros((4, 6, 3), np.uint8)
-    values = []
+    values, dues, masks = [], [], []
     for _ in range(4):
+        dues.append(tracker.due)
         tracker.observe(region)
         values.append(float(tracker.probability.mean()))
+        masks.append(tracker.as_uint8())
     assert len(calls) == 2 and values == [0.5, 0.5, 0.75, 0.75]
+    assert dues == [True, False, True, False]
+    # the uint8 map is made once per update and kept until the next
+    assert masks[1] is masks[0] and masks[3] is masks[2] and masks[2] is not masks[1]
+    assert masks[0].max() == 128 and masks[2].max() == 191 and tracker.version == 2
+    assert tracker.due
+    with pytest.raises(ValueError, match="expected a 6x4 region, got nothing"):
+        tracker.observe(None)
+    assert not tracker.due
+    tracker.observe(None)                          # not due: no region needed
+    assert len(calls) == 2 and tracker.due
     with pytest.raises(ValueError, match="expected a 6x4 region"):
         tracker.observe(np.zeros((5, 6, 3), np.uint8))
+    assert PersonMaskTracker(Counting(), np.zeros((4, 6), np.float32)).every == 3     # the documented rate
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["host", "device"])
+def test_the_region_is_segmented_when_due_and_its_mask_kept_until_it_changes(avatar_face, on_device) -> None:
+    seen = []
+
+    class Nobody(EllipseSegmenter):               # the region never shows a person
+        def segment(self, image):
+            seen.append(image.shape[:2])
+            return np.zeros(image.shape[:2], np.float32)
+
+    # the still picture is all person, so the region's mask starts at 1 and halves per segmentation
+    face = dataclasses.replace(avatar_face, person_mask=np.ones(avatar_face.image.shape[:2], np.float32))
+    compositor = BackgroundCompositor(Nobody)
+    s = AnimationSettings(background="color:#00ff00")
+    x0, y0, x1, y1 = face.paste.box
+    region = face.image[y0:y1, x0:x1]
+    uploads, smalls, outputs = [], [], []
+
+    def upload(name: str, array: np.ndarray) -> torch.Tensor:
+        uploads.append(name)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    for _ in range(7):
+        if on_device:
+            planes = torch.from_numpy(np.ascontiguousarray(region[..., ::-1])).permute(2, 0, 1)
+            composited, small = compositor.compose_on_device(planes, face, s, upload)
+            smalls.append(small is not None)
+            fetched, _ = fetch_images([p for p in (composited, small) if p is not None])
+            outputs.append(compositor.finish(fetched[0], fetched[1] if small is not None else None, face, s))
+        else:
+            outputs.append(compositor.compose(face.image, face, s))
+    width, height = segmentation_size(x1 - x0, y1 - y0)
+    assert seen == [(height, width)] * 3                     # frames 0, 3 and 6
+    assert np.array_equal(outputs[0], face.image)                # mask 1: all person
+    same = [np.array_equal(a, b) for a, b in pairwise(outputs)]
+    assert same == [False, True, True, False, True, True]        # changes only after a segmentation
+    distance = [np.abs(o.astype(int) - GREEN_BGR).mean() for o in outputs[::3]]
+    assert distance[0] > distance[1] > distance[2]               # the region turns to background
+    if on_device:
+        assert smalls == [True, False, False, True, False, False, True]
+        assert len(uploads) == 3                                  # frames 0, 1 and 4: the mask changed
 
 
 # --------------------------------------------------------------------------- each mode, host and device
