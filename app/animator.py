@@ -91,8 +91,8 @@ class Animator:
         self._device_paste: DevicePasteBack | None = None
         self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
         self._last_image: np.ndarray | None = None
-        self._shown_background: BackgroundMode | None = None   # the background of _last_image
-        self._neutral_background: BackgroundMode | None = None  # and of face_lost.neutral_image
+        # what the cached images (_last_image, face_lost.neutral_image) were made for
+        self._output_key: tuple[BackgroundMode, bool, bool] | None = None
         self.background = BackgroundCompositor(segmenter)
         self._controls: tuple[AnimationSettings, motion.MotionControls] | None = None
 
@@ -115,6 +115,10 @@ class Animator:
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
         s = self.settings.snapshot()
         self._apply_requests()
+        output_key = (s.background, s.paste_back, s.mirror)
+        if output_key != self._output_key:
+            # images kept for another output (background, full picture or crop, mirror) are made anew
+            self._output_key, self._last_image, self.face_lost.neutral_image = output_key, None, None
         # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
         # is queued: an upload from pageable memory waits for the device to finish what is queued
         self.smoother.tune(s)
@@ -173,17 +177,15 @@ class Animator:
             # nothing animated yet: the avatar as it is (never the camera image)
             return AnimatedFrame(self._still_avatar(s), Status.NO_FACE_YET, rendered=False)
         lost = self.face_lost.lost(t, s)
-        # a cached image made with another background is rendered again (the mode changed live)
-        if lost.holding and self._last_image is not None and self._shown_background == s.background:
+        if lost.holding and self._last_image is not None:
             return AnimatedFrame(self._last_image, Status.HOLDING, rendered=False)
-        if (lost.neutral and self.face_lost.neutral_image is not None
-                and self._neutral_background == s.background):
+        if lost.neutral and self.face_lost.neutral_image is not None:
             return AnimatedFrame(self.face_lost.neutral_image, Status.NEUTRAL, rendered=False)
         v = self.face_lost.eased(lost, self.reference.vector)
         self.smoother(v, t, s)        # keep the filters on the eased motion: resuming glides from here
         frame = self._render(v, s, Status.NEUTRAL if lost.neutral else Status.EASING)
         if lost.neutral and frame.rendered:
-            self.face_lost.neutral_image, self._neutral_background = frame.image, s.background
+            self.face_lost.neutral_image = frame.image
         return frame
 
     def _still_avatar(self, s: AnimationSettings) -> np.ndarray:
@@ -224,11 +226,11 @@ class Animator:
             return self._skipped(s, status)
         if s.mirror:
             image = np.ascontiguousarray(image[:, ::-1])
-        self._last_image, self._shown_background = image, s.background
+        self._last_image = image
         return AnimatedFrame(image, status, rendered=True)
 
     def _skipped(self, s: AnimationSettings, status: Status) -> AnimatedFrame:
-        if self._last_image is not None and self._shown_background == s.background:
+        if self._last_image is not None:
             return AnimatedFrame(self._last_image, status, rendered=False)
         return AnimatedFrame(self._still_avatar(s), status, rendered=False)
 
