@@ -110,6 +110,11 @@ class Animator:
     def has_reference(self) -> bool:
         return self.reference.final
 
+    def close(self) -> None:
+        """Release the background's person segmenter (MediaPipe's graph). Call it once no frame is
+        in flight; a later frame in a background mode would make a new one."""
+        self.background.close()
+
     # -- per frame (inference thread) ----------------------------------------------------------
     @torch.inference_mode()
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from fakes import fake_face, make_animator, run_main
 
-from app.animator import Status
+from app.animator import Status, prepare_avatar
 from app.background import EDGE_LOW, BackgroundCompositor, backdrop, cover
 from app.device_io import fetch_images
 from app.face.avatar import prepare_avatar_face
@@ -217,6 +217,39 @@ def test_switching_modes_live(avatar_face) -> None:
     assert held.rendered and keyed(held.image, np.array([255, 0, 0], np.uint8))[outside].all()
     live.update(background="keep")
     assert np.array_equal(anim.process(fake_face(), 4 / 30).image, kept)
+
+
+def test_the_segmenter_is_closed_where_the_animator_s_life_ends(avatar_face, d0: Path, monkeypatch) -> None:
+    import main
+    from app import headless
+    from app.animator import Animator
+    from app.live_session import LiveSession
+
+    made, closed = [], []
+
+    class Recording(EllipseSegmenter):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+        def close(self) -> None:
+            closed.append(self)
+
+    # the window's session: closing it closes its animator's segmenter
+    backend = StubBackend()
+    session = LiveSession(backend, LiveSettings(), prepare_avatar(avatar_face, backend))
+    session.animator, live = make_animator(avatar_face, backend, segmenter=Recording)
+    live.update(background="color:#00ff00")
+    session.animator.process(None, 0.0)
+    assert len(made) == 1 and closed == []
+    session.close()
+    assert closed == made
+    # the headless runner: at the end of the run
+    monkeypatch.setattr(headless, "Animator", lambda *a, **k: Animator(*a, segmenter=Recording, **k))
+    args = main.parse_args(["--headless", "--backend", "stub", "--device", "cpu", "--camera", str(d0),
+                            "--max-frames", "2", "--background", "color:#00ff00", "--no-virtual-camera"])
+    assert headless.run_headless(args, main.settings_from_args(args)) == 0
+    assert len(made) == 2 and closed == made
 
 
 # --------------------------------------------------------------------------- quality on real data
