@@ -87,11 +87,13 @@ class OutputLayout:
 
     ``still``: the picture shown without animation (H x W x 3 uint8 BGR); ``box``: (x0, y0, x1, y1),
     the region a frame changes; ``weight``: h x w float32 in [0, 1], the animated share of each
-    region pixel; ``probability``: H x W uint8, the still picture's person probability (0..255)."""
+    region pixel, and ``complement``: 1 - ``weight``; ``probability``: H x W uint8, the still
+    picture's person probability (0..255)."""
 
     still: np.ndarray
     box: tuple[int, int, int, int]
     weight: np.ndarray
+    complement: np.ndarray
     probability: np.ndarray
 
     @property
@@ -109,13 +111,16 @@ def output_layout(face: AvatarFace, paste_back: bool, probability: np.ndarray) -
     person probability (H x W float32 in [0, 1])."""
     prob_u8 = (np.clip(probability, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if paste_back:
-        x0, y0, x1, y1 = face.paste.box
-        weight = face.paste.mask[y0:y1, x0:x1].reshape(y1 - y0, x1 - x0, -1)[..., 0]
-        return OutputLayout(face.image, face.paste.box, np.ascontiguousarray(weight, np.float32), prob_u8)
+        paste = face.paste
+        if paste.box_weights is not None and paste.box_complement is not None:   # the paste-back's own
+            return OutputLayout(face.image, paste.box, paste.box_weights, paste.box_complement, prob_u8)
+        x0, y0, x1, y1 = paste.box
+        weight = np.ascontiguousarray(paste.mask[y0:y1, x0:x1].reshape(y1 - y0, x1 - x0, -1)[..., 0], np.float32)
+        return OutputLayout(face.image, paste.box, weight, 1.0 - weight, prob_u8)
     side = face.crop.shape[0]
     prob_crop = cv2.warpAffine(prob_u8, face.transform.M_o2c[:2], (side, side), flags=cv2.INTER_LINEAR)
     weight = feathered_square_mask(side, channels=1).astype(np.float32) / 255.0
-    return OutputLayout(face.crop, (0, 0, side, side), weight, prob_crop)
+    return OutputLayout(face.crop, (0, 0, side, side), weight, 1.0 - weight, prob_crop)
 
 
 @dataclass
@@ -134,7 +139,6 @@ class _LayoutState:
         self.tracker = tracker
         x0, y0, x1, y1 = layout.box
         self.region_probability = np.ascontiguousarray(layout.probability[y0:y1, x0:x1])
-        self.complement = 1.0 - layout.weight
         self.composite: _Composite | None = None
         # the region's alpha (and 1 - alpha) from the tracker's map, kept until the map changes:
         # (tracker version, alpha, complement) on the host; (version, device, alpha) on a device
@@ -192,7 +196,8 @@ class BackgroundCompositor:
         if state.host_alpha is None or state.host_alpha[0] != state.tracker.version:
             h, w = state.region_probability.shape
             segmented = cv2.resize(state.tracker.as_uint8(), (w, h), interpolation=cv2.INTER_LINEAR)
-            probability = cv2.blendLinear(segmented, state.region_probability, state.layout.weight, state.complement)
+            probability = cv2.blendLinear(segmented, state.region_probability, state.layout.weight,
+                                          state.layout.complement)
             alpha = alpha_from_probability(probability)
             state.host_alpha = (state.tracker.version, alpha, 1.0 - alpha)
         return state.host_alpha[1], state.host_alpha[2]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from fakes import fake_face, make_animator, run_main
 
 from app.animator import Status, prepare_avatar
-from app.background import EDGE_LOW, BackgroundCompositor, backdrop, cover
+from app.background import EDGE_LOW, BackgroundCompositor, backdrop, cover, output_layout
 from app.device_io import fetch_images
 from app.face.avatar import prepare_avatar_face
 from app.face.driving import DrivingCropper
@@ -148,6 +148,20 @@ def test_the_region_is_segmented_when_due_and_its_mask_kept_until_it_changes(ava
     if on_device:
         assert smalls == [True, False, False, True, False, False, True]
         assert len(uploads) == 3                                  # frames 0, 1 and 4: the mask changed
+
+
+def test_the_full_picture_layout_uses_the_paste_masks_own_weights(avatar_face) -> None:
+    probability = EllipseSegmenter().segment(avatar_face.image)
+    layout = output_layout(avatar_face, True, probability)
+    assert layout.weight is avatar_face.paste.box_weights and layout.complement is avatar_face.paste.box_complement
+    # exactly what the mask's box gives without them
+    bare = dataclasses.replace(avatar_face, paste=dataclasses.replace(avatar_face.paste, box_weights=None,
+                                                                      box_complement=None))
+    fallback = output_layout(bare, True, probability)
+    assert fallback.weight.dtype == layout.weight.dtype == np.float32
+    assert np.array_equal(fallback.weight, layout.weight) and np.array_equal(fallback.complement, layout.complement)
+    crop = output_layout(avatar_face, False, probability)
+    assert np.array_equal(crop.complement, 1.0 - crop.weight) and crop.weight.shape == avatar_face.crop.shape[:2]
 
 
 # --------------------------------------------------------------------------- each mode, host and device
