@@ -91,8 +91,8 @@ class Animator:
         self._device_paste: DevicePasteBack | None = None
         self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
         self._last_image: np.ndarray | None = None
-        self._shown_background: BackgroundMode | None = None   # the background of _last_image
-        self._neutral_background: BackgroundMode | None = None  # and of face_lost.neutral_image
+        # what the cached images (_last_image, face_lost.neutral_image) were made for
+        self._output_key: tuple[BackgroundMode, bool, bool] | None = None
         self.background = BackgroundCompositor(segmenter)
         self._controls: tuple[AnimationSettings, motion.MotionControls] | None = None
 
@@ -110,11 +110,20 @@ class Animator:
     def has_reference(self) -> bool:
         return self.reference.final
 
+    def close(self) -> None:
+        """Release the background's person segmenter (MediaPipe's graph). Call it once no frame is
+        in flight; a later frame in a background mode would make a new one."""
+        self.background.close()
+
     # -- per frame (inference thread) ----------------------------------------------------------
     @torch.inference_mode()
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
         s = self.settings.snapshot()
         self._apply_requests()
+        output_key = (s.background, s.paste_back, s.mirror)
+        if output_key != self._output_key:
+            # images kept for another output (background, full picture or crop, mirror) are made anew
+            self._output_key, self._last_image, self.face_lost.neutral_image = output_key, None, None
         # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
         # is queued: an upload from pageable memory waits for the device to finish what is queued
         self.smoother.tune(s)
@@ -122,6 +131,7 @@ class Animator:
         self._motion_controls(s)
         if s.paste_back and self.paste_on_device:
             self._paste_back_on_device()
+        self.background.prepare(self.avatar.face, s, self.backend.device if self.paste_on_device else None)
         raw, valid = self._driver_motion(face, s) if face is not None else (None, None)
         if raw is None:
             return self._face_lost(t, s)
@@ -172,17 +182,15 @@ class Animator:
             # nothing animated yet: the avatar as it is (never the camera image)
             return AnimatedFrame(self._still_avatar(s), Status.NO_FACE_YET, rendered=False)
         lost = self.face_lost.lost(t, s)
-        # a cached image made with another background is rendered again (the mode changed live)
-        if lost.holding and self._last_image is not None and self._shown_background == s.background:
+        if lost.holding and self._last_image is not None:
             return AnimatedFrame(self._last_image, Status.HOLDING, rendered=False)
-        if (lost.neutral and self.face_lost.neutral_image is not None
-                and self._neutral_background == s.background):
+        if lost.neutral and self.face_lost.neutral_image is not None:
             return AnimatedFrame(self.face_lost.neutral_image, Status.NEUTRAL, rendered=False)
         v = self.face_lost.eased(lost, self.reference.vector)
         self.smoother(v, t, s)        # keep the filters on the eased motion: resuming glides from here
         frame = self._render(v, s, Status.NEUTRAL if lost.neutral else Status.EASING)
         if lost.neutral and frame.rendered:
-            self.face_lost.neutral_image, self._neutral_background = frame.image, s.background
+            self.face_lost.neutral_image = frame.image
         return frame
 
     def _still_avatar(self, s: AnimationSettings) -> np.ndarray:
@@ -206,9 +214,11 @@ class Animator:
             planes = self._paste_back_on_device()(planes)
         if self.paste_on_device and not s.background.keeps:
             # composited on the device; the small unkeyed region to segment comes in the same fetch
-            region, small = self.background.compose_on_device(planes, a.face, s, self._upload)
-            (region, small), ok = fetch_images([region, small], valid)
-            image = self.background.finish(region, small, a.face, s) if ok else region
+            # (the small copy only on the frames that segment)
+            parts = [p for p in self.background.compose_on_device(planes, a.face, s, self._upload) if p is not None]
+            fetched, ok = fetch_images(parts, valid)
+            small = fetched[1] if len(fetched) > 1 else None
+            image = self.background.finish(fetched[0], small, a.face, s) if ok else fetched[0]
         else:
             image, ok = fetch_image(planes, valid)
             if ok and s.paste_back:
@@ -221,11 +231,11 @@ class Animator:
             return self._skipped(s, status)
         if s.mirror:
             image = np.ascontiguousarray(image[:, ::-1])
-        self._last_image, self._shown_background = image, s.background
+        self._last_image = image
         return AnimatedFrame(image, status, rendered=True)
 
     def _skipped(self, s: AnimationSettings, status: Status) -> AnimatedFrame:
-        if self._last_image is not None and self._shown_background == s.background:
+        if self._last_image is not None:
             return AnimatedFrame(self._last_image, status, rendered=False)
         return AnimatedFrame(self._still_avatar(s), status, rendered=False)
 

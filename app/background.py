@@ -15,7 +15,8 @@ composited in, is made once per avatar and mode. Per frame only the region is co
 The region is segmented at a reduced size (``SEGMENT_SIDE``) at a lower rate and smoothed over
 time (``PersonMaskTracker``); a frame is composited with the mask as it stood before that frame
 (one frame behind), so the GPU path can upload the small mask with the frame's inputs and fetch
-the small unkeyed region with the frame: the device chain keeps its one transfer each way.
+the small unkeyed region with the frame (on the frames that segment it): the device chain keeps
+its one transfer each way. What is made from the mask is kept until the mask changes.
 Host images are H x W x 3 uint8 BGR; device planes are 3 x H x W uint8 RGB (``device_io``).
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 from .face.avatar import AvatarFace
 from .face.mask import feathered_square_mask
-from .face.segmentation import PersonMaskTracker, PersonSegmenter, segmentation_size
+from .face.segmentation import SEGMENT_EVERY, PersonMaskTracker, PersonSegmenter, segmentation_size
 from .image_io import ImageError, load_image
 from .settings import AnimationSettings, BackgroundMode
 
@@ -86,11 +87,13 @@ class OutputLayout:
 
     ``still``: the picture shown without animation (H x W x 3 uint8 BGR); ``box``: (x0, y0, x1, y1),
     the region a frame changes; ``weight``: h x w float32 in [0, 1], the animated share of each
-    region pixel; ``probability``: H x W uint8, the still picture's person probability (0..255)."""
+    region pixel, and ``complement``: 1 - ``weight``; ``probability``: H x W uint8, the still
+    picture's person probability (0..255)."""
 
     still: np.ndarray
     box: tuple[int, int, int, int]
     weight: np.ndarray
+    complement: np.ndarray
     probability: np.ndarray
 
     @property
@@ -108,13 +111,16 @@ def output_layout(face: AvatarFace, paste_back: bool, probability: np.ndarray) -
     person probability (H x W float32 in [0, 1])."""
     prob_u8 = (np.clip(probability, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if paste_back:
-        x0, y0, x1, y1 = face.paste.box
-        weight = face.paste.mask[y0:y1, x0:x1].reshape(y1 - y0, x1 - x0, -1)[..., 0]
-        return OutputLayout(face.image, face.paste.box, np.ascontiguousarray(weight, np.float32), prob_u8)
+        paste = face.paste
+        if paste.box_weights is not None and paste.box_complement is not None:   # the paste-back's own
+            return OutputLayout(face.image, paste.box, paste.box_weights, paste.box_complement, prob_u8)
+        x0, y0, x1, y1 = paste.box
+        weight = np.ascontiguousarray(paste.mask[y0:y1, x0:x1].reshape(y1 - y0, x1 - x0, -1)[..., 0], np.float32)
+        return OutputLayout(face.image, paste.box, weight, 1.0 - weight, prob_u8)
     side = face.crop.shape[0]
     prob_crop = cv2.warpAffine(prob_u8, face.transform.M_o2c[:2], (side, side), flags=cv2.INTER_LINEAR)
     weight = feathered_square_mask(side, channels=1).astype(np.float32) / 255.0
-    return OutputLayout(face.crop, (0, 0, side, side), weight, prob_crop)
+    return OutputLayout(face.crop, (0, 0, side, side), weight, 1.0 - weight, prob_crop)
 
 
 @dataclass
@@ -133,8 +139,11 @@ class _LayoutState:
         self.tracker = tracker
         x0, y0, x1, y1 = layout.box
         self.region_probability = np.ascontiguousarray(layout.probability[y0:y1, x0:x1])
-        self.complement = 1.0 - layout.weight
         self.composite: _Composite | None = None
+        # the region's alpha (and 1 - alpha) from the tracker's map, kept until the map changes:
+        # (tracker version, alpha, complement) on the host; (version, device, alpha) on a device
+        self.host_alpha: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.device_alpha: tuple[int, torch.device, torch.Tensor] | None = None
 
 
 class BackgroundCompositor:
@@ -144,7 +153,8 @@ class BackgroundCompositor:
     avatar is segmented once (or its ``AvatarFace.person_mask`` used), the region every
     ``every``-th frame. ``reset`` forgets the avatar (call it when the avatar changes)."""
 
-    def __init__(self, segmenter: Callable[[], PersonSegmenter], *, every: int = 3, rate: float = 0.5) -> None:
+    def __init__(self, segmenter: Callable[[], PersonSegmenter], *, every: int = SEGMENT_EVERY,
+                 rate: float = 0.5) -> None:
         self._make_segmenter = segmenter
         self._segmenter: PersonSegmenter | None = None
         self.every, self.rate = every, rate
@@ -175,16 +185,22 @@ class BackgroundCompositor:
         state = self._state(face, s.paste_back)
         composite = self._composite(face, s)
         region = state.layout.region(frame)
-        blended = self._blend(region, state, composite)
-        state.tracker.observe(cv2.resize(region, state.tracker.size, interpolation=cv2.INTER_AREA))
+        alpha, complement = self._host_alpha(state)
+        blended = cv2.blendLinear(region, composite.region_backdrop, alpha, complement)
+        tracker = state.tracker
+        tracker.observe(cv2.resize(region, tracker.size, interpolation=cv2.INTER_AREA) if tracker.due else None)
         return self._place(blended, state, composite)
 
-    def _blend(self, region: np.ndarray, state: _LayoutState, composite: _Composite) -> np.ndarray:
-        h, w = region.shape[:2]
-        segmented = cv2.resize(state.tracker.as_uint8(), (w, h), interpolation=cv2.INTER_LINEAR)
-        probability = cv2.blendLinear(segmented, state.region_probability, state.layout.weight, state.complement)
-        alpha = alpha_from_probability(probability)
-        return cv2.blendLinear(region, composite.region_backdrop, alpha, 1.0 - alpha)
+    @staticmethod
+    def _host_alpha(state: _LayoutState) -> tuple[np.ndarray, np.ndarray]:
+        if state.host_alpha is None or state.host_alpha[0] != state.tracker.version:
+            h, w = state.region_probability.shape
+            segmented = cv2.resize(state.tracker.as_uint8(), (w, h), interpolation=cv2.INTER_LINEAR)
+            probability = cv2.blendLinear(segmented, state.region_probability, state.layout.weight,
+                                          state.layout.complement)
+            alpha = alpha_from_probability(probability)
+            state.host_alpha = (state.tracker.version, alpha, 1.0 - alpha)
+        return state.host_alpha[1], state.host_alpha[2]
 
     @staticmethod
     def _place(region: np.ndarray, state: _LayoutState, composite: _Composite) -> np.ndarray:
@@ -196,27 +212,48 @@ class BackgroundCompositor:
         return out
 
     # -- device ---------------------------------------------------------------------------------
+    def prepare(self, face: AvatarFace, s: AnimationSettings, device: torch.device | None = None) -> None:
+        """Make what a frame of ``s`` needs that changes only with the avatar, the layout or the
+        mode: the layout, the still composite and (with ``device``) the constants of
+        ``compose_on_device`` on that device. Call it before a frame's device work is queued: the
+        constants go up from pageable memory, which waits for whatever is queued. Nothing is made
+        for ``keep``."""
+        if s.background.keeps:
+            return
+        composite = self._composite(face, s)
+        if device is not None:
+            self._device_constants(composite, self._state(face, s.paste_back), torch.device(device))
+
     def compose_on_device(self, planes: torch.Tensor, face: AvatarFace, s: AnimationSettings,
-                          upload: Callable[[str, np.ndarray], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                          upload: Callable[[str, np.ndarray], torch.Tensor],
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The region's planes (3 x h x w, 0..255, RGB: the paste-back box or the whole crop) with
-        the background, and the unkeyed region at segmentation size (3 x h' x w' uint8 RGB), both
-        on the planes' device, queued without waiting. The small mask goes up through ``upload``.
-        Hand both, fetched, to ``finish``."""
+        the background, and, when the mask tracker is ``due``, the unkeyed region at segmentation
+        size (3 x h' x w' uint8 RGB; otherwise None), on the planes' device, queued without
+        waiting. The small mask goes up through ``upload`` when it has changed; the constants are
+        ``prepare``'s (made here if it was not called, which may wait for the device). Hand both,
+        fetched, to ``finish``."""
         state = self._state(face, s.paste_back)
         backdrop_t, probability_t, weight_t = self._device_constants(self._composite(face, s), state, planes.device)
-        w_small, h_small = state.tracker.size
-        segmented = upload("background_mask", state.tracker.as_uint8())
-        segmented = F.interpolate(segmented[None, None].float(), size=tuple(planes.shape[1:]), mode="bilinear",
-                                  align_corners=False)
-        probability = torch.lerp(probability_t, segmented, weight_t) / 255.0
-        t = ((probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW)).clamp_(0.0, 1.0)
-        alpha = t * t * (3.0 - 2.0 * t)
+        tracker = state.tracker
+        cached = state.device_alpha
+        if cached is None or cached[0] != tracker.version or cached[1] != planes.device:
+            segmented = upload("background_mask", tracker.as_uint8())
+            segmented = F.interpolate(segmented[None, None].float(), size=tuple(planes.shape[1:]), mode="bilinear",
+                                      align_corners=False)
+            probability = torch.lerp(probability_t, segmented, weight_t) / 255.0
+            t = ((probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW)).clamp_(0.0, 1.0)
+            cached = state.device_alpha = (tracker.version, planes.device, t * t * (3.0 - 2.0 * t))
         frame = planes[None].float()
-        region = torch.lerp(backdrop_t, frame, alpha)[0].round_().clamp_(0, 255).to(torch.uint8)
+        region = torch.lerp(backdrop_t, frame, cached[2])[0].round_().clamp_(0, 255).to(torch.uint8)
+        if not tracker.due:
+            return region, None
+        w_small, h_small = tracker.size
         small = F.interpolate(frame, size=(h_small, w_small), mode="area")[0].round_().clamp_(0, 255).to(torch.uint8)
         return region, small
 
-    def finish(self, region: np.ndarray, small: np.ndarray, face: AvatarFace, s: AnimationSettings) -> np.ndarray:
+    def finish(self, region: np.ndarray, small: np.ndarray | None, face: AvatarFace,
+               s: AnimationSettings) -> np.ndarray:
         """The output from the fetched results of ``compose_on_device`` (BGR on the host)."""
         state = self._state(face, s.paste_back)
         state.tracker.observe(small)

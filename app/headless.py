@@ -59,9 +59,13 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
             pipeline.stop()           # a recording asked for and lost: the run has no point going on
 
     live = LiveSettings(settings)
-    pipeline = build_pipeline(camera, Animator(backend, live, avatar), OutputStage(sinks, on_sink_failed),
+    animator = Animator(backend, live, avatar)
+    pipeline = build_pipeline(camera, animator, OutputStage(sinks, on_sink_failed),
                               lossless=camera.is_file and not args.loop, max_tracked_frames=args.max_frames)
-    pipeline.run()
+    try:
+        pipeline.run()
+    finally:
+        animator.close()
     s = pipeline.stats.snapshot()
     log.info("done: %d frames out (%d with a tracked face); %s", s.frames_out, s.frames_tracked,
              pipeline.stats.summary())

@@ -155,12 +155,14 @@ class LiveSession:
         self.animator.calibrate()
 
     def close(self) -> bool:
-        """Stop all threads and release the camera and the virtual camera."""
+        """Stop all threads and release the camera, the virtual camera and the animator's
+        segmenter."""
         with self._lock:
             if self._closed:
                 return True
             self._closed = True
             ok = self._stop_pipeline()
+            self.animator.close()       # no frame is in flight once the pipeline has stopped
             self.output.close()
             self._vcam = None
             return ok

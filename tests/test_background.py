@@ -3,6 +3,7 @@ ellipse segmenter (host and device compositing), no-face and held frames, switch
 quality properties on real portraits and the real driving video with MediaPipe."""
 from __future__ import annotations
 
+import dataclasses
 from itertools import pairwise
 from pathlib import Path
 
@@ -13,11 +14,17 @@ import torch
 import torch.nn.functional as F
 from fakes import fake_face, make_animator, run_main
 
-from app.animator import Status
-from app.background import EDGE_LOW, backdrop, cover
+from app.animator import Status, prepare_avatar
+from app.background import EDGE_LOW, BackgroundCompositor, backdrop, cover, output_layout
+from app.device_io import fetch_images
 from app.face.avatar import prepare_avatar_face
 from app.face.driving import DrivingCropper
-from app.face.segmentation import EllipseSegmenter, MediaPipeSelfieSegmentation, PersonMaskTracker
+from app.face.segmentation import (
+    EllipseSegmenter,
+    MediaPipeSelfieSegmentation,
+    PersonMaskTracker,
+    segmentation_size,
+)
 from app.face.tracker import MediaPipeFaceMesh
 from app.settings import KEY_GREEN, AnimationSettings, BackgroundMode, LiveSettings
 from app.stages.capture import read_video_frames
@@ -79,13 +86,82 @@ def test_mask_tracker_smooths_and_runs_at_its_rate() -> None:
 
     tracker = PersonMaskTracker(Counting(), np.zeros((4, 6), np.float32), every=2, rate=0.5)
     region = np.zeros((4, 6, 3), np.uint8)
-    values = []
+    values, dues, masks = [], [], []
     for _ in range(4):
+        dues.append(tracker.due)
         tracker.observe(region)
         values.append(float(tracker.probability.mean()))
+        masks.append(tracker.as_uint8())
     assert len(calls) == 2 and values == [0.5, 0.5, 0.75, 0.75]
+    assert dues == [True, False, True, False]
+    # the uint8 map is made once per update and kept until the next
+    assert masks[1] is masks[0] and masks[3] is masks[2] and masks[2] is not masks[1]
+    assert masks[0].max() == 128 and masks[2].max() == 191 and tracker.version == 2
+    assert tracker.due
+    with pytest.raises(ValueError, match="expected a 6x4 region, got nothing"):
+        tracker.observe(None)
+    assert not tracker.due
+    tracker.observe(None)                          # not due: no region needed
+    assert len(calls) == 2 and tracker.due
     with pytest.raises(ValueError, match="expected a 6x4 region"):
         tracker.observe(np.zeros((5, 6, 3), np.uint8))
+    assert PersonMaskTracker(Counting(), np.zeros((4, 6), np.float32)).every == 3     # the documented rate
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["host", "device"])
+def test_the_region_is_segmented_when_due_and_its_mask_kept_until_it_changes(avatar_face, on_device) -> None:
+    seen = []
+
+    class Nobody(EllipseSegmenter):               # the region never shows a person
+        def segment(self, image):
+            seen.append(image.shape[:2])
+            return np.zeros(image.shape[:2], np.float32)
+
+    # the still picture is all person, so the region's mask starts at 1 and halves per segmentation
+    face = dataclasses.replace(avatar_face, person_mask=np.ones(avatar_face.image.shape[:2], np.float32))
+    compositor = BackgroundCompositor(Nobody)
+    s = AnimationSettings(background="color:#00ff00")
+    x0, y0, x1, y1 = face.paste.box
+    region = face.image[y0:y1, x0:x1]
+    uploads, smalls, outputs = [], [], []
+
+    def upload(name: str, array: np.ndarray) -> torch.Tensor:
+        uploads.append(name)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    for _ in range(7):
+        if on_device:
+            planes = torch.from_numpy(np.ascontiguousarray(region[..., ::-1])).permute(2, 0, 1)
+            composited, small = compositor.compose_on_device(planes, face, s, upload)
+            smalls.append(small is not None)
+            fetched, _ = fetch_images([p for p in (composited, small) if p is not None])
+            outputs.append(compositor.finish(fetched[0], fetched[1] if small is not None else None, face, s))
+        else:
+            outputs.append(compositor.compose(face.image, face, s))
+    width, height = segmentation_size(x1 - x0, y1 - y0)
+    assert seen == [(height, width)] * 3                     # frames 0, 3 and 6
+    assert np.array_equal(outputs[0], face.image)                # mask 1: all person
+    same = [np.array_equal(a, b) for a, b in pairwise(outputs)]
+    assert same == [False, True, True, False, True, True]        # changes only after a segmentation
+    distance = [np.abs(o.astype(int) - GREEN_BGR).mean() for o in outputs[::3]]
+    assert distance[0] > distance[1] > distance[2]               # the region turns to background
+    if on_device:
+        assert smalls == [True, False, False, True, False, False, True]
+        assert len(uploads) == 3                                  # frames 0, 1 and 4: the mask changed
+
+
+def test_the_full_picture_layout_uses_the_paste_masks_own_weights(avatar_face) -> None:
+    probability = EllipseSegmenter().segment(avatar_face.image)
+    layout = output_layout(avatar_face, True, probability)
+    assert layout.weight is avatar_face.paste.box_weights and layout.complement is avatar_face.paste.box_complement
+    # exactly what the mask's box gives without them
+    bare = dataclasses.replace(avatar_face, paste=dataclasses.replace(avatar_face.paste, box_weights=None,
+                                                                      box_complement=None))
+    fallback = output_layout(bare, True, probability)
+    assert fallback.weight.dtype == layout.weight.dtype == np.float32
+    assert np.array_equal(fallback.weight, layout.weight) and np.array_equal(fallback.complement, layout.complement)
+    crop = output_layout(avatar_face, False, probability)
+    assert np.array_equal(crop.complement, 1.0 - crop.weight) and crop.weight.shape == avatar_face.crop.shape[:2]
 
 
 # --------------------------------------------------------------------------- each mode, host and device
@@ -155,6 +231,39 @@ def test_switching_modes_live(avatar_face) -> None:
     assert held.rendered and keyed(held.image, np.array([255, 0, 0], np.uint8))[outside].all()
     live.update(background="keep")
     assert np.array_equal(anim.process(fake_face(), 4 / 30).image, kept)
+
+
+def test_the_segmenter_is_closed_where_the_animator_s_life_ends(avatar_face, d0: Path, monkeypatch) -> None:
+    import main
+    from app import headless
+    from app.animator import Animator
+    from app.live_session import LiveSession
+
+    made, closed = [], []
+
+    class Recording(EllipseSegmenter):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+        def close(self) -> None:
+            closed.append(self)
+
+    # the window's session: closing it closes its animator's segmenter
+    backend = StubBackend()
+    session = LiveSession(backend, LiveSettings(), prepare_avatar(avatar_face, backend))
+    session.animator, live = make_animator(avatar_face, backend, segmenter=Recording)
+    live.update(background="color:#00ff00")
+    session.animator.process(None, 0.0)
+    assert len(made) == 1 and closed == []
+    session.close()
+    assert closed == made
+    # the headless runner: at the end of the run
+    monkeypatch.setattr(headless, "Animator", lambda *a, **k: Animator(*a, segmenter=Recording, **k))
+    args = main.parse_args(["--headless", "--backend", "stub", "--device", "cpu", "--camera", str(d0),
+                            "--max-frames", "2", "--background", "color:#00ff00", "--no-virtual-camera"])
+    assert headless.run_headless(args, main.settings_from_args(args)) == 0
+    assert len(made) == 2 and closed == made
 
 
 # --------------------------------------------------------------------------- quality on real data

@@ -114,6 +114,34 @@ def test_steady_frames_read_nothing_back_before_the_fetch(avatar_face, settings,
     assert all(f.rendered and f.status == Status.LIVE for f in frames)
 
 
+def test_background_constants_are_ready_before_the_frame_is_queued(avatar_face) -> None:
+    """The compositing constants (which go up from pageable memory) are made before the frame's
+    first device work, also on the frame right after a mode or layout change."""
+    events: list[str] = []
+
+    class Recording(ScriptedBackend):
+        def motion(self, image):
+            events.append("motion")
+            return super().motion(image)
+
+    anim, live = make_animator(avatar_face, Recording(), paste_on_device=True, reference_frames=1,
+                               background="color:#00ff00")
+    made = anim.background._device_constants
+
+    def recorded(composite, state, device):
+        if device not in composite.device:
+            events.append("constants")
+        return made(composite, state, device)
+
+    anim.background._device_constants = recorded
+    for i, change in enumerate([{}, {}, {"background": "blur"}, {"paste_back": False}, {}]):
+        live.update(**change)
+        events.clear()
+        assert anim.process(fake_face(), i / 30).rendered
+        assert "constants" not in events[events.index("motion"):], (i, events)
+        assert ("constants" in events) == (i in (0, 2, 3)), (i, events)
+
+
 # --------------------------------------------------------------------------- the keypoint math
 def test_keypoints_follow_the_official_relative_motion(avatar_face) -> None:
     backend = ScriptedBackend()
@@ -159,8 +187,9 @@ def test_nan_motion_while_calibrating_shows_the_avatar(avatar_face) -> None:
 
 # --------------------------------------------------------------------------- on a CUDA GPU
 @CUDA
-def test_one_synchronising_call_per_steady_frame_on_cuda(avatar_face) -> None:
-    anim, _ = make_animator(avatar_face, ScriptedBackend("cuda"), reference_frames=2)
+@pytest.mark.parametrize("settings", [{}, {"background": "color:#00ff00"}], ids=["keep", "key"])
+def test_one_synchronising_call_per_steady_frame_on_cuda(avatar_face, settings) -> None:
+    anim, _ = make_animator(avatar_face, ScriptedBackend("cuda"), reference_frames=2, **settings)
     assert anim.paste_on_device
     for i in range(4):                     # calibration, and the first frames that set buffers up
         anim.process(fake_face(), i / 30)

@@ -167,6 +167,29 @@ def test_crop_only_and_mirror_outputs(avatar_face) -> None:
     assert np.array_equal(mirrored, crop[:, ::-1])
 
 
+def test_output_toggles_while_the_face_is_lost_take_effect_at_once(avatar_face) -> None:
+    """Held and neutral images are kept for one output (full picture or crop, mirrored or not):
+    toggling either while the face is lost shows the new output on the next frame."""
+    anim, live = make_animator(avatar_face, reference_frames=1, hold_seconds=0.5, ease_seconds=0.1)
+    full = anim.process(fake_face(), 0.0).image
+    held = anim.process(None, 0.1)
+    assert held.status == Status.HOLDING and held.image is full
+    live.update(paste_back=False)                                  # "Full picture" off while holding
+    crop = anim.process(None, 0.2)
+    assert crop.rendered and crop.image.shape == (512, 512, 3)
+    assert anim.process(None, 0.25).image is crop.image            # and held from then on
+    live.update(paste_back=True)
+    assert anim.process(None, 0.3).image.shape == avatar_face.image.shape
+    neutral = anim.process(None, 1.0)                              # the finished ease, kept
+    assert neutral.status == Status.NEUTRAL and anim.process(None, 1.1).image is neutral.image
+    live.update(paste_back=False)
+    crop_neutral = anim.process(None, 1.2)
+    assert crop_neutral.status == Status.NEUTRAL and crop_neutral.image.shape == (512, 512, 3)
+    live.update(mirror=True)
+    mirrored = anim.process(None, 1.3)
+    assert mirrored.status == Status.NEUTRAL and np.array_equal(mirrored.image, crop_neutral.image[:, ::-1])
+
+
 def test_avatar_switch_takes_effect_between_frames(avatar_face, examples: Path) -> None:
     anim, _ = make_animator(avatar_face, reference_frames=1)
     assert anim.process(fake_face(), 0.0).image.shape == (512, 512, 3)

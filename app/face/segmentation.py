@@ -6,7 +6,7 @@ models ship inside the ``mediapipe`` wheel; imported lazily, since not every mac
 ``EllipseSegmenter`` is a deterministic stand-in without dependencies (tests, the GPU machine).
 
 ``PersonMaskTracker`` keeps one output region's segmentation over time: re-segmented every
-``every``-th frame and smoothed exponentially, so a still head does not flicker.
+``every``-th frame (``SEGMENT_EVERY``) and smoothed exponentially, so a still head does not flicker.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SEGMENT_SIDE = 256       # the longer side of what is segmented per frame (the model's input side)
+SEGMENT_EVERY = 3        # a region is segmented on every third frame
 
 
 class PersonSegmenter(Protocol):
@@ -80,34 +81,51 @@ class PersonMaskTracker:
     """The smoothed person probability of one output region, at segmentation size.
 
     ``initial``: the probability to start from (the still avatar's, h x w float32). ``observe``
-    segments the region's newest pixels on every ``every``-th call and moves the smoothed map
-    towards the result by ``rate`` (exponential smoothing: a still head gives a still mask)."""
+    segments the region's newest pixels on every ``every``-th call (``due``) and moves the smoothed
+    map towards the result by ``rate`` (exponential smoothing: a still head gives a still mask).
+    ``version`` counts those updates, so that what is made from the map can be kept until it
+    changes; ``probability`` changes only through ``observe``."""
 
-    def __init__(self, segmenter: PersonSegmenter, initial: np.ndarray, *, every: int = 2, rate: float = 0.5) -> None:
+    def __init__(self, segmenter: PersonSegmenter, initial: np.ndarray, *, every: int = SEGMENT_EVERY,
+                 rate: float = 0.5) -> None:
         if every < 1 or not 0.0 < rate <= 1.0:
             raise ValueError(f"mask tracker: expected every >= 1 and 0 < rate <= 1, got {every}, {rate}")
         self.segmenter = segmenter
         self.every = every
         self.rate = rate
         self.probability = np.ascontiguousarray(initial, dtype=np.float32)
+        self.version = 0
         self._calls = 0
+        self._uint8: np.ndarray | None = None
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the map and of the images ``observe`` takes."""
         return self.probability.shape[1], self.probability.shape[0]
 
-    def observe(self, region_bgr: np.ndarray) -> None:
-        """The region as just shown (h x w x 3 uint8 BGR, at ``size``), before compositing."""
+    @property
+    def due(self) -> bool:
+        """True when the next ``observe`` segments (only then does it need the region)."""
+        return self._calls % self.every == 0
+
+    def observe(self, region_bgr: np.ndarray | None) -> None:
+        """The region as just shown (h x w x 3 uint8 BGR, at ``size``), before compositing; None
+        when not ``due`` (the call is counted, nothing is segmented)."""
+        due = self.due
         self._calls += 1
-        if (self._calls - 1) % self.every:
+        if not due:
             return
-        if region_bgr.shape[:2] != self.probability.shape:
-            raise ValueError(f"mask tracker: expected a {self.size[0]}x{self.size[1]} region, "
-                             f"got {region_bgr.shape[1]}x{region_bgr.shape[0]}")
+        if region_bgr is None or region_bgr.shape[:2] != self.probability.shape:
+            got = "nothing" if region_bgr is None else f"{region_bgr.shape[1]}x{region_bgr.shape[0]}"
+            raise ValueError(f"mask tracker: expected a {self.size[0]}x{self.size[1]} region, got {got}")
         fresh = self.segmenter.segment(region_bgr)
         self.probability += self.rate * (fresh - self.probability)
+        self.version += 1
+        self._uint8 = None
 
     def as_uint8(self) -> np.ndarray:
-        """The map as h x w uint8 (0..255), the form that is blended and uploaded."""
-        return (self.probability * 255.0 + 0.5).astype(np.uint8)
+        """The map as h x w uint8 (0..255), the form that is blended and uploaded; the same array
+        until the map changes (do not modify it)."""
+        if self._uint8 is None:
+            self._uint8 = (self.probability * 255.0 + 0.5).astype(np.uint8)
+        return self._uint8
