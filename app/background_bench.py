@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .background import BackgroundCompositor, cover
+from .console import native_output_silenced
 from .face.avatar import prepare_avatar_face
 from .face.segmentation import MediaPipeSelfieSegmentation
 from .face.tracker import MediaPipeFaceMesh
@@ -64,4 +65,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with native_output_silenced():          # MediaPipe's and OpenCV's console chatter
+        raise SystemExit(main())

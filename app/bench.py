@@ -32,6 +32,7 @@ from engines.device import synced_ms
 from engines.select import BACKEND_KINDS
 
 from .animator import Animator, PreparedAvatar
+from .console import native_output_silenced
 from .face.bench import allowed_cpu_cores, default_video, frames_720p
 from .face.tracker import LandmarkSource, MediaPipeFaceMesh
 from .replay import load_landmarks, record_landmarks, save_landmarks
@@ -288,4 +289,5 @@ def stats_log(report: dict, backend: str, tracking: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with native_output_silenced():          # MediaPipe's and OpenCV's console chatter
+        sys.exit(main())

@@ -20,6 +20,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from app.console import native_output_silenced  # noqa: E402
 from app.face.bench import frames_720p  # noqa: E402
 from app.gpucheck import default_parity_dir  # noqa: E402
 from app.replay import record_landmarks, save_landmarks  # noqa: E402
@@ -82,4 +83,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with native_output_silenced():          # MediaPipe's and OpenCV's console chatter
+        sys.exit(main())

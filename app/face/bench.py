@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..console import native_output_silenced
 from ..stages.capture import read_video_frames
 from .driving import DrivingCropper
 from .tracker import MediaPipeFaceMesh
@@ -104,4 +105,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with native_output_silenced():          # MediaPipe's and OpenCV's console chatter
+        sys.exit(main())
