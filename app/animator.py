@@ -29,9 +29,8 @@ from engines import motion
 from engines.backend import InferenceBackend
 
 from . import driver_motion as driver
-from .background import BackgroundCompositor
+from .background import BackgroundCompositor, mirrored, paste_and_compose
 from .device_io import HostToDevice, fetch_image, fetch_images, image_to_tensor, render_to_planes
-from .face import crop as fc
 from .face.driving import DrivingFace
 from .face.paste_device import DevicePasteBack
 from .face.prepared_avatar import PreparedAvatar, prepare_avatar
@@ -53,6 +52,7 @@ class Status(StrEnum):
     HOLDING = "face lost: holding"
     EASING = "face lost: easing to neutral"
     NEUTRAL = "face lost: neutral"
+    SERVER_LOST = "render server unreachable: reconnecting"     # remote rendering only
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class Animator:
 
     def _still_avatar(self, s: AnimationSettings) -> np.ndarray:
         img = self.background.still(self.avatar.face, s)
-        return img[:, ::-1].copy() if s.mirror else img
+        return mirrored(img) if s.mirror else img
 
     def _render(self, v: torch.Tensor, s: AnimationSettings, status: Status,
                 valid: torch.Tensor | None = None) -> AnimatedFrame:
@@ -221,16 +221,14 @@ class Animator:
             image = self.background.finish(fetched[0], small, a.face, s) if ok else fetched[0]
         else:
             image, ok = fetch_image(planes, valid)
-            if ok and s.paste_back:
-                image = (self._paste_back_on_device().compose(image) if self.paste_on_device
-                         else fc.paste_back(image, a.face.transform.M_c2o, a.face.image, a.face.paste))
-            if ok:
-                image = self.background.compose(image, a.face, s)
+            if ok and s.paste_back and self.paste_on_device:
+                image = self.background.compose(self._paste_back_on_device().compose(image), a.face, s)
+            elif ok:
+                image = paste_and_compose(image, a.face, s, self.background)
         if not ok:
             log.warning("frame skipped: NaN or inf in the driver's motion or the driving keypoints")
             return self._skipped(s, status)
-        if s.mirror:
-            image = np.ascontiguousarray(image[:, ::-1])
+        image = mirrored(image) if s.mirror else image
         self._last_image = image
         return AnimatedFrame(image, status, rendered=True)
 

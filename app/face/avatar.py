@@ -10,7 +10,7 @@ import numpy as np
 
 from ..image_io import MAX_AVATAR_SIDE, limit_size, load_image
 from . import crop as fc
-from .layout import LandmarkLayout
+from .layout import MEDIAPIPE_478, LandmarkLayout
 from .mask import feathered_square_mask
 from .ratios import eye_open_ratios, lip_open_ratio
 from .segmentation import PersonSegmenter
@@ -64,3 +64,19 @@ def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: Landmark
                       network_input=fc.resize_for_network(crop), eye_ratios=eye_open_ratios(landmarks, source.layout),
                       lip_ratio=lip_open_ratio(landmarks, source.layout), paste=paste, num_faces=len(faces),
                       person_mask=None if segmenter is None else segmenter.segment(image))
+
+
+def avatar_face_from_crop(crop: np.ndarray, eye_ratios: np.ndarray, lip_ratio: np.ndarray) -> AvatarFace:
+    """An ``AvatarFace`` that is its own 512 crop (identity transform, no landmarks): what a render
+    server makes of the crop and ratios a client uploads. Its network input is made exactly as the
+    client's is; its paste-back fields are valid but unused (the client pastes back)."""
+    side = fc.AVATAR_CROP.dsize
+    if crop.shape != (side, side, 3) or crop.dtype != np.uint8:
+        raise ValueError(f"avatar crop: expected {side}x{side}x3 uint8, got {crop.shape} {crop.dtype}")
+    identity = np.eye(3, dtype=np.float64)[:2]
+    transform = fc.CropTransform(M_o2c=identity, M_c2o=identity.copy(), dsize=side)
+    return AvatarFace(image=crop, landmarks=np.zeros((0, 2), np.float32), layout=MEDIAPIPE_478,
+                      transform=transform, crop=crop, network_input=fc.resize_for_network(crop),
+                      eye_ratios=np.asarray(eye_ratios, np.float32).reshape(1, 2),
+                      lip_ratio=np.asarray(lip_ratio, np.float32).reshape(1, 1),
+                      paste=fc.prepare_paste_mask(feathered_square_mask(side), identity, (side, side)), num_faces=1)
