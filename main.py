@@ -68,6 +68,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     eng.add_argument("--onnx-dir", metavar="DIR", help="graphs from `python -m export onnx` (onnxruntime backend)")
     eng.add_argument("--engine-dir", metavar="DIR", help="engines from `python -m export tensorrt` (tensorrt backend)")
     eng.add_argument("--no-download", action="store_true", help="never download missing weights")
+    remote = ap.add_argument_group("render on another machine (a server started with `main.py serve`)")
+    remote.add_argument("--remote", metavar="URL",
+                        help="animate on the render server at ws://HOST:PORT or wss://HOST:PORT (no weights needed)")
+    token = remote.add_mutually_exclusive_group()
+    token.add_argument("--token", help="the server's token")
+    token.add_argument("--token-file", metavar="FILE", help="read the server's token from FILE")
+    remote.add_argument("--remote-format", choices=("jpeg", "raw"), default="jpeg",
+                        help="how frames travel: jpeg (default) or raw (lossless, about 1 MB per frame)")
+    remote.add_argument("--remote-ca", metavar="PEM", help="wss://: trust this certificate (e.g. a self-signed one)")
     io.add_argument("--screenshot", metavar="OUT.png",
                     help="window mode: after --max-frames tracked frames (default 1) save a screenshot and exit")
     anim = ap.add_argument_group("animation (all adjustable live in the app)")
@@ -92,6 +101,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_frames is not None and args.max_frames < 1:
         ap.error("--max-frames must be at least 1")
     return args
+
+
+def parse_serve_args(argv: list[str]) -> argparse.Namespace:
+    from app.remote.serve_cli import add_serve_arguments
+
+    ap = argparse.ArgumentParser(prog="main.py serve",
+                                 description="Render server: animate for AvatarCam clients elsewhere (Ray Serve).")
+    add_serve_arguments(ap)
+    ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return ap.parse_args(argv)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -127,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     from app.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, configure_logging, report_error
 
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    serving = bool(argv) and argv[0] == "serve"
+    args = parse_serve_args(argv[1:]) if serving else parse_args(argv)
     configure_logging(args.log_level)
     logging.captureWarnings(True)       # e.g. torch naming an operator that falls back from MPS to the CPU
 
@@ -139,6 +160,9 @@ def _main(argv: list[str] | None) -> int:
     from engines.weights import WeightsError
 
     try:
+        if serving:
+            from app.remote.serve_cli import run_server
+            return run_server(args)
         if args.check:
             from app.selfcheck import main_selfcheck
             return main_selfcheck(args)

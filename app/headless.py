@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from .animator import Animator
 from .console import EXIT_INTERRUPTED, EXIT_OK
 from .output_paths import check_output_file
-from .session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
+from .session import DEFAULT_AVATAR, load_avatar, load_avatar_face, make_backend_from_args, remote_server_from_args
 from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .stages.capture import CameraRequest, CameraSource
 from .stages.output import (
@@ -19,6 +20,9 @@ from .stages.output import (
     VirtualCameraUnavailable,
 )
 from .wiring import build_pipeline
+
+if TYPE_CHECKING:
+    from .remote.client import RemoteAnimator
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,8 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     end (a recording that failed, a video file without a face)."""
     if args.record:
         check_output_file(args.record, VideoRecorder.SUFFIXES, "--record")
-    backend = make_backend_from_args(args)
-    avatar = load_avatar(args.avatar or DEFAULT_AVATAR, backend)
+    live = LiveSettings(settings)
+    animator = make_animator(args, live)
     width, height = args.camera_size or DEFAULT_FRAME_SIZE
     args.camera = args.camera or "0"
     # A video file is rendered frame by frame (lossless) unless it loops, which makes it a live stand-in.
@@ -58,8 +62,6 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
         if sink is recorder:
             pipeline.stop()           # a recording asked for and lost: the run has no point going on
 
-    live = LiveSettings(settings)
-    animator = Animator(backend, live, avatar)
     pipeline = build_pipeline(camera, animator, OutputStage(sinks, on_sink_failed),
                               lossless=camera.is_file and not args.loop, max_tracked_frames=args.max_frames)
     try:
@@ -78,6 +80,20 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     if camera.is_file and not args.loop:
         check_tracked_frames(args.camera, s.frames_out, s.frames_tracked, args.max_frames)
     return EXIT_OK
+
+
+def make_animator(args: argparse.Namespace, live: LiveSettings) -> Animator | RemoteAnimator:
+    """The local animator (backend and avatar from ``args``), or with ``--remote`` one that animates
+    on a render server, connected (``RemoteError`` when the server cannot be used)."""
+    path = args.avatar or DEFAULT_AVATAR
+    if not args.remote:
+        backend = make_backend_from_args(args)
+        return Animator(backend, live, load_avatar(path, backend))
+    from .remote.client import RemoteAnimator
+
+    animator = RemoteAnimator(remote_server_from_args(args), live, load_avatar_face(path))
+    animator.connect()
+    return animator
 
 
 def check_tracked_frames(video: str, frames: int, tracked: int, wanted: int | None) -> None:

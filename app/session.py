@@ -6,6 +6,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,9 +19,12 @@ from engines.select import choose_backend, default_engine_dir, default_onnx_dir,
 from engines.weights import ensure_weights, resolve_weights_dir
 
 from .animator import PreparedAvatar, prepare_avatar
-from .face.avatar import prepare_avatar_face
+from .face.avatar import AvatarFace, prepare_avatar_face
 from .face.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from .face.tracker import LandmarkSource, MediaPipeFaceMesh
+
+if TYPE_CHECKING:
+    from .remote.client import RemoteServer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,22 @@ def make_backend_from_args(args: argparse.Namespace) -> InferenceBackend:
                         onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
 
 
+def remote_server_from_args(args: argparse.Namespace) -> RemoteServer:
+    """The render server of ``--remote``, ``--token`` / ``--token-file``, ``--remote-format`` and
+    ``--remote-ca``."""
+    from .remote.client import RemoteServer
+
+    token = args.token
+    if args.token_file:
+        path = Path(args.token_file)
+        if not path.is_file():
+            raise ValueError(f"--token-file: {path} not found")
+        token = path.read_text().strip()
+    if args.remote_ca and not Path(args.remote_ca).is_file():
+        raise ValueError(f"--remote-ca: {args.remote_ca} not found")
+    return RemoteServer.parse(args.remote, token, frame_format=args.remote_format, ca_file=args.remote_ca)
+
+
 def person_segmenter() -> PersonSegmenter | None:
     """MediaPipe's person segmenter, or None where MediaPipe is not installed (landmarks replayed on
     a GPU machine): the background compositor then segments the avatar itself when a mode needs it."""
@@ -73,22 +93,28 @@ def person_segmenter() -> PersonSegmenter | None:
         return None
 
 
-def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSource | None = None) -> PreparedAvatar:
-    """Avatar file -> everything the animator needs (raises ImageError / NoFaceError); the image
-    is segmented here too, once, for the output background modes."""
+def load_avatar_face(path: str | Path, source: LandmarkSource | None = None) -> AvatarFace:
+    """Avatar file -> its face, cropped and segmented (raises ImageError / NoFaceError): all a
+    client of a render server prepares itself (no networks)."""
     own = source is None
     source = source or MediaPipeFaceMesh()
     segmenter = person_segmenter()
     try:
-        t0 = time.perf_counter()
-        face = prepare_avatar_face(path, source, segmenter=segmenter)
-        with torch.inference_mode():
-            avatar = prepare_avatar(face, backend)
-        log.info("avatar %s prepared in %.2f s (%dx%d)", path, time.perf_counter() - t0,
-                 face.image.shape[1], face.image.shape[0])
-        return avatar
+        return prepare_avatar_face(path, source, segmenter=segmenter)
     finally:
         if segmenter is not None:
             segmenter.close()
         if own:
             source.close()
+
+
+def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSource | None = None) -> PreparedAvatar:
+    """Avatar file -> everything the animator needs (raises ImageError / NoFaceError); the image
+    is segmented here too, once, for the output background modes."""
+    t0 = time.perf_counter()
+    face = load_avatar_face(path, source)
+    with torch.inference_mode():
+        avatar = prepare_avatar(face, backend)
+    log.info("avatar %s prepared in %.2f s (%dx%d)", path, time.perf_counter() - t0,
+             face.image.shape[1], face.image.shape[0])
+    return avatar

@@ -1,0 +1,41 @@
+"""Rendering several sessions' frames as one batch: W+G is nearly all of a frame's work, and a GPU
+runs one batch of N frames in well under N times one frame's time.
+
+``BatchedBackend`` is the backend each session's ``Animator`` sees: everything goes to the shared
+backend, except ``render``, which hands its frame to a batching function (on the render server,
+Ray Serve's ``serve.batch``) and waits for its own share of the result."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from engines.backend import InferenceBackend
+
+RenderRequest = tuple[torch.Tensor, torch.Tensor, torch.Tensor]    # feature, x_s, x_d (batch 1 each)
+
+
+def render_batch(backend: InferenceBackend, requests: Sequence[RenderRequest]) -> list[torch.Tensor]:
+    """W+G of several frames in one call: the requests' tensors are stacked along the batch axis
+    and the rendered 1 x 3 x H x W images handed back in the requests' order."""
+    if len(requests) == 1:
+        return [backend.render(*requests[0])]
+    with torch.inference_mode():
+        feature, x_s, x_d = (torch.cat(parts) for parts in zip(*requests, strict=True))
+        return list(backend.render(feature, x_s, x_d).split(1))
+
+
+class BatchedBackend:
+    """``backend`` with ``render`` replaced by ``render_one`` (which batches across sessions).
+    Attributes other than ``render`` are the shared backend's."""
+
+    def __init__(self, backend: InferenceBackend, render_one: Callable[[RenderRequest], torch.Tensor]) -> None:
+        self._backend = backend
+        self._render_one = render_one
+
+    def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        return self._render_one((feature, x_s, x_d))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)

@@ -1,0 +1,365 @@
+"""Animating on a render server: ``RemoteAnimator`` stands in for the local ``Animator`` in the
+live loop (same ``process``, ``set_avatar``, ``calibrate``, ``close``), with the animation itself
+done by ``python main.py serve`` on another machine. Capture, tracking, paste-back, background,
+preview and virtual camera stay here; the client needs no weights and no networks.
+
+Per frame it sends the 256 x 256 driving crop (the camera image never leaves this machine), its
+eye/lip ratios and capture time, and waits for the animated 512 x 512 crop. When the server is
+gone, ``process`` returns at once with the last output (or the still avatar, never the camera) and
+a "reconnecting" status, while a background thread reconnects with backoff and uploads the avatar
+and settings again. A slow server slows the animation stage, whose drop-oldest queue keeps the
+latency from building up, as a slow local device does."""
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.sync.client import ClientConnection, connect
+
+from ..animator import AnimatedFrame, Status
+from ..background import BackgroundCompositor, mirrored, paste_and_compose
+from ..face.avatar import AvatarFace
+from ..face.driving import DrivingFace
+from ..face.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
+from ..settings import AnimationSettings, BackgroundMode, LiveSettings
+from . import protocol as p
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)    # backoff between attempts; the last one repeats
+
+
+class RemoteError(ValueError):
+    """The render server cannot be used (unreachable, wrong token, another protocol version);
+    the message is one line for the user."""
+
+
+class RemoteAuthError(RemoteError):
+    """The server refused the token."""
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """Where and how to reach a render server. ``frame_format``: how crops travel (``jpeg``, the
+    default, or lossless ``raw``: 196 KB up and 786 KB down per frame). ``frame_timeout_s``: the
+    longest wait for one frame (a CPU server takes seconds); a server that stops answering pings is
+    noticed within ``ping_timeout_s`` anyway."""
+
+    url: str
+    token: str | None = field(default=None, repr=False)
+    frame_format: str = "jpeg"
+    quality: int = 90
+    connect_timeout_s: float = 10.0
+    frame_timeout_s: float = 60.0
+    ping_interval_s: float = 2.0
+    ping_timeout_s: float = 6.0
+    ca_file: str | None = None          # wss:// with a certificate the system does not trust (self-signed)
+
+    @classmethod
+    def parse(cls, url: str, token: str | None = None, **options: Any) -> RemoteServer:
+        """``ws://HOST:PORT`` or ``wss://HOST:PORT`` (the session path is added when missing)."""
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise RemoteError(f"--remote: expected ws://HOST:PORT or wss://HOST:PORT, got {url!r}")
+        path = parts.path if parts.path not in ("", "/") else p.SESSION_PATH
+        options.setdefault("frame_format", "jpeg")
+        if options["frame_format"] not in p.FRAME_FORMATS:
+            raise RemoteError(f"frame format: expected one of {', '.join(p.FRAME_FORMATS)}")
+        return cls(urlunsplit((parts.scheme, parts.netloc, path, "", "")), token or None, **options)
+
+
+@dataclass(frozen=True)
+class RemoteFrame:
+    """The server's answer to one frame."""
+
+    status: str                         # a ``Status`` value, or "dropped" (over the frame-rate cap)
+    rendered: bool
+    reference: bool                     # the server holds a neutral reference
+    crop: np.ndarray | None             # 512 x 512 x 3 BGR when rendered
+    ms: dict[str, float]                # the server's decode / animate / encode milliseconds
+
+
+class ServerLink:
+    """One WebSocket session with the server at a time, opened again in a background thread after
+    it is lost. ``animate`` is called from one thread (the animation stage); ``set_avatar`` from
+    the same one."""
+
+    def __init__(self, server: RemoteServer, face: AvatarFace, settings: AnimationSettings) -> None:
+        self.server = server
+        self._face = face
+        self._settings = settings
+        self._revision = 0
+        self._ws: ClientConnection | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reconnecting: threading.Thread | None = None
+        self._calibrate = False
+        self._seq = 0
+        self.reference = False
+        self.connects = 0               # sessions opened (reconnections included)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    def connect(self) -> None:
+        """Open the session now; ``RemoteError`` with one line when it cannot be."""
+        ws = self._open()
+        with self._lock:
+            self._ws = ws
+
+    def set_avatar(self, face: AvatarFace) -> None:
+        """Use ``face`` from now on: uploaded now when connected, else on reconnection."""
+        self._face = face
+        ws = self._ws
+        if ws is not None:
+            try:
+                self._upload_avatar(ws, face)
+            except (ConnectionClosed, OSError, TimeoutError, p.ProtocolError) as e:
+                self._lost(ws, e)
+
+    def request_calibration(self) -> None:
+        self._calibrate = True
+
+    def animate(self, face: DrivingFace | None, t: float, s: AnimationSettings) -> RemoteFrame | None:
+        """One frame through the server; None when there is no connection (one is being made)."""
+        ws = self._ws
+        if ws is None:
+            self._reconnect_in_background()
+            return None
+        try:
+            if s is not self._settings:
+                self._send_settings(ws, s)
+            if self._calibrate:
+                self._calibrate = False
+                ws.send(p.text({"type": "calibrate"}))
+            self._seq += 1
+            header: dict[str, Any] = {"type": "frame", "seq": self._seq, "t": t, "face": face is not None}
+            payload = b""
+            if face is not None:
+                header["ratios"] = [float(v) for v in (*face.eye_ratios.reshape(-1)[:2], face.lip_ratio.reshape(-1)[0])]
+                payload = p.encode_image(face.network_input, self.server.frame_format, self.server.quality)
+            ws.send(p.pack(header, payload))
+            reply, body = p.unpack(_binary(ws.recv(timeout=self.server.frame_timeout_s)))
+            if reply.get("type") != "result" or reply.get("seq") != self._seq:
+                raise p.ProtocolError("answer out of order")
+            rendered = reply.get("rendered") is True
+            crop = p.decode_image(body, self.server.frame_format, p.CROP_SHAPE) if rendered else None
+            self.reference = reply.get("reference") is True
+            return RemoteFrame(str(reply.get("status")), rendered, self.reference, crop, reply.get("ms") or {})
+        except (ConnectionClosed, OSError, TimeoutError, p.ProtocolError) as e:
+            self._lost(ws, e)
+            return None
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+        if self._reconnecting is not None:
+            self._reconnecting.join(timeout=2.0)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _open(self) -> ClientConnection:
+        """A new session: handshake, hello, avatar, settings."""
+        s = self.server
+        headers = {"Authorization": f"Bearer {s.token}"} if s.token else None
+        context = None
+        if s.url.startswith("wss:"):
+            context = ssl.create_default_context(cafile=s.ca_file)
+        try:
+            ws = connect(s.url, additional_headers=headers, open_timeout=s.connect_timeout_s, close_timeout=1.0,
+                         ping_interval=s.ping_interval_s, ping_timeout=s.ping_timeout_s, ssl=context,
+                         max_size=2 * int(np.prod(p.CROP_SHAPE)) + p.MAX_HEADER_BYTES, compression=None,
+                         user_agent_header="AvatarCam")
+        except InvalidStatus as e:
+            code = e.response.status_code
+            if code in (401, 403):
+                raise RemoteAuthError(f"the render server at {s.url} refused the token (HTTP {code}); "
+                                      "give the server's --token") from None
+            raise RemoteError(f"the render server at {s.url} answered HTTP {code}; "
+                              "is it an AvatarCam server?") from None
+        except (InvalidURI, InvalidHandshake) as e:
+            raise RemoteError(f"cannot talk to the render server at {s.url}: {e}") from None
+        except ssl.SSLError as e:
+            raise RemoteError(f"TLS with the render server at {s.url} failed: {e.reason or e}") from None
+        except (OSError, TimeoutError) as e:
+            raise RemoteError(f"cannot reach the render server at {s.url}: {e.strerror or e or 'timed out'}") from None
+        try:
+            ws.send(p.text({"type": "hello", "version": p.VERSION, "format": s.frame_format, "quality": s.quality}))
+            welcome = p.parse_text(_text(ws.recv(timeout=s.connect_timeout_s)))
+            if welcome.get("type") != "welcome":
+                raise p.ProtocolError("expected welcome")
+            self._upload_avatar(ws, self._face)
+            self._send_settings(ws, self._settings)
+        except ConnectionClosed as e:
+            ws.close()
+            raise RemoteError(f"the render server at {s.url} ended the session: {_closed_reason(e)}") from None
+        except (OSError, TimeoutError, p.ProtocolError) as e:
+            ws.close()
+            raise RemoteError(f"the render server at {s.url} did not start a session: {e}") from None
+        self.connects += 1
+        log.info("rendering on %s", s.url)
+        return ws
+
+    def _upload_avatar(self, ws: ClientConnection, face: AvatarFace) -> None:
+        header = {"type": "avatar", "format": "png",
+                  "eye_ratios": [float(v) for v in face.eye_ratios.reshape(-1)[:2]],
+                  "lip_ratio": [float(face.lip_ratio.reshape(-1)[0])]}
+        ws.send(p.pack(header, p.encode_image(face.crop, "png")))
+        ready = p.parse_text(_text(ws.recv(timeout=self.server.frame_timeout_s)))
+        if ready.get("type") != "avatar_ready":
+            raise p.ProtocolError("expected avatar_ready")
+
+    def _send_settings(self, ws: ClientConnection, s: AnimationSettings) -> None:
+        self._revision += 1
+        ws.send(p.text({"type": "settings", "revision": self._revision, "values": p.settings_to_wire(s)}))
+        self._settings = s
+
+    def _lost(self, ws: ClientConnection, error: BaseException) -> None:
+        with self._lock:
+            if self._ws is ws:
+                self._ws = None
+        ws.close()
+        reason = _closed_reason(error) if isinstance(error, ConnectionClosed) else str(error) or type(error).__name__
+        log.warning("render server connection lost (%s); reconnecting", reason)
+        self._reconnect_in_background()
+
+    def _reconnect_in_background(self) -> None:
+        with self._lock:
+            if self._closed.is_set() or (self._reconnecting is not None and self._reconnecting.is_alive()):
+                return
+            self._reconnecting = threading.Thread(target=self._reconnect, name="render-server-reconnect", daemon=True)
+            self._reconnecting.start()
+
+    def _reconnect(self) -> None:
+        attempt = 0
+        while not self._closed.wait(RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]):
+            attempt += 1
+            try:
+                ws = self._open()
+            except RemoteError as e:
+                log.log(logging.WARNING if attempt == 1 else logging.DEBUG, "reconnecting: %s", e)
+                continue
+            with self._lock:
+                if self._closed.is_set():
+                    ws.close()
+                    return
+                self._ws = ws
+            log.info("render server is back after %d attempt(s)", attempt)
+            return
+
+
+class RemoteAvatar:
+    """What the window reads of an avatar (``.face``), for one animated on a server."""
+
+    def __init__(self, face: AvatarFace) -> None:
+        self.face = face
+
+
+class RemoteAnimator:
+    """The ``Animator`` interface, animated on a render server. ``connect`` before the first frame
+    (``RemoteError`` when the server cannot be used); ``close`` at the end."""
+
+    def __init__(self, server: RemoteServer, settings: LiveSettings, face: AvatarFace, *,
+                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
+        self.settings = settings
+        self.avatar = RemoteAvatar(face)
+        self.link = ServerLink(server, face, settings.snapshot())
+        self.background = BackgroundCompositor(segmenter)
+        self._lock = threading.Lock()
+        self._pending: AvatarFace | None = None
+        self._last_image: np.ndarray | None = None
+        self._last_crop: np.ndarray | None = None
+        self._output_key: tuple[BackgroundMode, bool, bool] | None = None
+        self._status = Status.NO_FACE_YET
+
+    def connect(self) -> None:
+        self.link.connect()
+
+    # -- control (any thread) ------------------------------------------------------------------
+    def set_avatar(self, avatar: AvatarFace | RemoteAvatar) -> None:
+        with self._lock:
+            self._pending = avatar.face if isinstance(avatar, RemoteAvatar) else avatar
+
+    def calibrate(self) -> None:
+        self.link.request_calibration()
+
+    @property
+    def has_reference(self) -> bool:
+        return self.link.reference
+
+    def close(self) -> None:
+        self.link.close()
+        self.background.close()
+
+    # -- per frame (inference thread) ----------------------------------------------------------
+    def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
+        s = self.settings.snapshot()
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self.avatar = RemoteAvatar(pending)
+            self._last_image = self._last_crop = None
+            self.background.reset()
+            self.link.set_avatar(pending)
+        output_key = (s.background, s.paste_back, s.mirror)
+        if output_key != self._output_key:
+            self._output_key, self._last_image = output_key, None
+        self.background.prepare(self.avatar.face, s)
+        answer = self.link.animate(face, t, s)
+        if answer is None:
+            return AnimatedFrame(self._held(s), Status.SERVER_LOST, rendered=False)
+        if answer.status in _SERVER_STATUSES:
+            self._status = Status(answer.status)
+        if answer.rendered and answer.crop is not None:
+            self._last_crop = answer.crop
+            self._last_image = self._finish(answer.crop, s)
+            return AnimatedFrame(self._last_image, self._status, rendered=True)
+        if self._status == Status.NO_FACE_YET:
+            return AnimatedFrame(self._still(s), self._status, rendered=False)
+        return AnimatedFrame(self._held(s), self._status, rendered=False)
+
+    def _finish(self, crop: np.ndarray, s: AnimationSettings) -> np.ndarray:
+        image = paste_and_compose(crop, self.avatar.face, s, self.background)
+        return mirrored(image) if s.mirror else image
+
+    def _held(self, s: AnimationSettings) -> np.ndarray:
+        """The last output (made again from the last crop after an output change), else the still avatar."""
+        if self._last_image is None and self._last_crop is not None:
+            self._last_image = self._finish(self._last_crop, s)
+        return self._last_image if self._last_image is not None else self._still(s)
+
+    def _still(self, s: AnimationSettings) -> np.ndarray:
+        image = self.background.still(self.avatar.face, s)
+        return mirrored(image) if s.mirror else image
+
+
+_SERVER_STATUSES = {str(s) for s in Status}
+
+
+def _binary(message: str | bytes) -> bytes:
+    if not isinstance(message, bytes):
+        raise p.ProtocolError("expected a binary message")
+    return message
+
+
+def _text(message: str | bytes) -> str:
+    if not isinstance(message, str):
+        raise p.ProtocolError("expected a text message")
+    return message
+
+
+def _closed_reason(e: ConnectionClosed) -> str:
+    close = e.rcvd or e.sent
+    if close is None:
+        return "connection dropped"
+    return f"{close.reason or 'closed'} (code {close.code})"

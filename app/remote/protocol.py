@@ -1,0 +1,208 @@
+"""The render server's wire protocol, version 1: what a client and a server say to each other over
+one WebSocket per live session at ``/v1/session``. Shared by both sides; imports neither Ray nor a
+WebSocket library.
+
+Control messages are JSON text. Images travel in binary messages: a 4-byte big-endian header
+length, a JSON header, then the image bytes (JPEG, PNG or raw H x W x 3 uint8 BGR).
+
+Client -> server, in this order at the start: ``hello`` (text), ``avatar`` (binary: the avatar's
+512 x 512 crop as PNG or raw, and its eye/lip ratios), ``settings`` (text); then ``frame``
+(binary: the 256 x 256 driving crop, its eye/lip ratios and capture time; a faceless frame has no
+image) any number of times, with ``settings``, ``calibrate`` and a new ``avatar`` in between.
+Server -> client: ``welcome`` after ``hello``, ``avatar_ready`` after each avatar, one ``result``
+per ``frame`` (binary: status, whether it rendered, and the animated 512 x 512 crop when it did).
+Anything else ends the session with one of the ``Close`` codes and a one-line reason.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import asdict, dataclass, fields
+from enum import IntEnum
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..settings import AnimationSettings
+
+VERSION = 1
+SESSION_PATH = f"/v{VERSION}/session"
+HEALTH_PATH = f"/v{VERSION}/health"
+
+DRIVING_SHAPE = (256, 256, 3)      # the frame's driving crop, BGR uint8
+CROP_SHAPE = (512, 512, 3)         # the avatar's crop and the animated crop, BGR uint8
+FRAME_FORMATS = ("jpeg", "raw")    # driving crops and animated crops
+AVATAR_FORMATS = ("png", "raw")    # the avatar crop goes lossless, once
+
+# settings that only change what the client makes of the crop (paste-back, mirror, background)
+CLIENT_SIDE_SETTINGS = ("paste_back", "mirror", "background")
+REMOTE_SETTINGS = tuple(n for n in AnimationSettings.field_names() if n not in CLIENT_SIDE_SETTINGS)
+
+_HEADER_LENGTH = struct.Struct(">I")
+MAX_HEADER_BYTES = 4096
+
+
+class Close(IntEnum):
+    """WebSocket close codes the server ends a session with (4xxx: this protocol's own)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001          # the server is shutting down
+    POLICY = 1008              # a wrong or missing token (refused before the handshake completes)
+    TOO_BIG = 1009             # a message over its size limit
+    INTERNAL = 1011            # a bug on the server: this session ends, the server goes on
+    TRY_LATER = 1013           # the server holds its maximum number of sessions
+    MALFORMED = 4400           # a message that does not follow this protocol
+    IDLE = 4408                # nothing received for the idle timeout
+    VERSION = 4426             # a protocol version the server does not speak
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the protocol; ``code`` is the close code to end the session with."""
+
+    def __init__(self, message: str, code: Close = Close.MALFORMED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one session may send. Sizes in bytes; ``max_fps``: frames rendered per second at most
+    (frames beyond it are answered ``dropped`` without rendering)."""
+
+    max_text_bytes: int = 16 * 1024
+    max_frame_bytes: int = MAX_HEADER_BYTES + 4 + int(np.prod(DRIVING_SHAPE))
+    max_avatar_bytes: int = 8 * 1024 * 1024
+    max_fps: float = 120.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- envelopes ---------------------------------------------------------------------------------
+def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """A binary message: header length, JSON header, payload."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return _HEADER_LENGTH.pack(len(head)) + head + payload
+
+
+def unpack(message: bytes) -> tuple[dict[str, Any], bytes]:
+    """A binary message -> (header, payload); ``ProtocolError`` if it is not one."""
+    if len(message) < _HEADER_LENGTH.size:
+        raise ProtocolError("binary message shorter than its header length")
+    (length,) = _HEADER_LENGTH.unpack_from(message)
+    if length > MAX_HEADER_BYTES or _HEADER_LENGTH.size + length > len(message):
+        raise ProtocolError("binary message header length out of range")
+    header = _json_object(message[_HEADER_LENGTH.size:_HEADER_LENGTH.size + length])
+    return header, message[_HEADER_LENGTH.size + length:]
+
+
+def text(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def parse_text(message: str) -> dict[str, Any]:
+    return _json_object(message)
+
+
+def _json_object(raw: str | bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("message is not valid JSON") from None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise ProtocolError("message is not a JSON object with a type")
+    return value
+
+
+# -- fields ------------------------------------------------------------------------------------
+def number(message: dict[str, Any], key: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite number field within [low, high]."""
+    value = message.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ProtocolError(f"{message['type']}.{key}: expected a number in [{low}, {high}]")
+    return float(value)
+
+
+def integer(message: dict[str, Any], key: str, low: int = 0, high: int = 2**53) -> int:
+    value = message.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError(f"{message['type']}.{key}: expected an integer in [{low}, {high}]")
+    return value
+
+
+def ratios(message: dict[str, Any], key: str, count: int) -> np.ndarray:
+    """A list of ``count`` open ratios (finite, 0..2) -> float32 array."""
+    value = message.get(key)
+    if not isinstance(value, list) or len(value) != count:
+        raise ProtocolError(f"{message['type']}.{key}: expected {count} numbers")
+    return np.array([number({"type": message["type"], key: v}, key, 0.0, 2.0) for v in value], np.float32)
+
+
+def choice(message: dict[str, Any], key: str, options: tuple[str, ...]) -> str:
+    value = message.get(key)
+    if value not in options:
+        raise ProtocolError(f"{message['type']}.{key}: expected one of {', '.join(options)}")
+    return value
+
+
+# -- images ------------------------------------------------------------------------------------
+def encode_image(image: np.ndarray, fmt: str, quality: int = 90) -> bytes:
+    """H x W x 3 uint8 BGR -> bytes in ``fmt`` (jpeg, png or raw)."""
+    if fmt == "raw":
+        return np.ascontiguousarray(image, np.uint8).tobytes()
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, data = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", image, params)
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} image as {fmt}")
+    return data.tobytes()
+
+
+def decode_image(payload: bytes, fmt: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """Bytes in ``fmt`` -> H x W x 3 uint8 BGR of exactly ``shape``; ``ProtocolError`` otherwise."""
+    if fmt == "raw":
+        if len(payload) != int(np.prod(shape)):
+            raise ProtocolError(f"raw image: expected {int(np.prod(shape))} bytes, got {len(payload)}")
+        return np.frombuffer(payload, np.uint8).reshape(shape).copy()
+    image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR) if payload else None
+    if image is None:
+        raise ProtocolError(f"{fmt} image could not be decoded")
+    if image.shape != shape:
+        raise ProtocolError(f"{fmt} image: expected {shape[1]}x{shape[0]}, got {image.shape[1]}x{image.shape[0]}")
+    return image
+
+
+# -- settings ----------------------------------------------------------------------------------
+def settings_to_wire(s: AnimationSettings) -> dict[str, Any]:
+    """The settings the server uses (motion, retargeting, smoothing, face lost) as JSON values."""
+    return {name: list(v) if isinstance(v := getattr(s, name), tuple) else v for name in REMOTE_SETTINGS}
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(AnimationSettings)}
+
+
+def settings_from_wire(values: Any) -> dict[str, Any]:
+    """A ``settings`` message's values -> keyword arguments for ``LiveSettings.update`` (types
+    checked here; ranges by ``AnimationSettings.validated``)."""
+    if not isinstance(values, dict) or set(values) - set(REMOTE_SETTINGS):
+        raise ProtocolError("settings.values: expected an object of known settings")
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = _FIELD_TYPES[name]
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind in ("float", "int"):
+            ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+            value = int(value) if kind == "int" and ok and float(value).is_integer() else value
+            ok = ok and (kind == "float" or isinstance(value, int))
+        elif kind.startswith("tuple"):
+            ok = isinstance(value, list) and len(value) == 3 and all(
+                not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) for v in value)
+        else:                       # the driving option and the retargeting modes
+            ok = isinstance(value, str) and len(value) < 64
+        if not ok:
+            raise ProtocolError(f"settings.{name}: wrong type")
+        out[name] = value
+    return out
