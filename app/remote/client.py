@@ -79,7 +79,7 @@ class RemoteServer:
 class RemoteFrame:
     """The server's answer to one frame."""
 
-    status: str                         # a ``Status`` value, or "dropped" (over the frame-rate cap)
+    status: str                         # a ``Status`` value
     rendered: bool
     reference: bool                     # the server holds a neutral reference
     crop: np.ndarray | None             # 512 x 512 x 3 BGR when rendered
@@ -179,7 +179,7 @@ class ServerLink:
             ws = connect(s.url, additional_headers=headers, open_timeout=s.connect_timeout_s, close_timeout=1.0,
                          ping_interval=s.ping_interval_s, ping_timeout=s.ping_timeout_s, ssl=context,
                          max_size=2 * int(np.prod(p.CROP_SHAPE)) + p.MAX_HEADER_BYTES, compression=None,
-                         user_agent_header="AvatarCam")
+                         user_agent_header="AvatarCam", legacy=True)   # the link owns its lifetime
         except InvalidStatus as e:
             code = e.response.status_code
             if code in (401, 403):

@@ -69,7 +69,7 @@ class ProtocolError(ValueError):
 @dataclass(frozen=True)
 class Limits:
     """What one session may send. Sizes in bytes; ``max_fps``: frames rendered per second at most
-    (frames beyond it are answered ``dropped`` without rendering)."""
+    (a frame that comes sooner waits for its turn)."""
 
     max_text_bytes: int = 16 * 1024
     max_frame_bytes: int = MAX_HEADER_BYTES + 4 + int(np.prod(DRIVING_SHAPE))

@@ -17,7 +17,7 @@ import torch
 
 from engines.backend import InferenceBackend
 
-from ..animator import Animator, Status
+from ..animator import Animator
 from ..face import crop as fc
 from ..face.avatar import avatar_face_from_crop
 from ..face.driving import DrivingFace
@@ -95,8 +95,6 @@ class RenderSession:
         elif payload:
             raise p.ProtocolError("frame: a faceless frame carries no image")
         result: dict[str, Any] = {"type": "result", "seq": seq, "revision": self.revision}
-        if not self._admit(t0):
-            return p.pack({**result, "status": "dropped", "rendered": False, "reference": self.animator.has_reference})
         t1 = time.perf_counter()
         out = self.animator.process(face, t)
         t2 = time.perf_counter()
@@ -111,17 +109,14 @@ class RenderSession:
             self.animator.close()
             self.animator = None
 
-    def _admit(self, now: float) -> bool:
-        """The session's frame-rate cap: a frame is rendered when the last one was at least
-        1 / max_fps ago (with one frame of slack, so an uneven but capped stream is not dropped)."""
+    def delay(self, now: float) -> float:
+        """Seconds the next frame must wait to keep the session within ``max_fps`` (one frame of
+        slack, so an uneven stream under the cap is not slowed). Frames over the cap are delayed,
+        never dropped: the client's own queue then drops its oldest, as it does for a slow device."""
         interval = 1.0 / self.limits.max_fps
-        if now < self._next_frame_at - interval:
-            return False
-        self._next_frame_at = max(now, self._next_frame_at) + interval
-        return True
-
-
-STATUS_VALUES = {str(s) for s in Status} | {"dropped"}
+        wait = max(0.0, self._next_frame_at - interval - now)
+        self._next_frame_at = max(now + wait, self._next_frame_at) + interval
+        return wait
 
 
 def _ms(a: float, b: float) -> float:

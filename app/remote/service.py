@@ -128,6 +128,7 @@ class RenderService:
                 continue
             header, payload = p.unpack(message)
             if header["type"] == "frame":
+                await asyncio.sleep(session.delay(loop.time()))          # the session's frame-rate cap
                 await ws.send_bytes(await loop.run_in_executor(self._workers, session.frame, header, payload))
             elif header["type"] == "avatar":
                 ready = await loop.run_in_executor(self._workers, session.set_avatar, header, payload)
