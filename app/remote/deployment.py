@@ -6,7 +6,8 @@ config file names (``import_path: app.remote.deployment:build_app``, see ``deplo
 replica, the W+G renders of all sessions with a frame waiting run as one batch (``serve.batch``,
 sized to the open sessions, so a lone session never waits for company)."""
 # No ``from __future__ import annotations`` here: FastAPI must see the routes' real parameter
-# types (a ``WebSocket`` annotated as a string turns into a required query parameter).
+# types (a ``WebSocket`` annotated as a string turns into a required query parameter). And whatever
+# the deployment class calls is defined above it: Serve captures the class when it is decorated.
 
 import asyncio
 import logging
@@ -20,6 +21,7 @@ from fastapi import FastAPI, WebSocket
 from ray import serve
 from ray.serve import Application
 
+from ..console import LOG_FORMAT
 from . import protocol as p
 from .batching import BatchedBackend, RenderRequest, render_batch
 from .service import DEFAULT_IDLE_TIMEOUT_S, RenderService
@@ -61,6 +63,18 @@ class ServerOptions:
         return cls(**{**args, "token": Secret(token) if token else None})
 
 
+def _log_our_lines() -> None:
+    """In a replica, our loggers' INFO lines (sessions opened and closed) go to its standard error,
+    which Ray forwards to the server's console; Ray's own loggers keep their configuration."""
+    ours = logging.getLogger("app")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
 api = FastAPI(title="AvatarCam render server", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -71,7 +85,7 @@ class RenderServer:
     def __init__(self, options: ServerOptions) -> None:
         from ..session import make_backend  # loads the networks: in the replica only
 
-        logging.getLogger("app").setLevel(logging.INFO)
+        _log_our_lines()
         self.options = options
         self.backend = make_backend(options.backend, weights=options.weights, device=options.device,
                                     download=False)
@@ -108,8 +122,9 @@ class RenderServer:
         self._render_batch.set_max_batch_size(max(1, min(self.options.max_batch, sessions)))
 
     def __del__(self) -> None:
-        self.service.shutdown()
-        self._render_pool.shutdown(wait=False)
+        if hasattr(self, "service"):          # not when the constructor failed
+            self.service.shutdown()
+            self._render_pool.shutdown(wait=False)
 
 
 def uses_gpu(device: str) -> bool:
@@ -127,4 +142,5 @@ def build_app(args: dict[str, Any]) -> Application:
     return RenderServer.options(
         ray_actor_options={"num_gpus": 1 if uses_gpu(options.device) else 0},
         max_ongoing_requests=options.max_sessions + 8,     # a session is one ongoing request
+        max_constructor_retry_count=2,                     # a replica that cannot start says so soon
     ).bind(options)

@@ -112,6 +112,7 @@ def run_server(args: argparse.Namespace) -> int:
 
     from .deployment import build_app
 
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)     # its start-up chatter; our lines say it
     t0 = time.perf_counter()
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=True,
              logging_level=logging.WARNING)
@@ -123,9 +124,14 @@ def run_server(args: argparse.Namespace) -> int:
         if args.tls_cert:
             http.update(ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
         serve.start(http_options=http, logging_config={"log_level": "WARNING"})
-        serve.run(build_app({"weights": weights, "backend": args.backend, "device": args.device, "token": token,
+        app = build_app({"weights": weights, "backend": args.backend, "device": args.device, "token": token,
                              "max_sessions": args.max_sessions, "max_batch": args.max_batch,
-                             "idle_timeout_s": args.idle_timeout}), name="avatarcam", route_prefix="/")
+                             "idle_timeout_s": args.idle_timeout})
+        try:
+            serve.run(app, name="avatarcam", route_prefix="/",
+                      logging_config={"log_level": "WARNING", "enable_access_log": False})
+        except RuntimeError as e:       # the replica's constructor failed; Ray has shown its traceback
+            raise ValueError(f"the render server did not start: {e}") from None
         scheme = "wss" if args.tls_cert else "ws"
         log.info("render server ready in %.1f s: %s://%s:%d%s (health: %s://%s:%d%s); Ctrl+C stops it",
                  time.perf_counter() - t0, scheme, args.host, args.port, p.SESSION_PATH,
