@@ -1,0 +1,216 @@
+"""``python main.py serve``: the render server on a real local Ray instance (stub engine), with
+the headless client against it: the same video as the local run, refusals with one line and exit
+2, batching across concurrent sessions, a killed replica replaced and its client back by itself,
+and Ctrl+C stopping the server within 5 s. One server serves the whole module (Ray takes seconds
+to start)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import REPO_ROOT, run_main
+from remote_server import free_port
+from test_bad_input import assert_outcome, recorded_frames
+
+from app.animator import Status
+from app.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from app.remote import protocol as p
+from app.remote.client import RemoteAnimator, RemoteServer
+from app.settings import AnimationSettings, LiveSettings
+
+TOKEN = "render-server-test-token"
+CLIENT = ("--headless", "--no-virtual-camera", "--remote-format", "raw")
+
+
+class ServerProcess:
+    """``main.py serve`` in the background; its standard error collected line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "main.py", "serve", "--port", str(self.port), *args],
+                                     cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if "render server ready" in line:
+                self.ready.set()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
+            assert time.monotonic() < deadline, "server not ready:\n" + "\n".join(self.lines[-30:])
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{p.HEALTH_PATH}", timeout=10) as r:
+            assert r.status == 200
+            return json.loads(r.read())
+
+    def interrupt(self, timeout: float = 30) -> float:
+        """Ctrl+C; seconds until the process ended."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout)
+        return time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = ServerProcess("--backend", "stub", "--token", TOKEN, "--idle-timeout", "10")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.kill()
+
+
+def test_serve_refuses_a_public_address_without_a_token_before_starting():
+    proc = run_main("serve", "--backend", "stub", "--host", "0.0.0.0", "--port", str(free_port()), timeout=120)
+    assert_outcome(proc.returncode, proc.stderr, EXIT_BAD_INPUT, "refusing to listen on 0.0.0.0 without a token")
+
+
+def test_serve_refuses_a_busy_port_and_a_short_token():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        proc = run_main("serve", "--backend", "stub", "--port", str(port), timeout=120)
+    assert_outcome(proc.returncode, proc.stderr, EXIT_BAD_INPUT, f"cannot listen on 127.0.0.1:{port}")
+    proc = run_main("serve", "--backend", "stub", "--token", "short", timeout=120)
+    assert_outcome(proc.returncode, proc.stderr, EXIT_BAD_INPUT, "at least 16 characters")
+
+
+def test_an_unreachable_server_ends_the_client_with_one_line(examples: Path, tmp_path: Path):
+    proc = run_main(*CLIENT, "--remote", f"ws://127.0.0.1:{free_port()}", "--avatar", str(examples / "s0.jpg"),
+                    "--camera", str(examples / "d0.mp4"), "--max-frames", "3", "--record", str(tmp_path / "o.mp4"))
+    assert_outcome(proc.returncode, proc.stderr, EXIT_BAD_INPUT, "cannot reach the render server")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_server_says_where_it_serves_and_answers_health(server: ServerProcess):
+    assert any(f"ws://127.0.0.1:{server.port}{p.SESSION_PATH}" in line for line in server.lines)
+    health = server.health()
+    assert health["status"] == "ok" and health["version"] == p.VERSION and health["backend"] == "stub"
+    assert TOKEN not in "\n".join(server.lines)
+
+
+def test_a_wrong_token_ends_the_client_with_one_line(server: ServerProcess, examples: Path):
+    proc = run_main(*CLIENT, "--remote", server.url, "--token", "not-the-right-token", "--avatar",
+                    str(examples / "s0.jpg"), "--camera", str(examples / "d0.mp4"), "--max-frames", "3")
+    assert_outcome(proc.returncode, proc.stderr, EXIT_BAD_INPUT, "refused the token")
+    assert "not-the-right-token" not in proc.stderr
+
+
+def test_the_remote_video_is_the_local_video(server: ServerProcess, examples: Path, tmp_path: Path):
+    common = ("--avatar", str(examples / "s1.jpg"), "--camera", str(examples / "d0.mp4"), "--max-frames", "24",
+              "--background", "blur")
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    remote = run_main(*CLIENT, "--remote", server.url, "--token-file", str(token_file), *common,
+                      "--record", str(tmp_path / "remote.mp4"))
+    local = run_main("--headless", "--no-virtual-camera", "--backend", "stub", *common,
+                     "--record", str(tmp_path / "local.mp4"))
+    assert_outcome(remote.returncode, remote.stderr, 0)
+    assert_outcome(local.returncode, local.stderr, 0)
+    a, b = recorded_frames(tmp_path / "remote.mp4"), recorded_frames(tmp_path / "local.mp4")
+    assert len(a) == len(b) == 24
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert np.array_equal(x, y), f"frame {i}"
+
+
+def test_concurrent_sessions_are_batched_and_render_as_alone(server: ServerProcess, avatar_face):
+    crops = [np.roll(np.full(p.DRIVING_SHAPE, 60, np.uint8), k, axis=1) for k in range(12)]
+    for k, crop in enumerate(crops):
+        crop[40 + 5 * k:120, 60:200] = 220                              # a moving bright patch: changing motion
+    from fakes import fake_face
+
+    faces = [fake_face() for _ in crops]
+    faces = [type(f)(**{**f.__dict__, "network_input": c}) for f, c in zip(faces, crops, strict=True)]
+
+    def run(n_out: list, barrier: threading.Barrier | None) -> None:
+        client = RemoteAnimator(RemoteServer.parse(server.url, TOKEN, frame_format="raw"),
+                                LiveSettings(AnimationSettings(reference_frames=2)), avatar_face)
+        client.connect()
+        if barrier is not None:
+            barrier.wait()
+        try:
+            n_out.extend(client.process(f, i / 30).image for i, f in enumerate(faces))
+        finally:
+            client.close()
+
+    alone: list = []
+    run(alone, None)
+    before = server.health()["batches"]
+    outs: list[list] = [[] for _ in range(4)]
+    barrier = threading.Barrier(4)
+    threads = [threading.Thread(target=run, args=(o, barrier)) for o in outs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    after = server.health()["batches"]
+    batched = sum(n for size, n in after.items() if int(size) > 1) - sum(
+        n for size, n in before.items() if int(size) > 1)
+    assert batched > 0, after
+    for out in outs:
+        assert len(out) == len(alone)
+        assert all(np.array_equal(x, y) for x, y in zip(out, alone, strict=True))
+
+
+def test_a_killed_replica_is_replaced_and_its_client_comes_back(server: ServerProcess, avatar_face):
+    from fakes import fake_face
+
+    client = RemoteAnimator(RemoteServer.parse(server.url, TOKEN, frame_format="raw", ping_interval_s=0.5,
+                                               ping_timeout_s=2.0),
+                            LiveSettings(AnimationSettings(reference_frames=2)), avatar_face)
+    client.connect()
+    try:
+        for i in range(4):
+            assert client.process(fake_face(), i / 30).rendered or i < 2
+        replica = subprocess.run(["pgrep", "-f", "ServeReplica:avatarcam:RenderServer"], capture_output=True,
+                                 text=True).stdout.split()
+        assert len(replica) == 1, replica
+        os.kill(int(replica[0]), signal.SIGKILL)
+        statuses = []
+        deadline = time.monotonic() + 90
+        while True:
+            out = client.process(fake_face(), time.monotonic())
+            statuses.append(out.status)
+            if out.rendered:
+                break
+            assert time.monotonic() < deadline, statuses[-5:]
+            time.sleep(0.2)
+        assert Status.SERVER_LOST in statuses and client.link.connects == 2
+    finally:
+        client.close()
+    assert server.health()["status"] == "ok"
+
+
+def test_ctrl_c_stops_the_server_within_5_s(server: ServerProcess):
+    seconds = server.interrupt()
+    assert seconds <= 5.0, seconds
+    assert server.proc.returncode == EXIT_INTERRUPTED, "\n".join(server.lines[-20:])
+    assert "Traceback" not in "\n".join(server.lines)
