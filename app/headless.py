@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
 
 from .animator import Animator
 from .console import EXIT_INTERRUPTED, EXIT_OK
 from .output_paths import check_output_file
 from .session import DEFAULT_AVATAR, load_avatar, load_avatar_face, make_backend_from_args, remote_server_from_args
 from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
+from .stages.animation import FrameAnimator
 from .stages.capture import CameraRequest, CameraSource
 from .stages.output import (
     OutputStage,
@@ -20,9 +20,6 @@ from .stages.output import (
     VirtualCameraUnavailable,
 )
 from .wiring import build_pipeline
-
-if TYPE_CHECKING:
-    from .remote.client import RemoteAnimator
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +79,7 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     return EXIT_OK
 
 
-def make_animator(args: argparse.Namespace, live: LiveSettings) -> Animator | RemoteAnimator:
+def make_animator(args: argparse.Namespace, live: LiveSettings) -> FrameAnimator:
     """The local animator (backend and avatar from ``args``), or with ``--remote`` one that animates
     on a render server, connected (``RemoteError`` when the server cannot be used)."""
     path = args.avatar or DEFAULT_AVATAR

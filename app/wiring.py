@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .animator import Animator
 from .face.driving import DrivingFace
 from .face.tracker import LandmarkSource, MediaPipeFaceMesh
 from .pipeline import OutputFrame, Pipeline
-from .stages.animation import AnimationStage
+from .stages.animation import AnimationStage, FrameAnimator
 from .stages.capture import FrameSource
 from .stages.output import OutputStage, Sink
 from .stages.tracking import TrackingStage
 
 
-def build_pipeline(camera: FrameSource, animator: Animator, output: OutputStage | Sequence[Sink] = (), *,
+def build_pipeline(camera: FrameSource, animator: FrameAnimator, output: OutputStage | Sequence[Sink] = (), *,
                    landmarks: LandmarkSource | None = None, lossless: bool = False,
                    max_tracked_frames: int | None = None,
                    on_frame: Callable[[OutputFrame], None] | None = None,
