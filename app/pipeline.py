@@ -38,9 +38,10 @@ TRACKED = (Status.LIVE, Status.CALIBRATING)
 @dataclass
 class CapturedFrame:
     index: int
-    t_capture: float     # perf_counter seconds
+    t_capture: float     # perf_counter seconds: when the frame was read (latency is measured from it)
     image: np.ndarray
     times: dict[str, float] = field(default_factory=dict)
+    t_motion: float = 0.0   # seconds on the motion's own timeline (smoothing, face lost): see Pipeline
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TrackedFrame:
     t_capture: float
     face: DrivingFace | None
     times: dict[str, float]
+    t_motion: float = 0.0
 
 
 @dataclass
@@ -148,7 +150,11 @@ class Pipeline:
     """Runs the four stages in threads. ``max_tracked_frames`` stops after that many frames
     animated from a tracked face; ``on_frame`` sees every output (after the sinks). A live camera
     that stops delivering is re-opened every second until it is back (``camera_lost`` meanwhile);
-    a video file ends the stream."""
+    a video file ends the stream.
+
+    The times the tracking and animation stages see (smoothing, face lost) are the capture times,
+    except in lossless mode, where they are the video's own (frame index / frame rate): an offline
+    render then comes out the same however long each frame takes."""
 
     def __init__(self, camera: FrameSource, tracking: TrackingStage, animation: AnimationStage,
                  output: OutputStage, *, lossless: bool = False, max_tracked_frames: int | None = None,
@@ -247,7 +253,9 @@ class Pipeline:
                         break
                     continue
                 t1 = time.perf_counter()
-                self.q_captured.put(CapturedFrame(index, t1, image, {"capture": (t1 - t0) * 1000}), self.stop_event)
+                t_motion = index / self.camera.fps if self.lossless else t1
+                self.q_captured.put(CapturedFrame(index, t1, image, {"capture": (t1 - t0) * 1000}, t_motion),
+                                    self.stop_event)
                 index += 1
         finally:
             self.camera.release()
@@ -276,10 +284,11 @@ class Pipeline:
     def _tracking_loop(self) -> None:
         try:
             for item in self._packets(self.q_captured):
-                face = _timed(item.times, "tracking", self.tracking.process, item.image, item.t_capture)
+                face = _timed(item.times, "tracking", self.tracking.process, item.image, item.t_motion)
                 if self.on_tracked is not None:
                     self.on_tracked(face)
-                self.q_tracked.put(TrackedFrame(item.index, item.t_capture, face, item.times), self.stop_event)
+                self.q_tracked.put(TrackedFrame(item.index, item.t_capture, face, item.times, item.t_motion),
+                                   self.stop_event)
         finally:
             self.tracking.close()
             self.q_tracked.put(_END, self.stop_event)
@@ -288,7 +297,7 @@ class Pipeline:
         tracked = 0
         try:
             for item in self._packets(self.q_tracked):
-                frame = _timed(item.times, "animation", self.animation.process, item.face, item.t_capture)
+                frame = _timed(item.times, "animation", self.animation.process, item.face, item.t_motion)
                 self.q_output.put(OutputFrame(item.index, item.t_capture, frame, item.times), self.stop_event)
                 tracked += frame.status in TRACKED
                 if self.max_tracked_frames is not None and tracked >= self.max_tracked_frames:
