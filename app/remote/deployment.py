@@ -52,6 +52,8 @@ class ServerOptions:
     max_batch: int = DEFAULT_MAX_BATCH
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     max_fps: float = p.Limits.max_fps
+    # torch's CPU threads in the replica (Ray starts actors with one); None: as Ray sets them
+    cpu_threads: int | None = None
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> "ServerOptions":
@@ -86,6 +88,8 @@ class RenderServer:
         from ..session import make_backend  # loads the networks: in the replica only
 
         _log_our_lines()
+        if options.cpu_threads:
+            torch.set_num_threads(options.cpu_threads)
         self.options = options
         self.backend = make_backend(options.backend, weights=options.weights, device=options.device,
                                     download=False)

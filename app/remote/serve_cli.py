@@ -108,6 +108,7 @@ def run_server(args: argparse.Namespace) -> int:
     resolve_device(args.device)          # --device cuda without a GPU: one line, before Ray starts
 
     import ray
+    import torch
     from ray import serve
 
     from .deployment import build_app
@@ -126,7 +127,10 @@ def run_server(args: argparse.Namespace) -> int:
         serve.start(http_options=http, logging_config={"log_level": "WARNING"})
         app = build_app({"weights": weights, "backend": args.backend, "device": args.device, "token": token,
                              "max_sessions": args.max_sessions, "max_batch": args.max_batch,
-                             "idle_timeout_s": args.idle_timeout})
+                             "idle_timeout_s": args.idle_timeout,
+                         # as many as this process would use: a CPU server renders as fast as a local
+                         # run, and its floating-point sums come out the same
+                         "cpu_threads": torch.get_num_threads()})
         try:
             serve.run(app, name="avatarcam", route_prefix="/",
                       logging_config={"log_level": "WARNING", "enable_access_log": False})
