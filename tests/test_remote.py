@@ -4,6 +4,7 @@ full server) and the client (``RemoteAnimator``: equal to the local animator, re
 real WebSockets on loopback (``remote_server.running``)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import struct
@@ -296,6 +297,19 @@ SETTINGS_CHANGES = {5: {"eye_mode": "fixed", "eye_target": 0.6}, 9: {"mirror": T
                     24: {"expression_multiplier": 1.5, "smooth_rotation": 0.9}}
 
 
+class MotionShowingBackend(StubBackend):
+    """The stub with its head turns amplified and a render that shows the driving keypoints
+    (brightness follows their offset from the avatar's), so that the equality below covers the
+    motion path (smoothing, reference, retargeting) too."""
+
+    def motion(self, image):
+        info = super().motion(image)
+        return dataclasses.replace(info, pitch=info.pitch * 20, yaw=info.yaw * 20)
+
+    def render(self, feature, x_s, x_d):
+        return (feature * 0.5 + (x_d - x_s).abs().mean() * 100).clamp(0, 1)
+
+
 def run_stream(animator, live, stream, calibrate_at=None):
     images, statuses = [], []
     for i, (face, t) in enumerate(stream):
@@ -314,9 +328,11 @@ def test_remote_animation_equals_local_with_raw_frames(avatar_face, driving_face
     only, background): the client's output is the local animator's, pixel for pixel."""
     stream = script(driving_faces)
     live = LiveSettings(AnimationSettings(reference_frames=3))
-    local = Animator(StubBackend(), live, prepare_avatar(avatar_face, StubBackend()), segmenter=EllipseSegmenter)
+    backend = MotionShowingBackend()
+    local = Animator(backend, live, prepare_avatar(avatar_face, backend), segmenter=EllipseSegmenter)
     expected, expected_status = run_stream(local, live, stream, calibrate_at=22)
-    service = stub_service()
+    assert len({float(img.mean()) for img in expected[:9]}) > 4          # the motion shows
+    service = RenderService(MotionShowingBackend(), token=TOKEN)
     with running(service) as url:
         live = LiveSettings(AnimationSettings(reference_frames=3))
         client = RemoteAnimator(RemoteServer.parse(url, TOKEN, frame_format="raw"), live, avatar_face,
