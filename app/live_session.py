@@ -193,7 +193,10 @@ class LiveSession:
                     if self._camera is not None:
                         self._start_pipeline(self._camera)
                 if self._avatar_face is not face:      # an avatar loaded for the old renderer meanwhile
-                    self._hand_over_avatar(renderer, renderer.adopt(self._avatar_face))
+                    try:
+                        self._hand_over_avatar(renderer, renderer.adopt(self._avatar_face))
+                    except Exception as e:  # noqa: BLE001 - the switch stands; the earlier avatar stays
+                        self.callbacks.error(f"avatar: {e}")
                 log.info("animating on %s", renderer.where)
                 self.callbacks.renderer_changed(renderer)
         t = threading.Thread(target=work, name="renderer-switch", daemon=True)
