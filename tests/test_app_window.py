@@ -10,8 +10,9 @@ import pytest
 from fakes import run_main  # also registers the fake virtual-camera backends
 from PySide6 import QtCore, QtGui
 
-from app.animator import prepare_avatar
+from app.animator import Animator, prepare_avatar
 from app.live_session import LiveSession
+from app.renderer import LocalRenderer
 from app.session import DEFAULT_AVATAR
 from app.settings import LiveSettings
 from app.ui.main_window import MainWindow
@@ -26,8 +27,8 @@ def window(qtbot, tmp_path: Path, d0: Path, avatar_face):
     win = MainWindow(settings, store)
     qtbot.addWidget(win)
     backend = StubBackend()
-    session = LiveSession(backend, settings, prepare_avatar(avatar_face, backend), win.callbacks(),
-                          vcam_backend="avatarcam-test")
+    session = LiveSession(LocalRenderer(backend), Animator(backend, settings, prepare_avatar(avatar_face, backend)),
+                          win.callbacks(), vcam_backend="avatarcam-test")
     win.attach(session, str(DEFAULT_AVATAR))
     win.show()
     win.request_camera(str(d0), 1280, 720)
@@ -179,7 +180,8 @@ def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path, 
     settings = LiveSettings()
     win = MainWindow(settings, store)
     backend = StubBackend()
-    session = LiveSession(backend, settings, prepare_avatar(avatar_face, backend), win.callbacks())
+    session = LiveSession(LocalRenderer(backend), Animator(backend, settings, prepare_avatar(avatar_face, backend)),
+                          win.callbacks())
     win.attach(session, str(DEFAULT_AVATAR))
     win.show()
     win.request_camera(str(d0), 640, 480)

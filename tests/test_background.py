@@ -238,6 +238,7 @@ def test_the_segmenter_is_closed_where_the_animator_s_life_ends(avatar_face, d0:
     from app import headless
     from app.animator import Animator
     from app.live_session import LiveSession
+    from app.renderer import LocalRenderer
 
     made, closed = [], []
 
@@ -251,7 +252,8 @@ def test_the_segmenter_is_closed_where_the_animator_s_life_ends(avatar_face, d0:
 
     # the window's session: closing it closes its animator's segmenter
     backend = StubBackend()
-    session = LiveSession(backend, LiveSettings(), prepare_avatar(avatar_face, backend))
+    session = LiveSession(LocalRenderer(backend), Animator(backend, LiveSettings(),
+                                                           prepare_avatar(avatar_face, backend)))
     session.animator, live = make_animator(avatar_face, backend, segmenter=Recording)
     live.update(background="color:#00ff00")
     session.animator.process(None, 0.0)

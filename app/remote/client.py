@@ -36,6 +36,21 @@ log = logging.getLogger(__name__)
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)    # backoff between attempts; the last one repeats
 
 
+class HideAuthorization(logging.Filter):
+    """websockets logs the handshake's request headers at DEBUG: the Authorization header's value
+    (the token) is replaced before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "authorization":
+            record.args = (args[0], "[hidden]")
+        return True
+
+
+_websocket_log = logging.getLogger("websockets.client")
+_websocket_log.addFilter(HideAuthorization())
+
+
 class RemoteError(ValueError):
     """The render server cannot be used (unreachable, wrong token, another protocol version);
     the message is one line for the user."""
@@ -179,7 +194,8 @@ class ServerLink:
             ws = connect(s.url, additional_headers=headers, open_timeout=s.connect_timeout_s, close_timeout=1.0,
                          ping_interval=s.ping_interval_s, ping_timeout=s.ping_timeout_s, ssl=context,
                          max_size=2 * int(np.prod(p.CROP_SHAPE)) + p.MAX_HEADER_BYTES, compression=None,
-                         user_agent_header="AvatarCam", legacy=True)   # the link owns its lifetime
+                         user_agent_header="AvatarCam", logger=_websocket_log,
+                         legacy=True)   # the link owns the connection's lifetime
         except InvalidStatus as e:
             code = e.response.status_code
             if code in (401, 403):

@@ -1,5 +1,7 @@
-"""Starting the desktop app: window first, then the networks and the avatar in a worker thread
-(with the weights download shown in the status bar), then the camera.
+"""Starting the desktop app: window first, then the networks (or the connection to a render
+server) and the avatar in a worker thread (with the weights download shown in the status bar),
+then the camera. Where the animation runs is ``--remote`` when given, else the remembered
+"Render on" choice; a render server needs no weights here.
 
 ``--screenshot OUT.png --max-frames N`` (the documentation/CI contract): run until N frames were
 animated from a tracked face, save a screenshot of the whole window, exit 0."""
@@ -9,6 +11,7 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -16,7 +19,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from ..console import EXIT_BAD_INPUT, report_error
 from ..live_session import LiveSession
 from ..output_paths import check_output_file
-from ..session import DEFAULT_AVATAR, load_avatar, make_backend_from_args
+from ..renderer import LocalRenderer, RemoteRenderer, RenderChoice, Renderer, RenderTarget
+from ..session import DEFAULT_AVATAR, make_backend_from_args, remote_server_from_args
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .main_window import MainWindow
 from .settings_store import SettingsStore
@@ -24,29 +28,52 @@ from .settings_store import SettingsStore
 log = logging.getLogger(__name__)
 
 
-class Starter(QtCore.QObject):
-    """Loads the backend and the first avatar off the UI thread."""
+class RendererFactory:
+    """The renderer of a "Render on" choice, with the engine and ``--remote-*`` options of
+    ``args``; the backend is made once, on first need."""
 
-    ready = QtCore.Signal(object, object, str)     # backend, prepared avatar, avatar path
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._backend = None
+
+    def __call__(self, choice: RenderChoice) -> Renderer:
+        if choice.remote:
+            return RemoteRenderer(choice.server(frame_format=self.args.remote_format, ca_file=self.args.remote_ca))
+        if self._backend is None:
+            self._backend = make_backend_from_args(self.args)
+        return LocalRenderer(self._backend)
+
+
+class Starter(QtCore.QObject):
+    """Makes the renderer, the first avatar and its animator off the UI thread."""
+
+    ready = QtCore.Signal(object, object, str)     # renderer, animator, avatar path
     failed = QtCore.Signal(str)
 
-    def start(self, args: argparse.Namespace, avatar_path: str) -> None:
+    def start(self, make_renderer: Callable[[], Renderer], settings: LiveSettings, avatar_path: str) -> None:
         def work() -> None:
             try:
-                backend = make_backend_from_args(args)
+                renderer = make_renderer()
                 try:
-                    avatar = load_avatar(avatar_path, backend)
+                    avatar = renderer.load_avatar(avatar_path)
                     path = avatar_path
                 except ValueError as e:          # unusable remembered avatar: fall back to ours
                     if Path(avatar_path).resolve() == DEFAULT_AVATAR.resolve():
                         raise
                     log.warning("%s; using the default avatar", e)
-                    avatar, path = load_avatar(DEFAULT_AVATAR, backend), str(DEFAULT_AVATAR)
+                    avatar, path = renderer.load_avatar(DEFAULT_AVATAR), str(DEFAULT_AVATAR)
+                animator = renderer.animator(settings, avatar)
             except Exception as e:  # noqa: BLE001 - shown in the window (or as the exit message)
                 self.failed.emit(str(e))
                 return
-            self.ready.emit(backend, avatar, path)
+            self.ready.emit(renderer, animator, path)
         threading.Thread(target=work, name="startup", daemon=True).start()
+
+
+def starting_message(choice: RenderChoice) -> str:
+    if choice.remote:
+        return f"connecting to the render server at {choice.url}…"
+    return "loading the networks (the first start downloads about 520 MB of weights)…"
 
 
 _QT_LOG_LEVELS = {
@@ -74,14 +101,22 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     if args.screenshot:
         check_output_file(args.screenshot, screenshot_suffixes(), "--screenshot")
     store = SettingsStore.open()
+    if args.remote:        # for this run; the remembered choice changes only through the window
+        server = remote_server_from_args(args)
+        choice = RenderChoice(RenderTarget.SERVER, args.remote, server.token or "")
+    else:
+        choice = store.render_choice()
     settings = LiveSettings(store.output_choices(base))
-    window = MainWindow(settings, store)
+    factory = RendererFactory(args)
+    window = MainWindow(settings, store, renderer_factory=factory)
+    window.render_panel.show_choice(choice)
     avatar_path = args.avatar or store.last_avatar() or str(DEFAULT_AVATAR)
     camera = args.camera or store.last_camera() or "0"
     width, height = args.camera_size or store.last_camera_size() or DEFAULT_FRAME_SIZE
     window.camera_panel.select(camera)
     window.camera_panel.set_resolution(width, height)
     exit_code = {"value": 0}
+    starting = {"now": False}            # a start is running: a second one waits for its end
 
     def finish_screenshot() -> None:
         path = Path(args.screenshot)
@@ -94,9 +129,10 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
             log.info("screenshot saved to %s", path)
         window.close()
 
-    def on_ready(backend, avatar, path: str) -> None:
+    def on_ready(renderer: Renderer, animator, path: str) -> None:
+        starting["now"] = False
         window.busy(None)
-        session = LiveSession(backend, settings, avatar, window.callbacks(), vcam_size=tuple(args.vcam_size),
+        session = LiveSession(renderer, animator, window.callbacks(), vcam_size=tuple(args.vcam_size),
                               vcam_fps=args.vcam_fps, max_tracked_frames=args.max_frames, avatar_path=path)
         window.attach(session, path)
         window.request_camera(camera, width, height)
@@ -122,18 +158,28 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
             timer.start(100)
 
     def on_failed(message: str) -> None:
+        starting["now"] = False
         window.busy(None)
         window.show_error(message)
+        window.render_panel.show_state(f"not started: {message}")
         if args.screenshot:
             report_error(message)
             exit_code["value"] = EXIT_BAD_INPUT
             window.close()
 
+    def start(choice: RenderChoice) -> None:
+        if starting["now"]:
+            window.render_panel.show_state("still starting: apply again once this start has ended")
+            return
+        starting["now"] = True
+        window.busy(starting_message(choice))
+        starter.start(lambda: factory(choice), settings, avatar_path)
+
     starter = Starter()
     starter.ready.connect(on_ready)
     starter.failed.connect(on_failed)
+    window.start_requested.connect(start)       # a new choice after a failed start
     window.show()
-    window.busy("loading the networks (the first start downloads about 520 MB of weights)…")
-    starter.start(args, avatar_path)
+    start(choice)
     app.exec()
     return exit_code["value"]

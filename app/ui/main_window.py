@@ -11,21 +11,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from ..animator import Status
 from ..face.crop import transform_points
 from ..face.driving import DrivingFace
 from ..live_session import LiveSession, SessionCallbacks, VirtualCameraState
 from ..pipeline import TRACKED, OutputFrame
+from ..renderer import RenderChoice, Renderer
 from ..settings import LiveSettings
 from ..stages.capture import CameraRequest, parse_source
 from .animation_panel import AnimationPanel
 from .avatar_panel import AvatarPanel
 from .camera_panel import CameraPanel
 from .output_panel import OutputPanel
+from .render_panel import RenderPanel
 from .settings_store import SettingsStore
 from .widgets import Preview
 
@@ -87,6 +91,8 @@ class FrameBridge(QtCore.QObject):
     avatar_loaded = QtCore.Signal(str)
     error = QtCore.Signal(str)
     camera_status = QtCore.Signal(str)
+    renderer_changed = QtCore.Signal(object)
+    renderer_failed = QtCore.Signal(str)
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,7 +130,14 @@ def inset_image(face: DrivingFace | None) -> np.ndarray:
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self, settings: LiveSettings, store: SettingsStore) -> None:
+    """``renderer_factory``: makes the renderer of a "Render on" choice (it may load networks or
+    take seconds); without one, a new choice is remembered for the next start. ``start_requested``:
+    a choice applied while no session runs (its start failed), for the starter to try again."""
+
+    start_requested = QtCore.Signal(object)         # a RenderChoice
+
+    def __init__(self, settings: LiveSettings, store: SettingsStore, *,
+                 renderer_factory: Callable[[RenderChoice], Renderer] | None = None) -> None:
         super().__init__()
         self.setWindowTitle("AvatarCam")
         self.setAcceptDrops(True)
@@ -137,6 +150,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.camera_panel = CameraPanel()
         self.animation_panel = AnimationPanel(settings)
         self.output_panel = OutputPanel(settings)
+        self.render_panel = RenderPanel(store.render_choice())
+        self.renderer_factory = renderer_factory
+        self.render_status = QtWidgets.QLabel("")       # the render server's state, when rendering on one
+        self.render_status.hide()
         self.progress = QtWidgets.QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setRange(0, 0)
@@ -146,7 +163,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         side = QtWidgets.QWidget()
         side_layout = QtWidgets.QVBoxLayout(side)
-        for panel in (self.avatar_panel, self.camera_panel, self.animation_panel, self.output_panel):
+        for panel in (self.avatar_panel, self.camera_panel, self.render_panel, self.animation_panel,
+                      self.output_panel):
             side_layout.addWidget(panel)
         side_layout.addStretch(1)
         scroll = QtWidgets.QScrollArea()
@@ -158,6 +176,7 @@ class MainWindow(QtWidgets.QMainWindow):
         splitter.addWidget(scroll)
         splitter.setStretchFactor(0, 3)
         self.setCentralWidget(splitter)
+        self.statusBar().addPermanentWidget(self.render_status)
         self.statusBar().addPermanentWidget(self.progress)
         self.resize(1280, 800)
 
@@ -166,6 +185,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.bridge.avatar_loaded.connect(self._on_avatar_loaded)
         self.bridge.error.connect(self.show_error)
         self.bridge.camera_status.connect(lambda text: self.camera_panel.status.setText(text))
+        self.bridge.renderer_changed.connect(self._on_renderer_changed)
+        self.bridge.renderer_failed.connect(self._on_renderer_failed)
+        self.render_panel.render_requested.connect(self.request_render)
         self.avatar_panel.avatar_requested.connect(self.request_avatar)
         self.camera_panel.camera_requested.connect(self.request_camera)
         self.animation_panel.calibrate_button.clicked.connect(self.calibrate)
@@ -190,12 +212,15 @@ class MainWindow(QtWidgets.QMainWindow):
     def callbacks(self) -> SessionCallbacks:
         return SessionCallbacks(frame=self.bridge.push_frame, tracked=self.bridge.push_face,
                                 avatar_loaded=lambda path, avatar: self.bridge.avatar_loaded.emit(path),
-                                error=self.bridge.error.emit, camera_changed=self.bridge.camera_status.emit)
+                                error=self.bridge.error.emit, camera_changed=self.bridge.camera_status.emit,
+                                renderer_changed=self.bridge.renderer_changed.emit,
+                                renderer_failed=self.bridge.renderer_failed.emit)
 
     def attach(self, session: LiveSession, avatar_path: str) -> None:
         self.session = session
         self._on_avatar_loaded(avatar_path)
         self.preview.set_frame(session.animator.avatar.face.image)
+        self._show_renderer(session.renderer)
 
     def busy(self, message: str | None) -> None:
         """Show (or clear) a long-running task in the status bar."""
@@ -230,6 +255,33 @@ class MainWindow(QtWidgets.QMainWindow):
         if state is VirtualCameraState.UNAVAILABLE:
             self.show_error(self.session.vcam_message)
 
+    def request_render(self, choice: RenderChoice) -> None:
+        """Remember ``choice`` and animate there: switch the running session over (in a worker
+        thread), or ask for a new start when none runs."""
+        from ..remote.client import RemoteError
+
+        if choice.remote:
+            try:
+                choice.server()          # the address is checked here, before anything is remembered
+            except RemoteError as e:
+                self.render_panel.show_state(str(e))
+                self.show_error(str(e))
+                return
+        self.store.save_render_choice(choice)
+        if self.session is None:
+            self.start_requested.emit(choice)
+            return
+        if self.renderer_factory is None:
+            self.render_panel.show_state("applies at the next start")
+            return
+        if not choice.remote and not self.session.renderer.remote:
+            self.render_panel.show_state(f"animating on {self.session.renderer.where}")
+            return
+        factory = self.renderer_factory
+        self.busy("connecting to the render server…" if choice.remote else "loading the networks…")
+        self.render_panel.show_state("switching…")
+        self.session.switch_renderer_async(lambda: factory(choice))
+
     def toggle_virtual_camera(self) -> None:
         self.set_virtual_camera(not self.output_panel.vcam.isChecked())
 
@@ -240,6 +292,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_error(self, message: str) -> None:
         self.last_error = message
+        self.progress.hide()            # whatever was in progress has ended with this
         self.statusBar().showMessage(message, 15000)
         log.warning("%s", message)
 
@@ -255,6 +308,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.preview.set_frame(packet.frame.image)
         self.frames_tracked += packet.frame.status in TRACKED
+        if self.session is not None and self.session.renderer.remote:
+            self._show_render_status(packet.frame.status)
         waiting = self.session is not None and not self.session.animator.has_reference
         self.preview.hint = ("No neutral pose yet: look at the camera with a relaxed face (or press C)"
                              if waiting else "")
@@ -280,6 +335,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self.animation_panel.show_settings(self.settings.snapshot())
         self.output_panel.show_background(self.settings.snapshot().background)
         self.statusBar().showMessage(f"avatar: {Path(path).name}", 5000)
+
+    @QtCore.Slot(object)
+    def _on_renderer_changed(self, renderer: Renderer) -> None:
+        self.busy(None)
+        self._show_renderer(renderer)
+        self.statusBar().showMessage(f"animating on {renderer.where}", 5000)
+
+    @QtCore.Slot(str)
+    def _on_renderer_failed(self, message: str) -> None:
+        self.show_error(message)
+        self.render_panel.show_state(f"still animating on {self.session.renderer.where}: {message}")
+
+    def _show_renderer(self, renderer: Renderer) -> None:
+        self.render_panel.show_state(f"animating on {renderer.where}")
+        self.render_status.setVisible(renderer.remote)
+        if renderer.remote:
+            self._show_render_status(Status.NO_FACE_YET)
+
+    def _show_render_status(self, status: Status) -> None:
+        if status is Status.SERVER_LOST:
+            text = str(status)
+        else:
+            text = f"rendering on {urlsplit(self.session.renderer.where).netloc}: {status}"
+        if self.render_status.text() != text:
+            self.render_status.setText(text)
 
     @QtCore.Slot()
     def _save_avatar_settings(self) -> None:

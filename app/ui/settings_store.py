@@ -1,6 +1,8 @@
 """What the app remembers between runs, in ``QSettings``: the one place that knows the keys and how
 each value is written. Last avatar and the recent ones, last camera and its size, the output
-choices, and the animation controls' values per avatar."""
+choices, the animation controls' values per avatar, and where the animation runs (this computer or
+a render server, with its address and token; the token is stored as typed, like a browser's saved
+password, and never logged)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +15,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
+from ..renderer import RenderChoice, RenderTarget
 from ..settings import AnimationSettings, BackgroundMode, SmoothingGroup, parse_size
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,9 @@ _CAMERA = "camera"                       # camera index or video path, as typed
 _CAMERA_SIZE = "camera_size"             # "WxH"
 _AVATAR_SETTINGS = "avatar_settings"     # group: one JSON object of PER_AVATAR_FIELDS per avatar
 _OUTPUT_FLAGS = ("paste_back", "mirror")  # AnimationSettings fields kept across avatars
+_RENDER_TARGET = "render/target"         # "local" (this computer) or "server"
+_RENDER_URL = "render/url"               # the render server's ws:// or wss:// address, as typed
+_RENDER_TOKEN = "render/token"           # the render server's token
 
 
 class SettingsStore:
@@ -103,6 +109,20 @@ class SettingsStore:
     def save_output_choices(self, settings: AnimationSettings) -> None:
         for name in _OUTPUT_FLAGS:
             self.qsettings.setValue(name, getattr(settings, name))
+
+    # -- render ------------------------------------------------------------------------------
+    def render_choice(self) -> RenderChoice:
+        """Where the animation ran last time (this computer when nothing or something unknown is saved)."""
+        try:
+            target = RenderTarget(self._text(_RENDER_TARGET) or RenderTarget.LOCAL)
+        except ValueError:
+            target = RenderTarget.LOCAL
+        return RenderChoice(target, self._text(_RENDER_URL) or "", self._text(_RENDER_TOKEN) or "")
+
+    def save_render_choice(self, choice: RenderChoice) -> None:
+        self.qsettings.setValue(_RENDER_TARGET, str(choice.target))
+        self.qsettings.setValue(_RENDER_URL, choice.url)
+        self.qsettings.setValue(_RENDER_TOKEN, choice.token)
 
     def sync(self) -> None:
         """Write everything to disk now."""
