@@ -1,6 +1,7 @@
-"""A real render server for tests, without Ray: ``app.remote.service.RenderService`` on the stub
-backend, behind a plain FastAPI app served by uvicorn on 127.0.0.1 in a background thread (imported
-as ``render_server``: tests/ is on sys.path)."""
+"""A real render server for tests, without Ray: ``app.remote.service.RenderService`` (by default on
+the stub backend) behind a plain FastAPI app served by uvicorn on 127.0.0.1 in a background thread
+(imported as ``render_server``: tests/ is on sys.path). The Serve deployment itself is tested in
+test_remote_serve.py."""
 from __future__ import annotations
 
 import socket
@@ -17,21 +18,30 @@ from app.remote.service import RenderService
 from engines.backend import StubBackend
 
 
-class RenderServer:
-    """One server on a free port; ``url`` is what ``--remote`` takes. ``stop`` ends it (sessions
-    closed, the port refused from then on) within a few seconds."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, token: str | None = None) -> None:
-        self.service = RenderService(StubBackend(), token=token)
+
+class RenderServer:
+    """One server on ``port`` (default: a free one); ``url`` is what ``--remote`` takes. ``stop``
+    ends it (sessions closed, the port refused from then on) within a few seconds."""
+
+    def __init__(self, token: str | None = None, *, service: RenderService | None = None,
+                 port: int | None = None) -> None:
+        self.service = service or RenderService(StubBackend(), token=token)
         api = FastAPI()
+
+        @api.get(p.HEALTH_PATH)
+        async def health() -> dict:
+            return self.service.health()
 
         @api.websocket(p.SESSION_PATH)
         async def session(ws: WebSocket) -> None:
             await self.service.serve(ws)
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning",
                                                      ws="websockets-sansio", timeout_graceful_shutdown=1))
@@ -57,5 +67,15 @@ def render_server(token: str | None = None) -> Iterator[RenderServer]:
     server = RenderServer(token).start()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def running(service: RenderService, port: int | None = None) -> Iterator[str]:
+    """Serve ``service`` until the block ends; yields the ws:// URL of its session path."""
+    server = RenderServer(service=service, port=port).start()
+    try:
+        yield server.url + p.SESSION_PATH
     finally:
         server.stop()

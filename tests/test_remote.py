@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from remote_server import free_port, running
+from render_server import free_port, running
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 

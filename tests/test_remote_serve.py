@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import REPO_ROOT, run_main
-from remote_server import free_port
+from render_server import free_port
 from test_bad_input import assert_outcome, recorded_frames
 
 from app.animator import Status
