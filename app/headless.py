@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .animator import Animator
 from .console import EXIT_INTERRUPTED, EXIT_OK
 from .output_paths import check_output_file
-from .session import DEFAULT_AVATAR, load_avatar, load_avatar_face, make_backend_from_args, remote_server_from_args
+from .renderer import LocalRenderer, RemoteRenderer
+from .session import DEFAULT_AVATAR, make_backend_from_args, remote_server_from_args
 from .settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .stages.animation import FrameAnimator
 from .stages.capture import CameraRequest, CameraSource
@@ -82,15 +82,9 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
 def make_animator(args: argparse.Namespace, live: LiveSettings) -> FrameAnimator:
     """The local animator (backend and avatar from ``args``), or with ``--remote`` one that animates
     on a render server, connected (``RemoteError`` when the server cannot be used)."""
-    path = args.avatar or DEFAULT_AVATAR
-    if not args.remote:
-        backend = make_backend_from_args(args)
-        return Animator(backend, live, load_avatar(path, backend))
-    from .remote.client import RemoteAnimator
-
-    animator = RemoteAnimator(remote_server_from_args(args), live, load_avatar_face(path))
-    animator.connect()
-    return animator
+    renderer = (RemoteRenderer(remote_server_from_args(args)) if args.remote
+                else LocalRenderer(make_backend_from_args(args)))
+    return renderer.animator(live, renderer.load_avatar(args.avatar or DEFAULT_AVATAR))
 
 
 def check_tracked_frames(video: str, frames: int, tracked: int, wanted: int | None) -> None:

@@ -23,6 +23,7 @@ from .animator import Animator, PreparedAvatar, prepare_avatar
 from .face.avatar import AvatarFace
 from .session import load_avatar, load_avatar_face
 from .settings import LiveSettings
+from .stages.animation import FrameAnimator
 
 if TYPE_CHECKING:
     from .remote.client import RemoteAnimator, RemoteAvatar, RemoteServer
@@ -39,7 +40,7 @@ class Renderer(Protocol):
     def adopt(self, face: AvatarFace) -> Any:
         """An avatar face already cropped (e.g. for the other renderer) -> the same as ``load_avatar``."""
 
-    def animator(self, settings: LiveSettings, avatar: Any) -> Animator | RemoteAnimator:
+    def animator(self, settings: LiveSettings, avatar: Any) -> FrameAnimator:
         """The animator for ``avatar``, ready for its first frame (``RemoteError`` for a server that
         cannot be used)."""
 
