@@ -87,6 +87,22 @@ def test_images_decode_only_at_their_exact_shape():
             p.decode_image(payload, fmt, p.DRIVING_SHAPE)
 
 
+def test_a_small_file_declaring_a_huge_picture_is_refused_before_decoding():
+    img = np.zeros((256, 256, 3), np.uint8)
+    jpeg, png = p.encode_image(img, "jpeg"), p.encode_image(img, "png")
+    assert p.encoded_size(jpeg, "jpeg") == (256, 256) and p.encoded_size(png, "png") == (256, 256)
+    # the same bytes with a 60000 x 60000 header: decoding would allocate gigabytes
+    sof = jpeg.index(b"\xff\xc0")
+    bomb_jpeg = jpeg[:sof + 5] + struct.pack(">HH", 60000, 60000) + jpeg[sof + 9:]
+    bomb_png = png[:16] + struct.pack(">II", 60000, 60000) + png[24:]
+    for payload, fmt in ((bomb_jpeg, "jpeg"), (bomb_png, "png")):
+        assert p.encoded_size(payload, fmt) == (60000, 60000)
+        with pytest.raises(p.ProtocolError, match="60000x60000"):
+            p.decode_image(payload, fmt, p.DRIVING_SHAPE)
+    with pytest.raises(p.ProtocolError):
+        p.parse_text("[" * 100000)                              # nesting deep enough to overflow the parser
+
+
 def test_settings_travel_without_the_client_side_ones_and_types_are_checked():
     s = AnimationSettings(eye_mode="fixed", eye_target=0.5, rotation_multiplier=(1.0, 0.5, 2.0), mirror=True,
                           background="blur", smooth_lips=0.7, reference_frames=9)

@@ -109,7 +109,7 @@ def parse_text(message: str) -> dict[str, Any]:
 def _json_object(raw: str | bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):      # RecursionError: hostile nesting
         raise ProtocolError("message is not valid JSON") from None
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         raise ProtocolError("message is not a JSON object with a type")
@@ -166,12 +166,41 @@ def decode_image(payload: bytes, fmt: str, shape: tuple[int, int, int]) -> np.nd
         if len(payload) != int(np.prod(shape)):
             raise ProtocolError(f"raw image: expected {int(np.prod(shape))} bytes, got {len(payload)}")
         return np.frombuffer(payload, np.uint8).reshape(shape).copy()
-    image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR) if payload else None
+    declared = encoded_size(payload, fmt)
+    if declared is not None and declared != (shape[1], shape[0]):
+        # checked before decoding: a small file can declare a huge picture
+        raise ProtocolError(f"{fmt} image: expected {shape[1]}x{shape[0]}, got {declared[0]}x{declared[1]}")
+    image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR) if declared else None
     if image is None:
         raise ProtocolError(f"{fmt} image could not be decoded")
     if image.shape != shape:
         raise ProtocolError(f"{fmt} image: expected {shape[1]}x{shape[0]}, got {image.shape[1]}x{image.shape[0]}")
     return image
+
+
+def encoded_size(payload: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) that a PNG or baseline/progressive JPEG declares in its header, read without
+    decoding; None when the bytes are not such a file."""
+    if fmt == "png":
+        if payload[:8] != b"\x89PNG\r\n\x1a\n" or payload[12:16] != b"IHDR" or len(payload) < 24:
+            return None
+        return struct.unpack(">II", payload[16:24])
+    i = 2
+    if payload[:2] != b"\xff\xd8":
+        return None
+    while i + 9 <= len(payload):
+        if payload[i] != 0xFF:
+            return None
+        marker = payload[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:     # markers without a length
+            i += 2
+            continue
+        length = struct.unpack(">H", payload[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):    # start of frame
+            height, width = struct.unpack(">HH", payload[i + 5:i + 9])
+            return width, height
+        i += 2 + length
+    return None
 
 
 # -- settings ----------------------------------------------------------------------------------
