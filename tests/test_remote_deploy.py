@@ -1,0 +1,143 @@
+"""The render server's deployment files (deploy/) and wss://: the Serve config file validates
+against Ray's own schema and runs with the stub backend; the KubeRay example embeds that config;
+``main.py serve --tls-cert/--tls-key`` serves wss:// to a client that trusts the certificate and to
+no other. Servers listen on 127.0.0.1 and are always stopped (``LocalServer``)."""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("ray.serve", reason="the render server needs requirements-server.txt")
+
+from pydantic import BaseModel  # noqa: E402  (installed with Ray)
+from ray._common.utils import import_attr  # noqa: E402
+from ray.serve._private.api import call_user_app_builder_with_args_if_necessary  # noqa: E402
+from ray.serve.schema import ServeDeploySchema  # noqa: E402
+
+from app.remote import deployment  # noqa: E402
+from app.remote import protocol as p  # noqa: E402
+from app.remote.local_server import LocalServer, free_port  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
+KUBERAY = REPO_ROOT / "deploy" / "kuberay.yaml"
+TOKEN = "deploy-test-token-0123456789"
+
+
+def load_serve_config() -> dict[str, Any]:
+    return yaml.safe_load(SERVE_CONFIG.read_text())
+
+
+def unknown_keys(model: type[BaseModel], data: Any, where: str = "") -> list[str]:
+    """Keys in ``data`` that ``model`` (a pydantic schema) has no field for, recursively. Ray's
+    schemas ignore unknown keys (forward compatibility), so a misspelt option would pass
+    validation and be dropped without a word."""
+    if not isinstance(data, dict):
+        return []
+    fields = model.model_fields
+    names = {alias for name, f in fields.items() for alias in (name, f.alias) if alias}
+    found = [f"{where}{key}" for key in data if key not in names]
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            continue
+        for sub in _models(field.annotation):
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                label = f"{where}{key}[{i}]." if isinstance(value, list) else f"{where}{key}."
+                found += unknown_keys(sub, item, label)
+    return found
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside a field's type (``Optional[X]``, ``List[X]``, ``Union[...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models(arg)]
+
+
+def test_serve_config_follows_rays_schema_and_our_builder() -> None:
+    raw = load_serve_config()
+    config = ServeDeploySchema.model_validate(raw)
+    assert unknown_keys(ServeDeploySchema, raw) == []
+    assert config.http_options.host == "0.0.0.0" and config.http_options.port == 8000
+    (application,) = config.applications
+    assert application.import_path == "app.remote.deployment:build_app"
+    # the token comes from the environment, never from the file
+    assert "token" not in application.args and "env_vars" not in application.runtime_env
+    assert set(application.args) <= set(deployment.ServerOptions.__dataclass_fields__)
+    assert application.args["device"] == "cuda"
+
+    # the builder Ray calls accepts exactly these args and binds our deployment
+    built = call_user_app_builder_with_args_if_necessary(import_attr(application.import_path), application.args)
+    assert built._bound_deployment.name == deployment.RenderServer.name
+    assert application.deployment_names == [deployment.RenderServer.name]
+
+    (render,) = application.deployments
+    assert render.ray_actor_options.num_gpus == 1
+    scaling = render.autoscaling_config
+    sessions = application.args["max_sessions"]
+    # a session is one ongoing request: aim below a full replica, admit a little above it
+    assert 0 < scaling["target_ongoing_requests"] <= sessions < render.max_ongoing_requests
+    assert 1 <= scaling["min_replicas"] <= scaling["max_replicas"]
+
+
+def test_unknown_keys_finds_a_misspelt_option() -> None:
+    raw = load_serve_config()
+    raw["applications"][0]["deployments"][0]["ray_actor_options"]["num_gpu"] = 1
+    raw["http_options"]["prot"] = 8000
+    ServeDeploySchema.model_validate(raw)        # Ray lets both through
+    assert unknown_keys(ServeDeploySchema, raw) == [
+        "http_options.prot", "applications[0].deployments[0].ray_actor_options.num_gpu"]
+
+
+def test_builder_rejects_an_unknown_arg() -> None:
+    with pytest.raises(ValueError, match="unknown option"):
+        deployment.build_app({**load_serve_config()["applications"][0]["args"], "max_sesions": 2})
+
+
+def local_variant(config: dict[str, Any], port: int) -> dict[str, Any]:
+    """The config as this machine can run it: loopback, a free port, the stub backend on the CPU,
+    no GPU asked for, one replica."""
+    config = copy.deepcopy(config)
+    config["http_options"].update(host="127.0.0.1", port=port)
+    (application,) = config["applications"]
+    application["args"] = {**application["args"], "backend": "stub", "device": "cpu", "weights": None}
+    (render,) = application["deployments"]
+    render["ray_actor_options"]["num_gpus"] = 0
+    render["autoscaling_config"].update(min_replicas=1, max_replicas=1)
+    return config
+
+
+@pytest.mark.slow
+def test_serve_config_runs_with_serve_run(tmp_path: Path) -> None:
+    """``serve run`` of the file (stub backend, loopback): healthy, and the token read from
+    AVATARCAM_TOKEN guards the sessions."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    port = free_port()
+    config_path = tmp_path / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(local_variant(load_serve_config(), port)))
+    command = [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", "--address", "local",
+               str(config_path)]
+    env = {"PYTHONPATH": str(REPO_ROOT), deployment.TOKEN_ENV: TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
+    # started elsewhere than the repository: the application is found through PYTHONPATH, as on a cluster
+    with LocalServer(command, f"http://127.0.0.1:{port}", tmp_path / "serve.log", env=env, cwd=tmp_path) as server:
+        health = server.health()
+        assert health is not None and health["status"] == "ok", server.log_tail()
+        assert health["backend"] == "stub"
+        assert health["max_sessions"] == load_serve_config()["applications"][0]["args"]["max_sessions"]
+        url = f"ws://127.0.0.1:{port}/v1/session"
+        with pytest.raises(InvalidStatus) as refused:
+            with connect(url, open_timeout=10):
+                pass
+        assert refused.value.response.status_code == 403
+        with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, open_timeout=10) as ws:
+            ws.send(p.text({"type": "hello", "version": p.VERSION, "format": "jpeg"}))
+            assert p.parse_text(ws.recv(timeout=10))["type"] == "welcome"
