@@ -141,3 +141,35 @@ def test_serve_config_runs_with_serve_run(tmp_path: Path) -> None:
         with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, open_timeout=10) as ws:
             ws.send(p.text({"type": "hello", "version": p.VERSION, "format": "jpeg"}))
             assert p.parse_text(ws.recv(timeout=10))["type"] == "welcome"
+
+
+def load_rayservice() -> dict[str, Any]:
+    (service,) = [d for d in yaml.safe_load_all(KUBERAY.read_text()) if d]
+    return service
+
+
+def test_kuberay_example_embeds_the_serve_config() -> None:
+    import ray
+
+    service = load_rayservice()
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert embedded == load_serve_config()
+    ServeDeploySchema.model_validate(embedded)
+    assert unknown_keys(ServeDeploySchema, embedded) == []
+
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == ray.__version__            # the version requirements-server.txt pins
+    (workers,) = cluster["workerGroupSpecs"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"], workers["template"]["spec"]]
+    containers = [c for pod in pods for c in pod["containers"]]
+    assert len({c["image"] for c in containers}) == 1
+    for container in containers:
+        (token,) = [e for e in container["env"] if e["name"] == deployment.TOKEN_ENV]
+        assert "value" not in token and set(token["valueFrom"]["secretKeyRef"]) == {"name", "key"}
+    (worker,) = workers["template"]["spec"]["containers"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    scaling = embedded["applications"][0]["deployments"][0]["autoscaling_config"]
+    assert workers["maxReplicas"] == scaling["max_replicas"]
+    weights = embedded["applications"][0]["args"]["weights"]
+    assert [m["mountPath"] for m in worker["volumeMounts"]] == [weights]
