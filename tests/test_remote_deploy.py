@@ -21,7 +21,7 @@ from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
 from app.remote import deployment  # noqa: E402
 from app.remote import protocol as p  # noqa: E402
-from app.remote.local_server import LocalServer, free_port  # noqa: E402
+from app.remote.local_server import LocalServer, free_port, serve_command  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
@@ -173,3 +173,81 @@ def test_kuberay_example_embeds_the_serve_config() -> None:
     assert workers["maxReplicas"] == scaling["max_replicas"]
     weights = embedded["applications"][0]["args"]["weights"]
     assert [m["mountPath"] for m in worker["volumeMounts"]] == [weights]
+
+
+def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``host`` (IP subject alternative name) and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory):
+    """``main.py serve`` with the stub backend serving wss:// on 127.0.0.1 with a self-signed
+    certificate: (port, certificate path)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed_certificate(folder)
+    port = free_port()
+    command = serve_command(port, "--backend", "stub", "--device", "cpu", "--tls-cert", str(cert),
+                            "--tls-key", str(key), "--token", TOKEN)
+    with LocalServer(command, f"https://127.0.0.1:{port}", folder / "serve.log", ca_file=str(cert),
+                     env={"RAY_USAGE_STATS_ENABLED": "0"}) as server:
+        yield port, cert
+        assert server.health()["sessions"] == 0        # the clients' sessions ended with them
+
+
+def client_args(port: int, examples: Path, d0: Path, out: Path, *extra: str) -> list[str]:
+    return ["--headless", "--remote", f"wss://127.0.0.1:{port}", "--token", TOKEN, "--avatar",
+            str(examples / "s0.jpg"), "--camera", str(d0), "--max-frames", "5", "--record", str(out),
+            "--no-virtual-camera", *extra]
+
+
+@pytest.mark.slow
+def test_wss_client_that_trusts_the_certificate_records(tls_server, examples: Path, d0: Path,
+                                                        tmp_path: Path) -> None:
+    import cv2
+    from fakes import run_main
+
+    port, cert = tls_server
+    out = tmp_path / "out.mp4"
+    r = run_main(*client_args(port, examples, d0, out, "--remote-ca", str(cert)), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"rendering on wss://127.0.0.1:{port}/v1/session" in r.stderr
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    cap.release()
+
+
+@pytest.mark.slow
+def test_wss_client_without_the_certificate_fails_in_one_line(tls_server, examples: Path, d0: Path,
+                                                              tmp_path: Path) -> None:
+    from fakes import run_main
+
+    port, _ = tls_server
+    out = tmp_path / "out.mp4"
+    r = run_main(*client_args(port, examples, d0, out), timeout=120)
+    assert r.returncode == 2
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and "does not trust" in lines[0] and "--remote-ca" in lines[0]
+    assert not out.exists()
