@@ -251,3 +251,41 @@ def test_wss_client_without_the_certificate_fails_in_one_line(tls_server, exampl
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and "does not trust" in lines[0] and "--remote-ca" in lines[0]
     assert not out.exists()
+
+
+def test_bench_compares_images_by_max_difference_and_psnr() -> None:
+    import math
+
+    import numpy as np
+
+    from app.remote.bench import compare
+
+    local = [np.zeros((4, 5, 3), np.uint8), np.full((4, 5, 3), 7, np.uint8)]
+    same = compare(local, [x.copy() for x in local])
+    assert same["identical"] and same["max_abs_diff"] == 0 and same["min_psnr_db"] == math.inf
+    other = [x.copy() for x in local]
+    other[1][0, 0, 0] = 17
+    diff = compare(local, other)
+    assert not diff["identical"] and diff["max_abs_diff"] == 10
+    assert diff["psnr_db"][0] == math.inf
+    assert diff["min_psnr_db"] == pytest.approx(10 * math.log10(255 ** 2 / (100 / 60)))
+    with pytest.raises(RuntimeError, match="2 local images but 1 remote"):
+        compare(local, other[:1])
+
+
+def test_bench_loop_runs_the_animator_it_is_given(avatar_face) -> None:
+    """``app.bench.run_loop(animator=...)``: what the remote benchmark runs its RemoteAnimator with."""
+    import numpy as np
+    from fakes import make_animator
+
+    from app.bench import run_loop
+    from app.replay import ReplayLandmarks
+    from engines.backend import StubBackend
+
+    animator, _ = make_animator(avatar_face, StubBackend())
+    calls = []
+    process = animator.process
+    animator.process = lambda face, t: calls.append(t) or process(face, t)
+    frames = [np.full((72, 128, 3), 60, np.uint8)] * 3
+    report = run_loop(None, None, frames, ReplayLandmarks([None]), lossless_frames=3, animator=animator)
+    assert len(calls) == 3 and report["frames_out"] == 3 and report["device"] == "remote"
