@@ -1,7 +1,8 @@
 """The render server's deployment files (deploy/) and wss://: the Serve config file validates
 against Ray's own schema and runs with the stub backend; the KubeRay example embeds that config;
 ``main.py serve --tls-cert/--tls-key`` serves wss:// to a client that trusts the certificate and to
-no other. Servers listen on 127.0.0.1 and are always stopped (``LocalServer``)."""
+no other; the remote benchmark's image comparison and loop hook. Servers listen on 127.0.0.1 and
+are always stopped (``LocalServer``); the tests that start one are marked ``slow``."""
 from __future__ import annotations
 
 import copy

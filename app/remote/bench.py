@@ -246,7 +246,11 @@ def part_networks(a: argparse.Namespace, frames: list[np.ndarray], recording: La
                   workdir: Path) -> dict[str, Any]:
     if not a.weights:
         raise SystemExit("--part networks needs --weights DIR")
+    import torch
+
     faces = driving_faces(frames, recording)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     backend = make_backend("torch", weights=a.weights, device="cpu")
     animator = Animator(backend, LiveSettings(), load_avatar(a.avatar, backend, recording.source()))
     try:
@@ -254,7 +258,8 @@ def part_networks(a: argparse.Namespace, frames: list[np.ndarray], recording: La
     finally:
         animator.close()
     log.info("local: %d frames, %.2f s per frame", len(local), local_s)
-    result: dict[str, Any] = {"frames": len(local), "local_s_per_frame": local_s}
+    result: dict[str, Any] = {"frames": len(local), "local_s_per_frame": local_s,
+                              "local_torch_threads": torch.get_num_threads()}
     server = start_server(workdir, "networks", ["--backend", "torch", "--device", "cpu", "--weights", a.weights],
                           ready_timeout_s=600)
     try:
@@ -321,7 +326,8 @@ def table(figures: dict[str, Any]) -> str:
                  ("concurrent", "latency each (median)", runs(c["latency_ms"], "ms"))]
     if "networks" in figures:
         n = figures["networks"]
-        rows.append(("networks", f"{n['frames']} frames, local s/frame", f"{n['local_s_per_frame']:.2f} s"))
+        rows.append(("networks", f"{n['frames']} frames, local s/frame ({n['local_torch_threads']} torch threads)",
+                     f"{n['local_s_per_frame']:.2f} s"))
         for fmt in ("jpeg", "raw"):
             r = n[fmt]
             rows.append(("networks", f"{fmt}: max abs diff / min PSNR / s per frame",
@@ -352,19 +358,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=4, help="concurrent: clients at once")
     ap.add_argument("--weights", help="networks and capacity: weights directory")
     ap.add_argument("--frames", type=int, default=3, help="networks: frames compared")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="networks: torch threads of the local run (0: torch's default). A CPU's results depend "
+                         "on the thread count; a server replica runs with Ray's OMP_NUM_THREADS (1 by default)")
     ap.add_argument("--backend", default="stub", help="capacity: the server's --backend")
     ap.add_argument("--device", default="cpu", help="capacity: the server's --device")
     ap.add_argument("--target-fps", type=float, default=30.0, help="capacity: each session's frame rate")
     ap.add_argument("--sessions", type=lambda s: [int(n) for n in s.split(",")], default=[1, 2, 4, 8, 12, 16],
                     help="capacity: session counts to try, in order (comma-separated)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--logs", type=Path, metavar="DIR", help="keep the servers' logs in DIR (default: dropped)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parts = a.part or ["stub"]
 
     frames = frames_720p(a.video)
     with tempfile.TemporaryDirectory(prefix="avatarcam-remote-bench-") as tmp:
-        workdir = Path(tmp)
+        workdir = a.logs or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         landmarks = a.landmarks
         if landmarks is None:
             landmarks = workdir / "landmarks.npz"
