@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from .settings import LiveSettings
 from .stages.capture import FramePacer
 from .stages.output import Sink, VirtualCameraSink, letterbox
 from .wiring import build_pipeline
+
+if TYPE_CHECKING:
+    from .remote.client import RemoteAnimator
 
 log = logging.getLogger("app.bench")
 
@@ -159,17 +163,20 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def run_loop(backend: InferenceBackend, avatar: PreparedAvatar, frames: list[np.ndarray], source: LandmarkSource, *,
-             lossless_frames: int | None = None, seconds: float = 10.0, fps: float = 0.0,
-             soak_minutes: float | None = None) -> dict:
+def run_loop(backend: InferenceBackend | None, avatar: PreparedAvatar | None, frames: list[np.ndarray],
+             source: LandmarkSource, *, lossless_frames: int | None = None, seconds: float = 10.0, fps: float = 0.0,
+             soak_minutes: float | None = None, animator: Animator | RemoteAnimator | None = None) -> dict:
     """The whole live loop on ``frames`` (looping) through a null virtual camera. Lossless: exactly
     ``lossless_frames`` frames, none dropped; else live for ``seconds`` (or ``soak_minutes``, with
     resident memory sampled), the camera paced at ``fps`` (0: as fast as possible). Returns the
-    figures: frames/s, capture-to-output latency (median ms), per-stage ms (medians), drops."""
+    figures: frames/s, capture-to-output latency (median ms), per-stage ms (medians), drops.
+    ``animator``: run this one (e.g. a ``RemoteAnimator``; the caller closes it) instead of an
+    ``Animator`` of ``backend`` and ``avatar`` (then both None)."""
     lossless = lossless_frames is not None and soak_minutes is None
     camera = FrameListSource(frames, fps or 25.0, loop=not lossless, paced=bool(fps) and not lossless,
                              limit=lossless_frames)
-    animator = Animator(backend, LiveSettings(), avatar)
+    if animator is None:
+        animator = Animator(backend, LiveSettings(), avatar)
     pipe = build_pipeline(camera, animator, [null_camera_sink()], landmarks=source, lossless=lossless)
 
     memory: list[tuple[float, float]] = []
@@ -200,7 +207,8 @@ def run_loop(backend: InferenceBackend, avatar: PreparedAvatar, frames: list[np.
     stage_total = sum(stats.stage_ms.values())
     frames_out = stats.frames_out
     report = {
-        "device": str(backend.device), "lossless": lossless, "cpu_cores": allowed_cpu_cores(),
+        "device": str(backend.device) if backend is not None else "remote", "lossless": lossless,
+        "cpu_cores": allowed_cpu_cores(),
         "torch": torch.__version__, "frames_out": frames_out, "wall_s": wall,
         "fps": frames_out / wall, "fps_last_window": stats.fps, "latency_ms": stats.latency_ms,
         "stage_ms": stats.stage_ms, "network_ms": nets,

@@ -83,3 +83,7 @@ def avatar_face():
         return prepare_avatar_face(DEFAULT_AVATAR, mesh)
     finally:
         mesh.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: starts a render server (Ray); deselect with -m 'not slow'")

@@ -205,6 +205,9 @@ class ServerLink:
                               "is it an AvatarCam server?") from None
         except (InvalidURI, InvalidHandshake) as e:
             raise RemoteError(f"cannot talk to the render server at {s.url}: {e}") from None
+        except ssl.SSLCertVerificationError as e:
+            raise RemoteError(f"the render server at {s.url} has a certificate this machine does not trust "
+                              f"({e.verify_message}); for a self-signed one give it with --remote-ca PEM") from None
         except ssl.SSLError as e:
             raise RemoteError(f"TLS with the render server at {s.url} failed: {e.reason or e}") from None
         except (OSError, TimeoutError) as e:
