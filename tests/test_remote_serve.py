@@ -5,87 +5,57 @@ and Ctrl+C stopping the server within 5 s. One server serves the whole module (R
 to start)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import REPO_ROOT, run_main
-from render_server import free_port
+from fakes import run_main
 from test_bad_input import assert_outcome, recorded_frames
 
 from app.animator import Status
 from app.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from app.remote import protocol as p
 from app.remote.client import RemoteAnimator, RemoteServer
+from app.remote.local_server import LocalServer, free_port, serve_command
 from app.settings import AnimationSettings, LiveSettings
 
 TOKEN = "render-server-test-token"
 CLIENT = ("--headless", "--no-virtual-camera", "--remote-format", "raw")
 
 
-class ServerProcess:
-    """``main.py serve`` in the background; its standard error collected line by line."""
+class ServerProcess(LocalServer):
+    """``main.py serve`` (stub engine) on a free loopback port, with its console in ``log_path``."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, log_path: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "main.py", "serve", "--port", str(self.port), *args],
-                                     cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(serve_command(self.port, *args), f"http://127.0.0.1:{self.port}", log_path,
+                         env={"RAY_USAGE_STATS_ENABLED": "0"})
 
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            if "render server ready" in line:
-                self.ready.set()
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.2):
-            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
-            assert time.monotonic() < deadline, "server not ready:\n" + "\n".join(self.lines[-30:])
-
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{p.HEALTH_PATH}", timeout=10) as r:
-            assert r.status == 200
-            return json.loads(r.read())
+    @property
+    def lines(self) -> list[str]:
+        return self.log_tail(100_000).splitlines()
 
     def interrupt(self, timeout: float = 30) -> float:
         """Ctrl+C; seconds until the process ended."""
         t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout)
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout)
         return time.monotonic() - t0
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
-def server():
-    s = ServerProcess("--backend", "stub", "--token", TOKEN, "--idle-timeout", "10")
-    try:
-        s.wait_ready()
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with ServerProcess(tmp_path_factory.mktemp("serve") / "console.log", "--backend", "stub", "--token", TOKEN,
+                       "--idle-timeout", "10") as s:
+        assert s.health()["status"] == "ok"
         yield s
-    finally:
-        s.kill()
 
 
 def test_serve_refuses_a_public_address_without_a_token_before_starting():
@@ -114,6 +84,7 @@ def test_the_server_says_where_it_serves_and_answers_health(server: ServerProces
     assert any(f"ws://127.0.0.1:{server.port}{p.SESSION_PATH}" in line for line in server.lines)
     health = server.health()
     assert health["status"] == "ok" and health["version"] == p.VERSION and health["backend"] == "stub"
+    assert any("render server ready" in line for line in server.lines)
     assert TOKEN not in "\n".join(server.lines)
 
 
@@ -212,5 +183,6 @@ def test_a_killed_replica_is_replaced_and_its_client_comes_back(server: ServerPr
 def test_ctrl_c_stops_the_server_within_5_s(server: ServerProcess):
     seconds = server.interrupt()
     assert seconds <= 5.0, seconds
-    assert server.proc.returncode == EXIT_INTERRUPTED, "\n".join(server.lines[-20:])
+    assert server.process.returncode == EXIT_INTERRUPTED, "\n".join(server.lines[-20:])
+    assert any("render server stopped" in line for line in server.lines)
     assert "Traceback" not in "\n".join(server.lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import threading
@@ -107,6 +108,8 @@ def run_server(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)          # --device cuda without a GPU: one line, before Ray starts
 
+    # Ray's usage statistics stay off unless the user turned them on
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     import torch
     from ray import serve
