@@ -378,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="networks and capacity: weights directory")
     ap.add_argument("--frames", type=int, default=3, help="networks: frames compared")
     ap.add_argument("--threads", type=int, default=0,
-                    help="networks: torch threads of the local run (0: torch's default). A CPU's results depend "
-                         "on the thread count; a server replica runs with Ray's OMP_NUM_THREADS (1 by default)")
+                    help="networks: torch threads of the local run (0: torch's default, which is also what "
+                         "main.py serve gives its replica). A CPU's results depend on the thread count")
     ap.add_argument("--backend", default="stub", help="capacity: the server's --backend")
     ap.add_argument("--device", default="cpu", help="capacity: the server's --device")
     ap.add_argument("--target-fps", type=float, default=30.0, help="capacity: each session's frame rate")
