@@ -132,8 +132,9 @@ def run_server(args: argparse.Namespace) -> int:
                              "max_sessions": args.max_sessions, "max_batch": args.max_batch,
                              "idle_timeout_s": args.idle_timeout,
                          # as many as this process would use: a CPU server renders as fast as a local
-                         # run, and its floating-point sums come out the same
-                         "cpu_threads": torch.get_num_threads()})
+                         # run, and its floating-point sums come out the same (the stub's tiny
+                         # operations run best on one)
+                         "cpu_threads": 1 if args.backend == "stub" else torch.get_num_threads()})
         try:
             serve.run(app, name="avatarcam", route_prefix="/",
                       logging_config={"log_level": "WARNING", "enable_access_log": False})
