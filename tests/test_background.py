@@ -235,7 +235,7 @@ def test_switching_modes_live(avatar_face) -> None:
 
 def test_the_segmenter_is_closed_where_the_animator_s_life_ends(avatar_face, d0: Path, monkeypatch) -> None:
     import main
-    from app import headless
+    from app import headless, renderer
     from app.animator import Animator
     from app.live_session import LiveSession
     from app.renderer import LocalRenderer
@@ -261,7 +261,7 @@ def test_the_segmenter_is_closed_where_the_animator_s_life_ends(avatar_face, d0:
     session.close()
     assert closed == made
     # the headless runner: at the end of the run
-    monkeypatch.setattr(headless, "Animator", lambda *a, **k: Animator(*a, segmenter=Recording, **k))
+    monkeypatch.setattr(renderer, "Animator", lambda *a, **k: Animator(*a, segmenter=Recording, **k))
     args = main.parse_args(["--headless", "--backend", "stub", "--device", "cpu", "--camera", str(d0),
                             "--max-frames", "2", "--background", "color:#00ff00", "--no-virtual-camera"])
     assert headless.run_headless(args, main.settings_from_args(args)) == 0
