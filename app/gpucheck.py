@@ -3,18 +3,20 @@
     python -m app.gpucheck --out DIR --landmarks FILE      # on a CUDA machine, with the parity kit
     python -m app.gpucheck --out DIR --quick               # the CPU-checkable parts (the test suite)
 
-It runs the network-level checks of ``engines.gpucheck`` (the environment; every network against
-the parity kit at its fp32 and fp16 profiles, official and fast-path configurations; the Triton
+It runs the network-level checks of ``engines.gpucheck`` (the environment; every network against the
+parity kit at its fp32 and fp16 profiles, official and fast-path configurations; the Triton
 grid-sample against ``F.grid_sample``; CUDA-graph replay against eager on new inputs; the timing
 ladder from the official configuration to the fast path) and adds the app-level ones, which need
 ``app/``: the device paste-back against the kit, one wait for the device per steady frame in the
 animator, and the whole live loop for ``--seconds`` on the video's frames, unpaced, with landmarks
 replayed from a file made beforehand where MediaPipe is installed (``python -m app.bench
---save-landmarks FILE``). It writes ``gpucheck.json`` and ``gpucheck.md`` to ``--out``, prints the
-markdown table last, and exits 1 if a correctness check failed. Without a CUDA device (and without
-``--quick``) it exits 2 with one line. ``--quick`` runs every section on the CPU at low cost: the
-small networks against the kit, the CPU grid-sample reference, the paste-back, the waits (host reads)
-and a short live loop on the stub backend; what needs CUDA is reported as skipped.
+--save-landmarks FILE``), and the render server's batching (W+G of 1 to 8 sessions' frames as one
+batch, with the sessions at 30 frames/s that W+G leaves room for). It writes ``gpucheck.json`` and
+``gpucheck.md`` to ``--out``, prints the markdown table last, and exits 1 if a correctness check
+failed. Without a CUDA device (and without ``--quick``) it exits 2 with one line. ``--quick`` runs
+every section on the CPU at low cost: the small networks against the kit, the CPU grid-sample
+reference, the paste-back, the waits (host reads) and a short live loop on the stub backend; what
+needs CUDA is reported as skipped.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 from engines import gpucheck as eg
 from engines.backend import InferenceBackend, StubBackend
 from engines.bench import environment
-from engines.device import device_waits, synchronize
+from engines.device import device_waits, median_ms, synchronize
 
 from .animator import Animator, PreparedAvatar, prepare_avatar
 from .bench import run_loop
@@ -43,6 +45,7 @@ from .face.avatar import prepare_avatar_face
 from .face.bench import default_video, frames_720p
 from .face.driving import DrivingCropper, DrivingFace
 from .face.paste_device import DevicePasteBack
+from .remote.batching import render_batch
 from .replay import LandmarkRecording, load_landmarks, record_landmarks
 from .session import DEFAULT_AVATAR
 from .settings import AnimationSettings, LiveSettings
@@ -51,6 +54,7 @@ log = logging.getLogger("app.gpucheck")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEADY_FRAMES = 8
+BATCH_SIZES = (1, 2, 4, 8)
 
 
 def default_parity_dir() -> Path:
@@ -110,6 +114,23 @@ def check_waits(backend: InferenceBackend, avatar: PreparedAvatar, faces: list[D
     return eg.Check("app", f"one wait per steady frame ({device.type})", rendered and len(waits) == expected,
                     detail + (f"; first: {waits[0][:160]}" if waits and len(waits) != expected else ""),
                     {"waits": len(waits), "frames": len(steady)})
+
+
+def time_batches(backend: InferenceBackend, avatar: PreparedAvatar, runs: int, warmup: int,
+                 sizes: tuple[int, ...] = BATCH_SIZES) -> list[dict[str, float]]:
+    """Median milliseconds of W+G for N sessions' frames as one batch (``render_batch``, as the
+    render server runs them), each with the avatar and a driving pose of its own. Sessions at 30
+    frames/s, counting W+G only: N when a batch of N fits in a 30 fps frame, and for N = 1 how many
+    single renders fit one after the other (no batching)."""
+    budget_ms = 1000.0 / 30
+    rows = []
+    with torch.inference_mode():
+        for n in sizes:
+            requests = [(avatar.feature, avatar.x_s, avatar.x_s + 0.01 * k) for k in range(n)]
+            ms = median_ms(lambda requests=requests: render_batch(backend, requests), backend.device, runs, warmup)
+            fits = int(budget_ms // ms) if n == 1 else (n if ms <= budget_ms else 0)
+            rows.append({"sessions": n, "batch_ms": ms, "ms_per_session": ms / n, "sessions_at_30fps": fits})
+    return rows
 
 
 # --------------------------------------------------------------------------- the command
@@ -173,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     step(f"live loop, {seconds:g} s unpaced, landmarks replayed ({backend.name})")
     loop = run_loop(backend, avatar, frames, recording.source(), seconds=seconds, fps=0.0)
     report.live_loop = {"label": f"{backend.name}, {seconds:g} s, unpaced, landmarks replayed", **loop}
+    write_report(report, args.out)
+    step(f"render server batching: W+G of N sessions' frames as one batch ({backend.name})")
+    report.batching = time_batches(backend, avatar, runs, warmup)
     del backend, avatar
     write_report(report, args.out)
     step("per-frame timing, official configuration to fast path")

@@ -344,6 +344,8 @@ class Report:
     timing: list[TimingRow] = field(default_factory=list)
     grid_sample_timing: list[dict[str, Any]] = field(default_factory=list)
     live_loop: dict[str, Any] = field(default_factory=dict)
+    # W+G of N sessions' frames as one batch (the render server's batching), one row per N
+    batching: list[dict[str, float]] = field(default_factory=list)
     quick: bool = False
 
     @property
@@ -385,6 +387,12 @@ class Report:
                       f"| {ll.get('label', '')} | {ll.get('fps', 0):.1f} | {ll.get('latency_ms', 0):.1f} ms "
                       f"| {stages} |",
                       ""]
+        if self.batching:
+            lines += ["| sessions in one W+G batch | batch ms | ms per session | sessions at 30 fps, W+G only |",
+                      "|---|---|---|---|"]
+            lines += [f"| {int(b['sessions'])} | {b['batch_ms']:.3f} | {b['ms_per_session']:.3f} | "
+                      f"{int(b['sessions_at_30fps'])} |" for b in self.batching]
+            lines += [""]
         lines += ["| section | check | result | detail |", "|---|---|---|---|"]
         lines += [f"| {c.section} | {c.name} | {_verdict(c.passed)} | {c.detail} |" for c in self.checks]
         verdict = (f"{len(self.failed)} check(s) FAILED" if self.failed

@@ -55,6 +55,12 @@ def test_quick_check_runs_every_section_and_writes_the_report(parity_dir: Path, 
     markdown = (tmp_path / "gpucheck.md").read_text()
     assert "| parity | motion_extractor fp32 official | PASS |" in markdown
     assert "| live loop | frames/s |" in markdown and "all 7 checks passed (1 skipped)" in markdown
+    # the render server's batching: W+G of 1, 2, 4 and 8 sessions' frames as one batch
+    batches = report["batching"]
+    assert [b["sessions"] for b in batches] == [1, 2, 4, 8]
+    assert all(b["batch_ms"] > 0 and b["ms_per_session"] == pytest.approx(b["batch_ms"] / b["sessions"])
+               for b in batches)
+    assert "| sessions in one W+G batch |" in markdown
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
