@@ -96,6 +96,17 @@ def make_animator(face, backend: StubBackend | None = None, *, paste_on_device: 
                     segmenter=segmenter), live
 
 
+def local_session(avatar_face, settings: LiveSettings, callbacks=None, **options):
+    """A window session animating ``avatar_face`` on this computer on a new stub backend, reading
+    ``settings``; ``options`` are ``LiveSession``'s."""
+    from app.live_session import LiveSession
+    from app.renderer import LocalRenderer
+
+    backend = StubBackend()
+    return LiveSession(LocalRenderer(backend), Animator(backend, settings, prepare_avatar(avatar_face, backend)),
+                       callbacks, **options)
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

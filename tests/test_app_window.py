@@ -7,17 +7,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakes import run_main  # also registers the fake virtual-camera backends
+from fakes import local_session, run_main  # also registers the fake virtual-camera backends
 from PySide6 import QtCore, QtGui
 
-from app.animator import Animator, prepare_avatar
-from app.live_session import LiveSession
-from app.renderer import LocalRenderer
 from app.session import DEFAULT_AVATAR
 from app.settings import LiveSettings
 from app.ui.main_window import MainWindow
 from app.ui.settings_store import SettingsStore
-from engines.backend import StubBackend
 
 
 @pytest.fixture()
@@ -26,9 +22,7 @@ def window(qtbot, tmp_path: Path, d0: Path, avatar_face):
     settings = LiveSettings()
     win = MainWindow(settings, store)
     qtbot.addWidget(win)
-    backend = StubBackend()
-    session = LiveSession(LocalRenderer(backend), Animator(backend, settings, prepare_avatar(avatar_face, backend)),
-                          win.callbacks(), vcam_backend="avatarcam-test")
+    session = local_session(avatar_face, settings, win.callbacks(), vcam_backend="avatarcam-test")
     win.attach(session, str(DEFAULT_AVATAR))
     win.show()
     win.request_camera(str(d0), 1280, 720)
@@ -179,9 +173,7 @@ def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path, 
     store = SettingsStore(QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat))
     settings = LiveSettings()
     win = MainWindow(settings, store)
-    backend = StubBackend()
-    session = LiveSession(LocalRenderer(backend), Animator(backend, settings, prepare_avatar(avatar_face, backend)),
-                          win.callbacks())
+    session = local_session(avatar_face, settings, win.callbacks())
     win.attach(session, str(DEFAULT_AVATAR))
     win.show()
     win.request_camera(str(d0), 640, 480)

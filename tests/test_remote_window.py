@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from fakes import run_main
+from fakes import local_session, run_main
 from PySide6 import QtCore, QtGui
 from render_server import render_server
 
@@ -180,13 +180,11 @@ def test_switching_between_this_computer_and_a_server_while_running(qtbot, tmp_p
 
 
 def test_a_failed_switch_keeps_rendering_where_it_was(qtbot, tmp_path: Path, d0: Path, avatar_face) -> None:
-    backend = StubBackend()
     settings = LiveSettings()
     win = MainWindow(settings, ini_store(tmp_path / "s.ini"),
                      renderer_factory=lambda choice: RemoteRenderer(choice.server(connect_timeout_s=2.0)))
     qtbot.addWidget(win)
-    session = LiveSession(LocalRenderer(backend), Animator(backend, settings, prepare_avatar(avatar_face, backend)),
-                          win.callbacks())
+    session = local_session(avatar_face, settings, win.callbacks())
     win.attach(session, str(DEFAULT_AVATAR))
     win.show()
     win.request_camera(str(d0), 640, 480)
