@@ -67,17 +67,23 @@ def make_backend_from_args(args: argparse.Namespace) -> InferenceBackend:
                         onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
 
 
+def token_from_args(args: argparse.Namespace) -> str | None:
+    """A render server's token from ``--token`` or ``--token-file`` (the file's text, stripped);
+    None when neither is given."""
+    if not args.token_file:
+        return args.token
+    path = Path(args.token_file)
+    if not path.is_file():
+        raise ValueError(f"--token-file: {path} not found")
+    return path.read_text().strip()
+
+
 def remote_server_from_args(args: argparse.Namespace) -> RemoteServer:
     """The render server of ``--remote``, ``--token`` / ``--token-file``, ``--remote-format`` and
     ``--remote-ca``."""
     from .remote.client import RemoteServer
 
-    token = args.token
-    if args.token_file:
-        path = Path(args.token_file)
-        if not path.is_file():
-            raise ValueError(f"--token-file: {path} not found")
-        token = path.read_text().strip()
+    token = token_from_args(args)
     if args.remote_ca and not Path(args.remote_ca).is_file():
         raise ValueError(f"--remote-ca: {args.remote_ca} not found")
     return RemoteServer.parse(args.remote, token, frame_format=args.remote_format, ca_file=args.remote_ca)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..console import EXIT_INTERRUPTED, EXIT_OK
+from ..session import token_from_args
 from . import protocol as p
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,7 @@ def add_serve_arguments(ap: argparse.ArgumentParser) -> None:
 
 def read_token(args: argparse.Namespace) -> str | None:
     """The token from ``--token`` or ``--token-file`` (None: neither); ``ValueError`` when too short."""
-    if args.token_file:
-        path = Path(args.token_file)
-        if not path.is_file():
-            raise ValueError(f"--token-file: {path} not found")
-        token = path.read_text().strip()
-    else:
-        token = args.token
+    token = token_from_args(args)
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise ValueError(f"the token must have at least {MIN_TOKEN_LENGTH} characters "
                          "(e.g. `python -c \"import secrets; print(secrets.token_urlsafe(24))\"`)")
