@@ -158,8 +158,7 @@ class Animator:
         or (None, None) for a frame to treat as faceless."""
         # both uploads first, then the work: nothing below waits for the device until the fetch
         crop = image_to_tensor(face.network_input, self.backend.device, lambda rgb: self._upload("crop", rgb))
-        ratios = self._upload("ratios", np.concatenate([face.eye_ratios.reshape(-1)[:2],
-                                                        face.lip_ratio.reshape(-1)[:1]]).astype(np.float32))
+        ratios = self._upload("ratios", face.open_ratios.astype(np.float32))
         raw = driver.driver_vector(self.backend.motion(crop), ratios)
         valid: torch.Tensor | None = None
         if not self.reference.final:

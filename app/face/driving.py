@@ -20,6 +20,11 @@ class DrivingFace:
     eye_ratios: np.ndarray       # 1 x 2
     lip_ratio: np.ndarray        # 1 x 1
 
+    @property
+    def open_ratios(self) -> np.ndarray:
+        """[left eye, right eye, lip] open ratios, as one vector (their own dtype)."""
+        return np.concatenate([self.eye_ratios.reshape(-1)[:2], self.lip_ratio.reshape(-1)[:1]])
+
 
 class DrivingCropper:
     """Tracks the face in each frame and crops it in the official driving framing
