@@ -96,9 +96,7 @@ class RemoteFrame:
 
     status: str                         # a ``Status`` value
     rendered: bool
-    reference: bool                     # the server holds a neutral reference
     crop: np.ndarray | None             # 512 x 512 x 3 BGR when rendered
-    ms: dict[str, float]                # the server's decode / animate / encode milliseconds
 
 
 class ServerLink:
@@ -117,12 +115,8 @@ class ServerLink:
         self._reconnecting: threading.Thread | None = None
         self._calibrate = False
         self._seq = 0
-        self.reference = False
+        self.reference = False          # the server holds a neutral reference (as of the last answer)
         self.connects = 0               # sessions opened (reconnections included)
-
-    @property
-    def connected(self) -> bool:
-        return self._ws is not None
 
     def connect(self) -> None:
         """Open the session now; ``RemoteError`` with one line when it cannot be."""
@@ -159,7 +153,7 @@ class ServerLink:
             header: dict[str, Any] = {"type": "frame", "seq": self._seq, "t": t, "face": face is not None}
             payload = b""
             if face is not None:
-                header["ratios"] = [float(v) for v in (*face.eye_ratios.reshape(-1)[:2], face.lip_ratio.reshape(-1)[0])]
+                header["ratios"] = face.open_ratios.tolist()
                 payload = p.encode_image(face.network_input, self.server.frame_format, self.server.quality)
             ws.send(p.pack(header, payload))
             reply, body = p.unpack(_binary(ws.recv(timeout=self.server.frame_timeout_s)))
@@ -168,7 +162,7 @@ class ServerLink:
             rendered = reply.get("rendered") is True
             crop = p.decode_image(body, self.server.frame_format, p.CROP_SHAPE) if rendered else None
             self.reference = reply.get("reference") is True
-            return RemoteFrame(str(reply.get("status")), rendered, self.reference, crop, reply.get("ms") or {})
+            return RemoteFrame(str(reply.get("status")), rendered, crop)
         except (ConnectionClosed, OSError, TimeoutError, p.ProtocolError) as e:
             self._lost(ws, e)
             return None
