@@ -16,20 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .animator import Animator
 from .face.avatar import AvatarFace
 from .face.driving import DrivingFace
 from .pipeline import OutputFrame, Pipeline, PipelineStats
 from .renderer import Renderer
 from .settings import DEFAULT_FRAME_SIZE
+from .stages.animation import FrameAnimator
 from .stages.capture import CameraError, CameraRequest, CameraSource
 from .stages.output import OutputStage, VirtualCameraSink, VirtualCameraUnavailable
 from .wiring import build_pipeline
-
-if TYPE_CHECKING:
-    from .remote.client import RemoteAnimator
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +55,7 @@ class SessionCallbacks:
 class LiveSession:
     """``animator``: made by ``renderer`` (connected, for a server); the session closes it."""
 
-    def __init__(self, renderer: Renderer, animator: Animator | RemoteAnimator,
+    def __init__(self, renderer: Renderer, animator: FrameAnimator,
                  callbacks: SessionCallbacks | None = None, *, vcam_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
                  vcam_fps: float = 30.0, vcam_backend: str | None = None,
                  max_tracked_frames: int | None = None, avatar_path: str | None = None) -> None:

@@ -4,7 +4,6 @@ the stub backend) behind a plain FastAPI app served by uvicorn on 127.0.0.1 in a
 test_remote_serve.py."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,14 +13,9 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 
 from app.remote import protocol as p
+from app.remote.local_server import free_port
 from app.remote.service import RenderService
 from engines.backend import StubBackend
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RenderServer:

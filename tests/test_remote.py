@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from render_server import free_port, running
+from render_server import running
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -24,6 +24,7 @@ from app.face.segmentation import EllipseSegmenter
 from app.remote import protocol as p
 from app.remote.batching import BatchedBackend, render_batch
 from app.remote.client import RemoteAnimator, RemoteAuthError, RemoteError, RemoteServer
+from app.remote.local_server import free_port
 from app.remote.service import RenderService
 from app.settings import AnimationSettings, LiveSettings
 from engines.backend import StubBackend

@@ -8,7 +8,6 @@ settings for them never reach the server), so the session's settings pin them to
 keep"."""
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -25,8 +24,6 @@ from ..face.prepared_avatar import prepare_avatar
 from ..face.segmentation import EllipseSegmenter
 from ..settings import AnimationSettings, BackgroundMode, LiveSettings
 from . import protocol as p
-
-log = logging.getLogger(__name__)
 
 SERVER_SIDE_OUTPUT = {"paste_back": False, "mirror": False, "background": BackgroundMode()}
 _NO_TRANSFORM = fc.CropTransform(M_o2c=np.eye(3)[:2], M_c2o=np.eye(3)[:2], dsize=fc.DRIVING_CROP.dsize)

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from ..animator import AnimatedFrame
 from ..face.driving import DrivingFace
+from ..settings import LiveSettings
 
 
 class FrameAnimator(Protocol):
@@ -14,6 +15,7 @@ class FrameAnimator(Protocol):
     thread; ``set_avatar`` and ``calibrate`` from any, taking effect on the next frame."""
 
     avatar: Any                      # has ``.face``, the avatar's ``AvatarFace``
+    settings: LiveSettings           # read once per frame
 
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame: ...
     def set_avatar(self, avatar: Any) -> None: ...
