@@ -21,6 +21,7 @@ needs CUDA is reported as skipped.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -43,7 +44,7 @@ from .device_io import fetch_image
 from .face import crop as fc
 from .face.avatar import prepare_avatar_face
 from .face.bench import default_video, frames_720p
-from .face.driving import DrivingCropper, DrivingFace
+from .face.driving import DrivingFace
 from .face.paste_device import DevicePasteBack
 from .remote.batching import render_batch
 from .replay import LandmarkRecording, load_landmarks, record_landmarks
@@ -81,15 +82,10 @@ def check_device_paste(kit: ModuleType, device: torch.device) -> eg.Check:
 
 def driving_faces(recording: LandmarkRecording, frames: list[np.ndarray], count: int) -> list[DrivingFace]:
     """The first ``count`` tracked driving faces of the recording, cropped as the tracking stage does."""
-    cropper = DrivingCropper(recording.source())
-    faces = []
-    for i, frame in enumerate(frames):
-        face = cropper.process(frame, i / 25)
-        if face is not None:
-            faces.append(face)
-        if len(faces) == count:
-            return faces
-    raise ValueError(f"the landmark file has {len(faces)} tracked frames, {count} needed")
+    faces = list(itertools.islice((f for f in recording.driving_faces(frames) if f is not None), count))
+    if len(faces) < count:
+        raise ValueError(f"the landmark file has {len(faces)} tracked frames, {count} needed")
+    return faces
 
 
 def check_waits(backend: InferenceBackend, avatar: PreparedAvatar, faces: list[DrivingFace]) -> eg.Check:

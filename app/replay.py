@@ -12,11 +12,13 @@ found), ``avatar`` float32 N x 2 in avatar-image pixels, ``layout`` the landmark
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .face.driving import DrivingCropper, DrivingFace
 from .face.layout import MEDIAPIPE_478, LandmarkLayout
 from .face.tracker import MediaPipeFaceMesh
 from .image_io import MAX_AVATAR_SIDE, limit_size, load_image
@@ -59,6 +61,13 @@ class LandmarkRecording:
     def source(self) -> ReplayLandmarks:
         """A fresh replaying source (frame 0 first) whose ``detect_faces`` finds the avatar."""
         return ReplayLandmarks(self.frames, [self.avatar])
+
+    def driving_faces(self, frames: list[np.ndarray], fps: float = 25.0) -> Iterator[DrivingFace | None]:
+        """The driving face of each of ``frames`` (the recorded video's), cropped as the tracking
+        stage does at the video's own times (frame index / ``fps``); None where no face was tracked."""
+        cropper = DrivingCropper(self.source())
+        for i, frame in enumerate(frames):
+            yield cropper.process(frame, i / fps)
 
 
 def record_landmarks(frames: list[np.ndarray], avatar: Path, *, video: str = "") -> LandmarkRecording:

@@ -43,7 +43,7 @@ from ..animator import Animator
 from ..bench import run_loop
 from ..console import native_output_silenced
 from ..face.bench import default_video, frames_720p
-from ..face.driving import DrivingCropper, DrivingFace
+from ..face.driving import DrivingFace
 from ..replay import LandmarkRecording, load_landmarks, record_landmarks, save_landmarks
 from ..session import DEFAULT_AVATAR, load_avatar, load_avatar_face, make_backend
 from ..settings import AnimationSettings, LiveSettings
@@ -79,23 +79,18 @@ def connect_remote(url: str, frame_format: str, path: str | Path, recording: Lan
     return animator
 
 
-def driving_faces(frames: list[np.ndarray], recording: LandmarkRecording) -> list[DrivingFace | None]:
-    """The driving crops of the frames, as the tracking stage makes them, at the video's timestamps."""
-    cropper = DrivingCropper(recording.source())
-    return [cropper.process(frame, i / VIDEO_FPS) for i, frame in enumerate(frames)]
-
-
 def link_session(url: str, frame_format: str, path: str, recording: LandmarkRecording, frames: list[np.ndarray],
                  fps: float, seconds: float, start: Callable[[], object]) -> dict[str, Any]:
     """One session of driving crops straight through the protocol, paced at ``fps``: frames
-    rendered per second, round trip (median ms), frames the server dropped, frames without a link."""
-    faces = [f for f in driving_faces(frames, recording) if f is not None]
+    rendered per second, round trip (median ms), frames answered without a render (held or still),
+    frames without a link."""
+    faces = [f for f in recording.driving_faces(frames, VIDEO_FPS) if f is not None]
     settings = AnimationSettings()
     link = ServerLink(RemoteServer.parse(url, frame_format=frame_format), load_avatar_face(path, recording.source()),
                       settings)
     link.connect()
     start()
-    rendered = dropped = lost = 0
+    rendered = unrendered = lost = 0
     round_trips = []
     period = 1.0 / fps
     t0 = time.perf_counter()
@@ -106,18 +101,18 @@ def link_session(url: str, frame_format: str, path: str, recording: LandmarkReco
                 time.sleep(due - now)
             due = max(due + period, time.perf_counter() - period)     # late: no burst to catch up
             sent = time.perf_counter()
-            answer = link.animate(faces[(rendered + dropped + lost) % len(faces)], sent, settings)
+            answer = link.animate(faces[(rendered + unrendered + lost) % len(faces)], sent, settings)
             round_trips.append((time.perf_counter() - sent) * 1000)
             if answer is None:
                 lost += 1
             elif answer.rendered:
                 rendered += 1
             else:
-                dropped += 1
+                unrendered += 1
         wall = time.perf_counter() - t0
     finally:
         link.close()
-    return {"fps": rendered / wall, "round_trip_ms": statistics.median(round_trips), "dropped": dropped,
+    return {"fps": rendered / wall, "round_trip_ms": statistics.median(round_trips), "unrendered": unrendered,
             "lost": lost}
 
 
@@ -258,7 +253,7 @@ def part_networks(a: argparse.Namespace, frames: list[np.ndarray], recording: La
         raise SystemExit("--part networks needs --weights DIR")
     import torch
 
-    faces = driving_faces(frames, recording)
+    faces = list(recording.driving_faces(frames, VIDEO_FPS))
     if a.threads:
         torch.set_num_threads(a.threads)
     backend = make_backend("torch", weights=a.weights, device="cpu")
@@ -301,7 +296,7 @@ def part_capacity(a: argparse.Namespace, spec: dict[str, Any], workdir: Path) ->
                 held = min(fps) >= ON_PACE * a.target_fps
                 levels.append({"sessions": count, "min_fps": min(fps), "median_fps": statistics.median(fps),
                                "round_trip_ms": statistics.median(r["round_trip_ms"] for r in reports),
-                               "dropped": sum(r["dropped"] for r in reports), "held": held})
+                               "unrendered": sum(r["unrendered"] for r in reports), "held": held})
                 log.info("%s, %d sessions: %.1f frames/s each at least (median %.1f), round trip %.1f ms%s",
                          label, count, min(fps), statistics.median(fps), levels[-1]["round_trip_ms"],
                          "" if held else ": not held")
