@@ -43,12 +43,16 @@ EDGE_LOW, EDGE_HIGH = 0.2, 0.55     # person-probability ramp of the feathered e
 BLUR_SIGMA = 0.02                   # "blur": Gaussian sigma as a fraction of the picture's longer side
 
 
-def _alpha_table() -> np.ndarray:
-    t = np.clip((np.arange(256, dtype=np.float64) / 255.0 - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW), 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+def edge_alpha(probability: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Person probability in [0, 1] -> alpha: the smoothstep between ``EDGE_LOW`` and
+    ``EDGE_HIGH`` (exactly 0 and 1 beyond them); numpy arrays or torch tensors."""
+    t = (probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW)
+    t = t.clamp(0.0, 1.0) if isinstance(t, torch.Tensor) else np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
-ALPHA_TABLE = _alpha_table()        # uint8 probability -> alpha (float32, exactly 0 and 1 at the ends)
+# uint8 probability -> alpha (float32, exactly 0 and 1 at the ends)
+ALPHA_TABLE = edge_alpha(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
 
 def alpha_from_probability(probability: np.ndarray) -> np.ndarray:
@@ -243,8 +247,7 @@ class BackgroundCompositor:
             segmented = F.interpolate(segmented[None, None].float(), size=tuple(planes.shape[1:]), mode="bilinear",
                                       align_corners=False)
             probability = torch.lerp(probability_t, segmented, weight_t) / 255.0
-            t = ((probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW)).clamp_(0.0, 1.0)
-            cached = state.device_alpha = (tracker.version, planes.device, t * t * (3.0 - 2.0 * t))
+            cached = state.device_alpha = (tracker.version, planes.device, edge_alpha(probability))
         frame = planes[None].float()
         region = torch.lerp(backdrop_t, frame, cached[2])[0].round_().clamp_(0, 255).to(torch.uint8)
         if not tracker.due:
