@@ -5,6 +5,7 @@ and Ctrl+C stopping the server within 5 s. One server serves the whole module (R
 to start)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import run_main
+from fakes import fake_face, run_main
 from test_bad_input import assert_outcome, recorded_frames
 
 from app.animator import Status
@@ -118,10 +119,7 @@ def test_concurrent_sessions_are_batched_and_render_as_alone(server: ServerProce
     crops = [np.roll(np.full(p.DRIVING_SHAPE, 60, np.uint8), k, axis=1) for k in range(12)]
     for k, crop in enumerate(crops):
         crop[40 + 5 * k:120, 60:200] = 220                              # a moving bright patch: changing motion
-    from fakes import fake_face
-
-    faces = [fake_face() for _ in crops]
-    faces = [type(f)(**{**f.__dict__, "network_input": c}) for f, c in zip(faces, crops, strict=True)]
+    faces = [dataclasses.replace(fake_face(), network_input=crop) for crop in crops]
 
     def run(n_out: list, barrier: threading.Barrier | None) -> None:
         client = RemoteAnimator(RemoteServer.parse(server.url, TOKEN, frame_format="raw"),
@@ -154,8 +152,6 @@ def test_concurrent_sessions_are_batched_and_render_as_alone(server: ServerProce
 
 
 def test_a_killed_replica_is_replaced_and_its_client_comes_back(server: ServerProcess, avatar_face):
-    from fakes import fake_face
-
     client = RemoteAnimator(RemoteServer.parse(server.url, TOKEN, frame_format="raw", ping_interval_s=0.5,
                                                ping_timeout_s=2.0),
                             LiveSettings(AnimationSettings(reference_frames=2)), avatar_face)
