@@ -33,7 +33,7 @@ def _background(text: str):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from app.session import DEFAULT_AVATAR
+    from app.avatar.loading import DEFAULT_AVATAR
     from app.settings import DEFAULT_FRAME_SIZE, DRIVING_OPTIONS, RETARGET_MODES, AnimationSettings
     from engines.device import DEVICE_CHOICES
     from engines.select import BACKEND_KINDS
@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def parse_serve_args(argv: list[str]) -> argparse.Namespace:
-    from app.remote.serve_cli import add_serve_arguments
+    from app.remote.server.cli import add_serve_arguments
 
     ap = argparse.ArgumentParser(prog="main.py serve",
                                  description="Render server: animate for AvatarCam clients elsewhere (Ray Serve).")
@@ -135,7 +135,7 @@ def requested_log_level(argv: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input or setup (one ``error:`` line), 130 interrupted; anything
     else (an uncaught exception, with its traceback) is a bug."""
-    from app.console import native_output_silenced
+    from app.cli.console import native_output_silenced
     from engines.mps import enable_mps_fallback
 
     enable_mps_fallback(os.environ, platform.system())     # before anything imports torch
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from app.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, configure_logging, report_error
+    from app.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, configure_logging, report_error
 
     argv = sys.argv[1:] if argv is None else argv
     serving = bool(argv) and argv[0] == "serve"
@@ -152,22 +152,22 @@ def _main(argv: list[str] | None) -> int:
     configure_logging(args.log_level)
     logging.captureWarnings(True)       # e.g. torch naming an operator that falls back from MPS to the CPU
 
-    from app.face.avatar import NoFaceError
-    from app.image_io import ImageError
-    from app.stages.capture import CameraError
-    from app.stages.output import RecordingError
+    from app.avatar.face import NoFaceError
+    from app.imaging.image_io import ImageError
+    from app.live.capture import CameraError
+    from app.live.sinks import RecordingError
     from engines.checkpoints import CheckpointError
     from engines.weights import WeightsError
 
     try:
         if serving:
-            from app.remote.serve_cli import run_server
+            from app.remote.server.cli import run_server
             return run_server(args)
         if args.check:
-            from app.selfcheck import main_selfcheck
+            from app.diagnostics.selfcheck import main_selfcheck
             return main_selfcheck(args)
         if args.headless:
-            from app.headless import run_headless
+            from app.run.headless import run_headless
             return run_headless(args, settings_from_args(args))
         from app.ui.app import run_app
         return run_app(args, settings_from_args(args))

@@ -1,6 +1,6 @@
 """The GPU check, network level: correctness of the networks, the fused grid-sample and the CUDA
 graphs on the device, and the per-frame timing of our optimisations against the official
-configuration. ``python -m app.gpucheck`` runs these together with the app-level checks (the
+configuration. ``python -m app.diagnostics.gpucheck`` runs these together with the app-level checks (the
 on-device chain, the paste-back, the live loop) and writes the report.
 
 Correctness is judged by the parity kit's own rules: its fixtures, its statistics (``stats``) and
@@ -425,6 +425,6 @@ def backend_fast_path(nets: dict[str, torch.nn.Module], device: torch.device) ->
 
 
 if __name__ == "__main__":
-    print("the GPU check is `python -m app.gpucheck --out DIR` (it adds the app-level checks to these)",
+    print("the GPU check is `python -m app.diagnostics.gpucheck --out DIR` (it adds the app-level checks to these)",
           file=sys.stderr)
     sys.exit(2)

@@ -74,9 +74,9 @@ def d0(examples: Path) -> Path:
 @pytest.fixture(scope="session")
 def avatar_face():
     """Our default avatar, tracked and cropped once per run."""
-    from app.face.avatar import prepare_avatar_face
+    from app.avatar.face import prepare_avatar_face
+    from app.avatar.loading import DEFAULT_AVATAR
     from app.face.tracker import MediaPipeFaceMesh
-    from app.session import DEFAULT_AVATAR
 
     mesh = MediaPipeFaceMesh()
     try:

@@ -11,10 +11,11 @@ import numpy as np
 import pyvirtualcam
 import torch
 
-from app.animator import Animator, prepare_avatar
+from app.animation.animator import Animator
+from app.avatar.prepared import prepare_avatar
 from app.face.crop import CropTransform
 from app.face.driving import DrivingFace
-from app.face.segmentation import EllipseSegmenter, PersonSegmenter
+from app.imaging.segmentation import EllipseSegmenter, PersonSegmenter
 from app.settings import AnimationSettings, LiveSettings
 from engines import motion
 from engines.backend import StubBackend
@@ -99,8 +100,8 @@ def make_animator(face, backend: StubBackend | None = None, *, paste_on_device: 
 def local_session(avatar_face, settings: LiveSettings, callbacks=None, **options):
     """A window session animating ``avatar_face`` on this computer on a new stub backend, reading
     ``settings``; ``options`` are ``LiveSession``'s."""
-    from app.live_session import LiveSession
-    from app.renderer import LocalRenderer
+    from app.run.live_session import LiveSession
+    from app.run.renderer import LocalRenderer
 
     backend = StubBackend()
     return LiveSession(LocalRenderer(backend), Animator(backend, settings, prepare_avatar(avatar_face, backend)),

@@ -122,7 +122,7 @@ def _pipeline_motion(inp, nets):
               for r, e, s, t in zip(inp["drv_R"], inp["drv_exp"], inp["drv_scale"], inp["drv_t"], strict=False)]
     reference = frames[0]
     src_lip = _t(lip_open_ratio(inp["src_lmk203_for_lip"], LANDMARKS_203))
-    # the live animator's call (app/animator.py): R_s given, controls (here neutral: the official
+    # the live animator's call (app/animation/animator.py): R_s given, controls (here neutral: the official
     # pipeline has none) and the device form without host reads
     live = {"R_s": R_s, "controls": motion.MotionControls.make("cpu"), "check_finite": False}
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""A real render server for tests, without Ray: ``app.remote.service.RenderService`` (by default on
+"""A real render server for tests, without Ray: ``app.remote.server.service.RenderService`` (by default on
 the stub backend) behind a plain FastAPI app served by uvicorn on 127.0.0.1 in a background thread
 (imported as ``render_server``: tests/ is on sys.path). The Serve deployment itself is tested in
 test_remote_serve.py."""
@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 
 from app.remote import protocol as p
-from app.remote.local_server import free_port
-from app.remote.service import RenderService
+from app.remote.server.local_server import free_port
+from app.remote.server.service import RenderService
 from engines.backend import StubBackend
 
 

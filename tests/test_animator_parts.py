@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from app import driver_motion as driver
-from app.face_lost import FaceLostState, smoothstep
+from app.animation import driver_motion as driver
+from app.animation.face_lost import FaceLostState, smoothstep
 from app.settings import AnimationSettings, SmoothingGroup, smoothing_fields
 from engines import motion
 

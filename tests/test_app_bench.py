@@ -1,4 +1,4 @@
-"""``python -m app.bench``: the live-loop benchmark's command line and its figures (stub backend)."""
+"""``python -m app.diagnostics.bench``: the live-loop benchmark's command line and its figures (stub backend)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app import bench
+from app.diagnostics import bench
 from engines.select import BACKEND_KINDS
 
 

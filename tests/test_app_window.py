@@ -10,7 +10,7 @@ import pytest
 from fakes import local_session, run_main  # also registers the fake virtual-camera backends
 from PySide6 import QtCore, QtGui
 
-from app.session import DEFAULT_AVATAR
+from app.avatar.loading import DEFAULT_AVATAR
 from app.settings import LiveSettings
 from app.ui.main_window import MainWindow
 from app.ui.settings_store import SettingsStore

@@ -14,20 +14,16 @@ import torch
 import torch.nn.functional as F
 from fakes import fake_face, make_animator, run_main
 
-from app.animator import Status, prepare_avatar
-from app.background import EDGE_LOW, BackgroundCompositor, backdrop, cover, output_layout
-from app.device_io import fetch_images
-from app.face.avatar import prepare_avatar_face
+from app.animation.animator import Status
+from app.avatar.face import prepare_avatar_face
+from app.avatar.prepared import prepare_avatar
+from app.compositing.background import EDGE_LOW, BackgroundCompositor, backdrop, cover, output_layout
 from app.face.driving import DrivingCropper
-from app.face.segmentation import (
-    EllipseSegmenter,
-    MediaPipeSelfieSegmentation,
-    PersonMaskTracker,
-    segmentation_size,
-)
 from app.face.tracker import MediaPipeFaceMesh
+from app.imaging.device_io import fetch_images
+from app.imaging.segmentation import EllipseSegmenter, MediaPipeSelfieSegmentation, PersonMaskTracker, segmentation_size
+from app.live.capture import read_video_frames
 from app.settings import KEY_GREEN, AnimationSettings, BackgroundMode, LiveSettings
-from app.stages.capture import read_video_frames
 from engines.backend import StubBackend
 
 GREEN_BGR = np.array([0, 255, 0], np.uint8)
@@ -235,10 +231,10 @@ def test_switching_modes_live(avatar_face) -> None:
 
 def test_the_segmenter_is_closed_where_the_animator_s_life_ends(avatar_face, d0: Path, monkeypatch) -> None:
     import main
-    from app import headless, renderer
-    from app.animator import Animator
-    from app.live_session import LiveSession
-    from app.renderer import LocalRenderer
+    from app.animation.animator import Animator
+    from app.run import headless, renderer
+    from app.run.live_session import LiveSession
+    from app.run.renderer import LocalRenderer
 
     made, closed = [], []
 

@@ -24,9 +24,9 @@ import pytest
 from fakes import REPO_ROOT, run_main
 
 import main
-from app.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, native_output_silenced
-from app.session import DEFAULT_AVATAR
-from app.stages.output import OutputStage, RecordingError, VideoRecorder
+from app.avatar.loading import DEFAULT_AVATAR
+from app.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, native_output_silenced
+from app.live.sinks import OutputStage, RecordingError, VideoRecorder
 from engines.weights import CHECKPOINT_FILES
 
 OUR_LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fakes import REPO_ROOT, run_main
 
-from app.session import DEFAULT_AVATAR
+from app.avatar.loading import DEFAULT_AVATAR
 
 
 def test_start_up_check_runs_all_networks_on_official_layout(synthetic_weights_dir: Path) -> None:

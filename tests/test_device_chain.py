@@ -12,10 +12,10 @@ import pytest
 import torch
 from fakes import ScriptedBackend, fake_face, make_animator
 
-from app.animator import Status
-from app.device_io import fetch_image, fetch_images, image_to_tensor, pack_frames, unpack_frames
+from app.animation.animator import Status
+from app.compositing.paste_device import DevicePasteBack
 from app.face import crop as fc
-from app.face.paste_device import DevicePasteBack
+from app.imaging.device_io import fetch_image, fetch_images, image_to_tensor, pack_frames, unpack_frames
 from app.settings import smoothing_fields
 from engines import motion
 from engines.backend import StubBackend

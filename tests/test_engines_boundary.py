@@ -40,7 +40,7 @@ def test_the_check_sees_every_kind_of_import() -> None:
               "    return importlib.import_module('export.onnx_export')\n"
               "import exporter, engines.export_helpers\n"
               "from .export import x\n"
-              "from app.animator import Animator\n"
+              "from app.animation.animator import Animator\n"
               "import application, app\n")
     assert sorted(line for line, _ in forbidden_imports(source)) == [1, 2, 4, 5, 8, 9]
 

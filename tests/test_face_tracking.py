@@ -9,16 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
+from app.avatar.face import NoFaceError, prepare_avatar_face
+from app.avatar.loading import DEFAULT_AVATAR
 from app.face import crop as fc
-from app.face.avatar import NoFaceError, prepare_avatar_face
 from app.face.calibration import fit_box_calibration, framing_error
 from app.face.driving import DrivingCropper
 from app.face.layout import MEDIAPIPE_478
 from app.face.ratios import eye_open_ratios, lip_open_ratio
 from app.face.smoothing import CropSmoother, CropSmoothing, OneEuroFilter
 from app.face.tracker import MediaPipeFaceMesh
-from app.session import DEFAULT_AVATAR
-from app.stages.capture import read_video_frames
+from app.live.capture import read_video_frames
 
 D0_FPS = 25.0
 

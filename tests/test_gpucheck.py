@@ -1,4 +1,4 @@
-"""The GPU check (python -m app.gpucheck): its --quick form end to end on the CPU, the timing
+"""The GPU check (python -m app.diagnostics.gpucheck): its --quick form end to end on the CPU, the timing
 ladder's definition, that its checks can fail, the landmark files it replays, and that it imports
 where MediaPipe, PySide6 and pyvirtualcam are not installed (the lent GPU machine)."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from app import gpucheck
-from app.face.bench import frames_720p
-from app.replay import load_landmarks, record_landmarks, save_landmarks
-from app.session import DEFAULT_AVATAR
+from app.avatar.loading import DEFAULT_AVATAR
+from app.diagnostics import gpucheck
+from app.diagnostics.tracking_bench import frames_720p
+from app.live.replay import load_landmarks, record_landmarks, save_landmarks
 from engines import gpucheck as eg
 from engines.backend import TorchBackend
 from engines.device import device_waits
@@ -146,8 +146,8 @@ def test_landmark_files_round_trip_and_refuse_other_videos(landmark_file: Path, 
 def test_the_check_imports_without_mediapipe_pyside_or_pyvirtualcam() -> None:
     code = ("import sys\n"
             "for name in ('mediapipe', 'PySide6', 'pyvirtualcam'): sys.modules[name] = None\n"
-            "import app.gpucheck, app.bench\n"
-            "assert type(app.bench.null_camera_sink()).__name__ == 'LetterboxSink'\n")
+            "import app.diagnostics.gpucheck, app.diagnostics.bench\n"
+            "assert type(app.diagnostics.bench.null_camera_sink()).__name__ == 'LetterboxSink'\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -158,8 +158,8 @@ def test_the_loop_benchmark_replays_a_landmark_file_without_mediapipe(landmark_f
     report = tmp_path / "bench.json"
     code = ("import sys\n"
             "for name in ('mediapipe', 'PySide6', 'pyvirtualcam'): sys.modules[name] = None\n"
-            "import app.bench\n"
-            f"sys.exit(app.bench.main(['--backend', 'stub', '--tracking', 'replay',"
+            "import app.diagnostics.bench\n"
+            f"sys.exit(app.diagnostics.bench.main(['--backend', 'stub', '--tracking', 'replay',"
             f" '--landmarks', {str(landmark_file)!r}, '--video', {str(d0)!r}, '--frames', '4',"
             f" '--json', {str(report)!r}]))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

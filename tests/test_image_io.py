@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.image_io import ImageError, limit_size, load_image
-from app.session import DEFAULT_AVATAR
+from app.avatar.loading import DEFAULT_AVATAR
+from app.imaging.image_io import ImageError, limit_size, load_image
 
 AVATAR = DEFAULT_AVATAR
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from fakes import FakeVirtualCamera, ScriptedBackend, fake_face, make_animator
 
-from app.animator import Animator, Status, prepare_avatar
-from app.face.avatar import prepare_avatar_face
+from app.animation.animator import Animator, Status
+from app.avatar.face import prepare_avatar_face
+from app.avatar.prepared import prepare_avatar
 from app.face.tracker import MediaPipeFaceMesh
-from app.pipeline import FrameQueue, Pipeline
-from app.settings import LiveSettings
-from app.stages.capture import CameraError, CameraRequest, CameraSource, read_video_frames
-from app.stages.output import (
+from app.live.capture import CameraError, CameraRequest, CameraSource, read_video_frames
+from app.live.pipeline import FrameQueue, Pipeline
+from app.live.sinks import (
     OutputStage,
     PreviewSink,
     VideoRecorder,
@@ -28,7 +28,8 @@ from app.stages.output import (
     letterbox,
     virtual_camera_fix,
 )
-from app.wiring import build_pipeline
+from app.live.wiring import build_pipeline
+from app.settings import LiveSettings
 from engines.backend import StubBackend
 
 

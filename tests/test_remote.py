@@ -18,14 +18,14 @@ from render_server import running
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from app.animator import Animator, Status
-from app.face.prepared_avatar import prepare_avatar
-from app.face.segmentation import EllipseSegmenter
+from app.animation.animator import Animator, Status
+from app.avatar.prepared import prepare_avatar
+from app.imaging.segmentation import EllipseSegmenter
 from app.remote import protocol as p
-from app.remote.batching import BatchedBackend, render_batch
 from app.remote.client import RemoteAnimator, RemoteAuthError, RemoteError, RemoteServer
-from app.remote.local_server import free_port
-from app.remote.service import RenderService
+from app.remote.server.batching import BatchedBackend, render_batch
+from app.remote.server.local_server import free_port
+from app.remote.server.service import RenderService
 from app.settings import AnimationSettings, LiveSettings
 from engines.backend import StubBackend
 

@@ -20,9 +20,9 @@ from ray._common.utils import import_attr  # noqa: E402
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary  # noqa: E402
 from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
-from app.remote import deployment  # noqa: E402
 from app.remote import protocol as p  # noqa: E402
-from app.remote.local_server import LocalServer, free_port, serve_command  # noqa: E402
+from app.remote.server import deployment  # noqa: E402
+from app.remote.server.local_server import LocalServer, free_port, serve_command  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
@@ -68,7 +68,7 @@ def test_serve_config_follows_rays_schema_and_our_builder() -> None:
     assert unknown_keys(ServeDeploySchema, raw) == []
     assert config.http_options.host == "0.0.0.0" and config.http_options.port == 8000
     (application,) = config.applications
-    assert application.import_path == "app.remote.deployment:build_app"
+    assert application.import_path == "app.remote.server.deployment:build_app"
     # the token comes from the environment, never from the file
     assert "token" not in application.args and "env_vars" not in application.runtime_env
     assert set(application.args) <= set(deployment.ServerOptions.__dataclass_fields__)
@@ -259,7 +259,7 @@ def test_bench_compares_images_by_max_difference_and_psnr() -> None:
 
     import numpy as np
 
-    from app.remote.bench import compare
+    from app.diagnostics.remote_bench import compare
 
     local = [np.zeros((4, 5, 3), np.uint8), np.full((4, 5, 3), 7, np.uint8)]
     same = compare(local, [x.copy() for x in local])
@@ -275,12 +275,12 @@ def test_bench_compares_images_by_max_difference_and_psnr() -> None:
 
 
 def test_bench_loop_runs_the_animator_it_is_given(avatar_face) -> None:
-    """``app.bench.run_loop(animator=...)``: what the remote benchmark runs its RemoteAnimator with."""
+    """``app.diagnostics.bench.run_loop(animator=...)``: what the remote benchmark runs its RemoteAnimator with."""
     import numpy as np
     from fakes import make_animator
 
-    from app.bench import run_loop
-    from app.replay import ReplayLandmarks
+    from app.diagnostics.bench import run_loop
+    from app.live.replay import ReplayLandmarks
     from engines.backend import StubBackend
 
     animator, _ = make_animator(avatar_face, StubBackend())

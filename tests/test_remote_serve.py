@@ -19,11 +19,11 @@ import pytest
 from fakes import fake_face, run_main
 from test_bad_input import assert_outcome, recorded_frames
 
-from app.animator import Status
-from app.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from app.animation.animator import Status
+from app.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from app.remote import protocol as p
 from app.remote.client import RemoteAnimator, RemoteServer
-from app.remote.local_server import LocalServer, free_port, serve_command
+from app.remote.server.local_server import LocalServer, free_port, serve_command
 from app.settings import AnimationSettings, LiveSettings
 
 TOKEN = "render-server-test-token"

@@ -15,14 +15,15 @@ from fakes import local_session, run_main
 from PySide6 import QtCore, QtGui
 from render_server import render_server
 
-from app.animator import Animator, Status, prepare_avatar
-from app.live_session import LiveSession
-from app.pipeline import OutputFrame
+from app.animation.animator import Animator, Status
+from app.avatar.loading import DEFAULT_AVATAR
+from app.avatar.prepared import prepare_avatar
+from app.live.capture import read_video_frames
+from app.live.pipeline import OutputFrame
 from app.remote.client import RemoteAuthError, RemoteServer
-from app.renderer import LocalRenderer, RemoteRenderer, RenderChoice, RenderTarget
-from app.session import DEFAULT_AVATAR
+from app.run.live_session import LiveSession
+from app.run.renderer import LocalRenderer, RemoteRenderer, RenderChoice, RenderTarget
 from app.settings import LiveSettings
-from app.stages.capture import read_video_frames
 from app.ui.main_window import MainWindow
 from app.ui.settings_store import SettingsStore
 from engines.backend import StubBackend

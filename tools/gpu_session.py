@@ -20,11 +20,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from app.console import native_output_silenced  # noqa: E402
-from app.face.bench import frames_720p  # noqa: E402
-from app.gpucheck import default_parity_dir  # noqa: E402
-from app.replay import record_landmarks, save_landmarks  # noqa: E402
-from app.session import DEFAULT_AVATAR  # noqa: E402
+from app.avatar.loading import DEFAULT_AVATAR  # noqa: E402
+from app.cli.console import native_output_silenced  # noqa: E402
+from app.diagnostics.gpucheck import default_parity_dir  # noqa: E402
+from app.diagnostics.tracking_bench import frames_720p  # noqa: E402
+from app.live.replay import record_landmarks, save_landmarks  # noqa: E402
 
 log = logging.getLogger("tools.gpu_session")
 
@@ -36,7 +36,8 @@ CARRY_LIMIT_MIB = 64
 COMMAND_LIMIT_S = 300          # the check's own limit: leaves device time for a rerun; the call's is a minute more
 DEVICE_COMMAND = (
     "set -o pipefail; export PYTHONUNBUFFERED=1; nvidia-smi; "
-    f"timeout {COMMAND_LIMIT_S} python3 -m app.gpucheck --out $OUT --parity-dir {STAGE} --landmarks {LANDMARKS} "
+    f"timeout {COMMAND_LIMIT_S} python3 -m app.diagnostics.gpucheck --out $OUT --parity-dir {STAGE} "
+    f"--landmarks {LANDMARKS} "
     "2>&1 | tee $OUT/gpucheck.log; rc=$?; "
     "timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_grid_sample_op.py -k cuda 2>&1 | tail -3; "
     "exit $rc")

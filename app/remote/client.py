@@ -23,11 +23,11 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from ..animator import AnimatedFrame, Status
-from ..background import BackgroundCompositor, mirrored, paste_and_compose
-from ..face.avatar import AvatarFace
+from ..animation.animator import AnimatedFrame, Status
+from ..avatar.face import AvatarFace
+from ..compositing.background import BackgroundCompositor, mirrored, paste_and_compose
 from ..face.driving import DrivingFace
-from ..face.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
+from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from ..settings import AnimationSettings, BackgroundMode, LiveSettings
 from . import protocol as p
 

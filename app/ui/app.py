@@ -16,11 +16,11 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..console import EXIT_BAD_INPUT, report_error
-from ..live_session import LiveSession
-from ..output_paths import check_output_file
-from ..renderer import LocalRenderer, RemoteRenderer, RenderChoice, Renderer, RenderTarget
-from ..session import DEFAULT_AVATAR, make_backend_from_args, remote_server_from_args
+from ..avatar.loading import DEFAULT_AVATAR, make_backend_from_args, remote_server_from_args
+from ..cli.console import EXIT_BAD_INPUT, report_error
+from ..cli.output_paths import check_output_file
+from ..run.live_session import LiveSession
+from ..run.renderer import LocalRenderer, RemoteRenderer, RenderChoice, Renderer, RenderTarget
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .main_window import MainWindow
 from .settings_store import SettingsStore

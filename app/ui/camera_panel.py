@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
-from ..stages.capture import parse_source
+from ..live.capture import parse_source
 
 RESOLUTIONS = ((640, 480), (1280, 720), (1920, 1080))
 

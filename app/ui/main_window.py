@@ -17,14 +17,14 @@ import cv2
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..animator import Status
+from ..animation.animator import Status
 from ..face.crop import transform_points
 from ..face.driving import DrivingFace
-from ..live_session import LiveSession, SessionCallbacks, VirtualCameraState
-from ..pipeline import TRACKED, OutputFrame
-from ..renderer import RenderChoice, Renderer
+from ..live.capture import CameraRequest, parse_source
+from ..live.pipeline import TRACKED, OutputFrame
+from ..run.live_session import LiveSession, SessionCallbacks, VirtualCameraState
+from ..run.renderer import RenderChoice, Renderer
 from ..settings import LiveSettings
-from ..stages.capture import CameraRequest, parse_source
 from .animation_panel import AnimationPanel
 from .avatar_panel import AvatarPanel
 from .camera_panel import CameraPanel

@@ -5,7 +5,7 @@ import logging
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..live_session import VirtualCameraState
+from ..run.live_session import VirtualCameraState
 from ..settings import KEY_GREEN, BackgroundMode, LiveSettings
 
 log = logging.getLogger(__name__)

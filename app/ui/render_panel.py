@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtWidgets
 
-from ..renderer import RenderChoice, RenderTarget
+from ..run.renderer import RenderChoice, RenderTarget
 
 TARGETS = (("this computer", RenderTarget.LOCAL), ("a server", RenderTarget.SERVER))
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
-from ..renderer import RenderChoice, RenderTarget
+from ..run.renderer import RenderChoice, RenderTarget
 from ..settings import AnimationSettings, BackgroundMode, SmoothingGroup, parse_size
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,263 @@
+"""The animator: one driving face in, one animated avatar frame out.
+
+It holds what a live session needs beyond the pure motion math of ``engines.motion``: the prepared
+avatar, the user's neutral reference, the motion smoothing and the face-lost state. All tunable
+behaviour comes from ``AnimationSettings`` (read once per frame). Motion is *relative*: the change
+of the user's pose and expression from their own neutral reference (the first steady frames, or
+re-taken with ``calibrate``) is applied to the avatar's by ``motion.animate_keypoints``, the
+function the parity kit checks.
+
+The per-frame chain stays on the backend's device: the driver's motion, its smoothing, the
+keypoint math, the MLPs, the renderer and (on a GPU) the paste-back are queued without waiting,
+and the frame's one device -> host transfer is the finished image with a validity byte. Only
+while a neutral reference is taken (a few frames) does the motion come to the host. The output's
+background (``AnimationSettings.background``) is composited last, on the device where the
+paste-back runs there (``app.compositing.background``); still, held and neutral frames get it too.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import torch
+
+from engines import motion
+from engines.backend import InferenceBackend
+
+from ..avatar.prepared import PreparedAvatar
+from ..compositing.background import BackgroundCompositor, mirrored, paste_and_compose
+from ..compositing.paste_device import DevicePasteBack
+from ..face.driving import DrivingFace
+from ..imaging.device_io import HostToDevice, fetch_image, fetch_images, image_to_tensor, render_to_planes
+from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
+from ..settings import AnimationSettings, BackgroundMode, LiveSettings
+from . import driver_motion as driver
+from .face_lost import FaceLostState
+from .retargeting import Retargeting, undriven_keypoints
+
+__all__ = ["AnimatedFrame", "Animator", "Status"]
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    NO_FACE_YET = "no face yet"
+    CALIBRATING = "calibrating neutral"
+    LIVE = "live"
+    HOLDING = "face lost: holding"
+    EASING = "face lost: easing to neutral"
+    NEUTRAL = "face lost: neutral"
+    SERVER_LOST = "render server unreachable: reconnecting"     # remote rendering only
+
+
+@dataclass(frozen=True)
+class AnimatedFrame:
+    image: np.ndarray      # what the outputs show: the avatar image (pasted) or the 512 crop, BGR
+    status: Status
+    rendered: bool         # False when a held / cached frame was returned without rendering
+
+
+class Animator:
+    """Per-frame animation of one avatar. ``process`` is called from one thread (the inference
+    stage); ``set_avatar`` and ``calibrate`` may be called from any thread and take effect on the
+    next frame.
+
+    ``paste_on_device``: blend the rendered crop into the avatar image on the backend's device
+    (default: on CUDA devices; on a CPU, OpenCV's paste-back is faster); the background is then
+    composited there too. ``segmenter``: makes the person segmenter of the background modes, on
+    first need (default: MediaPipe Selfie Segmentation)."""
+
+    def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar, *,
+                 paste_on_device: bool | None = None,
+                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.paste_on_device = backend.device.type == "cuda" if paste_on_device is None else paste_on_device
+        self.avatar = avatar
+        self.reference = driver.NeutralReference()
+        self.smoother = driver.MotionSmoother(backend.device)
+        self.face_lost = FaceLostState()
+        self.retargeting = Retargeting(backend.device)
+        self.last_keypoints: torch.Tensor | None = None   # x_d of the last rendered frame
+        self._upload = HostToDevice(backend.device)
+        self._lock = threading.Lock()
+        self._pending_avatar: PreparedAvatar | None = None
+        self._calibrate_requested = False
+        self._device_paste: DevicePasteBack | None = None
+        self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
+        self._last_image: np.ndarray | None = None
+        # what the cached images (_last_image, face_lost.neutral_image) were made for
+        self._output_key: tuple[BackgroundMode, bool, bool] | None = None
+        self.background = BackgroundCompositor(segmenter)
+        self._controls: tuple[AnimationSettings, motion.MotionControls] | None = None
+
+    # -- control (any thread) ------------------------------------------------------------------
+    def set_avatar(self, avatar: PreparedAvatar) -> None:
+        with self._lock:
+            self._pending_avatar = avatar
+
+    def calibrate(self) -> None:
+        """Take a new neutral reference from the next steady frames."""
+        with self._lock:
+            self._calibrate_requested = True
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference.final
+
+    def close(self) -> None:
+        """Release the background's person segmenter (MediaPipe's graph). Call it once no frame is
+        in flight; a later frame in a background mode would make a new one."""
+        self.background.close()
+
+    # -- per frame (inference thread) ----------------------------------------------------------
+    @torch.inference_mode()
+    def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
+        s = self.settings.snapshot()
+        self._apply_requests()
+        output_key = (s.background, s.paste_back, s.mirror)
+        if output_key != self._output_key:
+            # images kept for another output (background, full picture or crop, mirror) are made anew
+            self._output_key, self._last_image, self.face_lost.neutral_image = output_key, None, None
+        # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
+        # is queued: an upload from pageable memory waits for the device to finish what is queued
+        self.smoother.tune(s)
+        self.retargeting.prepare(s)
+        self._motion_controls(s)
+        if s.paste_back and self.paste_on_device:
+            self._paste_back_on_device()
+        self.background.prepare(self.avatar.face, s, self.backend.device if self.paste_on_device else None)
+        raw, valid = self._driver_motion(face, s) if face is not None else (None, None)
+        if raw is None:
+            return self._face_lost(t, s)
+        v = self.face_lost.seen(self.smoother(raw, t, s), t, s)
+        return self._render(v, s, Status.LIVE if self.reference.final else Status.CALIBRATING, valid)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _apply_requests(self) -> None:
+        with self._lock:
+            avatar, self._pending_avatar = self._pending_avatar, None
+            calibrate, self._calibrate_requested = self._calibrate_requested, False
+        if avatar is not None:
+            self.avatar = avatar
+            self._device_paste = None
+            self.face_lost.neutral_image = None
+            self._last_image = None
+            self.last_keypoints = None
+            self.background.reset()
+        if calibrate:
+            self.reference.reset()
+
+    def _driver_motion(self, face: DrivingFace, s: AnimationSettings) -> tuple[torch.Tensor | None, ...]:
+        """This frame's driver vector on the device and its validity flag (None: no flag needed),
+        or (None, None) for a frame to treat as faceless."""
+        # both uploads first, then the work: nothing below waits for the device until the fetch
+        crop = image_to_tensor(face.network_input, self.backend.device, lambda rgb: self._upload("crop", rgb))
+        ratios = self._upload("ratios", face.open_ratios.astype(np.float32))
+        raw = driver.driver_vector(self.backend.motion(crop), ratios)
+        valid: torch.Tensor | None = None
+        if not self.reference.final:
+            # calibrating: the steadiness test reads the motion on the host (a few frames only)
+            host = raw.double().cpu().numpy()
+            if not np.isfinite(host).all():
+                log.warning("motion extractor returned NaN/inf; frame skipped")
+                return None, None
+            self.reference.add(host, s.reference_frames, raw.device)
+        else:
+            # live: a NaN/inf motion is replaced by the last valid one on the device (no waiting
+            # here); the flag comes back with the image and the frame is then dropped
+            valid = torch.isfinite(raw).all()
+            raw = torch.where(valid, raw, self._last_raw if self._last_raw is not None else self.reference.vector)
+        self._last_raw = raw
+        return raw, valid
+
+    def _face_lost(self, t: float, s: AnimationSettings) -> AnimatedFrame:
+        if self.face_lost.last_motion is None or self.reference.vector is None:
+            # nothing animated yet: the avatar as it is (never the camera image)
+            return AnimatedFrame(self._still_avatar(s), Status.NO_FACE_YET, rendered=False)
+        lost = self.face_lost.lost(t, s)
+        if lost.holding and self._last_image is not None:
+            return AnimatedFrame(self._last_image, Status.HOLDING, rendered=False)
+        if lost.neutral and self.face_lost.neutral_image is not None:
+            return AnimatedFrame(self.face_lost.neutral_image, Status.NEUTRAL, rendered=False)
+        v = self.face_lost.eased(lost, self.reference.vector)
+        self.smoother(v, t, s)        # keep the filters on the eased motion: resuming glides from here
+        frame = self._render(v, s, Status.NEUTRAL if lost.neutral else Status.EASING)
+        if lost.neutral and frame.rendered:
+            self.face_lost.neutral_image = frame.image
+        return frame
+
+    def _still_avatar(self, s: AnimationSettings) -> np.ndarray:
+        img = self.background.still(self.avatar.face, s)
+        return mirrored(img) if s.mirror else img
+
+    def _render(self, v: torch.Tensor, s: AnimationSettings, status: Status,
+                valid: torch.Tensor | None = None) -> AnimatedFrame:
+        a = self.avatar
+        try:
+            x_d = self._driving_keypoints(v, s)
+        except ValueError as e:     # degenerate geometry: keep the last frame
+            log.warning("frame skipped: %s", e)
+            return self._skipped(s, status)
+        finite = torch.isfinite(x_d).all()
+        valid = finite if valid is None else valid & finite
+        x_d = torch.where(finite, x_d, self.last_keypoints if self.last_keypoints is not None else a.x_s)
+        self.last_keypoints = x_d
+        planes = render_to_planes(self.backend.render(a.feature, a.x_s, x_d))
+        if s.paste_back and self.paste_on_device:
+            planes = self._paste_back_on_device()(planes)
+        if self.paste_on_device and not s.background.keeps:
+            # composited on the device; the small unkeyed region to segment comes in the same fetch
+            # (the small copy only on the frames that segment)
+            parts = [p for p in self.background.compose_on_device(planes, a.face, s, self._upload) if p is not None]
+            fetched, ok = fetch_images(parts, valid)
+            small = fetched[1] if len(fetched) > 1 else None
+            image = self.background.finish(fetched[0], small, a.face, s) if ok else fetched[0]
+        else:
+            image, ok = fetch_image(planes, valid)
+            if ok and s.paste_back and self.paste_on_device:
+                image = self.background.compose(self._paste_back_on_device().compose(image), a.face, s)
+            elif ok:
+                image = paste_and_compose(image, a.face, s, self.background)
+        if not ok:
+            log.warning("frame skipped: NaN or inf in the driver's motion or the driving keypoints")
+            return self._skipped(s, status)
+        image = mirrored(image) if s.mirror else image
+        self._last_image = image
+        return AnimatedFrame(image, status, rendered=True)
+
+    def _skipped(self, s: AnimationSettings, status: Status) -> AnimatedFrame:
+        if self._last_image is not None:
+            return AnimatedFrame(self._last_image, status, rendered=False)
+        return AnimatedFrame(self._still_avatar(s), status, rendered=False)
+
+    def _paste_back_on_device(self) -> DevicePasteBack:
+        if self._device_paste is None:
+            face = self.avatar.face
+            self._device_paste = DevicePasteBack(face.image, face.transform.M_c2o, face.paste,
+                                                 face.transform.dsize, self.backend.device)
+        return self._device_paste
+
+    def _motion_controls(self, s: AnimationSettings) -> motion.MotionControls:
+        if self._controls is None or self._controls[0] is not s:
+            self._controls = (s, motion.MotionControls.make(
+                self.backend.device, rotation_multiplier=s.rotation_multiplier,
+                rotation_limit_deg=s.rotation_limit_deg, expression_multiplier=s.expression_multiplier,
+                undriven_keypoints=undriven_keypoints(s), translation_lock=s.translation_lock))
+        return self._controls[1]
+
+    def _driving_keypoints(self, v: torch.Tensor, s: AnimationSettings) -> torch.Tensor:
+        """x_d from the (smoothed) driver vector, all on the device: ``motion.animate_keypoints``
+        with the settings' controls, relative to the neutral reference."""
+        a = self.avatar
+        return motion.animate_keypoints(
+            a.info, a.x_s, driver.driving_motion(v), self.reference.motion,
+            stitching_net=self.backend.stitching if s.stitching else None, option=s.driving_option,
+            x_d_ref=a.expression_reference, expression_multiplier=a.expression_multiplier,
+            lip_delta=a.lip_normalization if s.normalize_lip and s.lip_mode == "off" else None,
+            R_s=a.R_s, controls=self._motion_controls(s), check_finite=False,
+            retargeting=self.retargeting.offsets(v, self.reference.vector, a, self.backend, s)).final

@@ -1,0 +1,4 @@
+"""The render server: sessions over WebSockets (``service``, ``session``), W+G batched across
+sessions (``batching``), the Ray Serve deployment (``deployment``), ``main.py serve`` (``cli``) and
+a server in a child process for tests and benchmarks (``local_server``). Needs
+``requirements-server.txt``."""

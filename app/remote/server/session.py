@@ -1,0 +1,120 @@
+"""One live session on the render server: the client's avatar, prepared on the server's backend,
+and an ``Animator`` holding the session's neutral reference, smoothing and face-lost state. It
+turns decoded protocol messages into animated 512 x 512 crops; the WebSocket loop around it is
+``app.remote.server.service``. Methods are called from one worker thread at a time.
+
+The server animates the crop only: paste-back, mirror and background are the client's (its
+settings for them never reach the server), so the session's settings pin them to "crop, unmirrored,
+keep"."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.backend import InferenceBackend
+
+from ...animation.animator import Animator
+from ...avatar.face import avatar_face_from_crop
+from ...avatar.prepared import prepare_avatar
+from ...face import crop as fc
+from ...face.driving import DrivingFace
+from ...imaging.segmentation import EllipseSegmenter
+from ...settings import AnimationSettings, BackgroundMode, LiveSettings
+from .. import protocol as p
+
+SERVER_SIDE_OUTPUT = {"paste_back": False, "mirror": False, "background": BackgroundMode()}
+_NO_TRANSFORM = fc.CropTransform(M_o2c=np.eye(3)[:2], M_c2o=np.eye(3)[:2], dsize=fc.DRIVING_CROP.dsize)
+
+
+class RenderSession:
+    """``frame_format``: how driving crops come and animated crops go (``jpeg`` or ``raw``)."""
+
+    def __init__(self, backend: InferenceBackend, frame_format: str, quality: int = 90,
+                 limits: p.Limits | None = None) -> None:
+        self.backend = backend
+        self.frame_format = frame_format
+        self.quality = quality
+        self.limits = limits or p.Limits()
+        self.settings = LiveSettings(AnimationSettings(**SERVER_SIDE_OUTPUT))
+        self.revision = 0
+        self.animator: Animator | None = None
+        self._next_frame_at = 0.0
+
+    # -- messages (worker thread) --------------------------------------------------------------
+    def set_avatar(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+        """An ``avatar`` message: prepare it (F and M) and answer ``avatar_ready``."""
+        t0 = time.perf_counter()
+        fmt = p.choice(header, "format", p.AVATAR_FORMATS)
+        crop = p.decode_image(payload, fmt, p.CROP_SHAPE)
+        face = avatar_face_from_crop(crop, p.ratios(header, "eye_ratios", 2), p.ratios(header, "lip_ratio", 1))
+        with torch.inference_mode():
+            avatar = prepare_avatar(face, self.backend)
+        if self.animator is None:
+            # the segmenter is never needed: the server's output keeps the background
+            self.animator = Animator(self.backend, self.settings, avatar, paste_on_device=False,
+                                     segmenter=EllipseSegmenter)
+        else:
+            self.animator.set_avatar(avatar)
+        return {"type": "avatar_ready", "ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    def apply_settings(self, message: dict[str, Any]) -> None:
+        revision = p.integer(message, "revision")
+        changes = p.settings_from_wire(message.get("values"))
+        try:
+            self.settings.update(**changes)
+        except (TypeError, ValueError) as e:
+            raise p.ProtocolError(f"settings: {e}") from None
+        self.revision = revision
+
+    def calibrate(self) -> None:
+        if self.animator is not None:
+            self.animator.calibrate()
+
+    def frame(self, header: dict[str, Any], payload: bytes) -> bytes:
+        """A ``frame`` message -> the binary ``result`` message."""
+        if self.animator is None:
+            raise p.ProtocolError("frame before avatar")
+        seq = p.integer(header, "seq")
+        t = p.number(header, "t")
+        has_face = header.get("face")
+        if not isinstance(has_face, bool):
+            raise p.ProtocolError("frame.face: expected true or false")
+        t0 = time.perf_counter()
+        face = None
+        if has_face:
+            crop = p.decode_image(payload, self.frame_format, p.DRIVING_SHAPE)
+            r = p.ratios(header, "ratios", 3)
+            face = DrivingFace(network_input=crop, landmarks=np.zeros((0, 2), np.float32), transform=_NO_TRANSFORM,
+                               eye_ratios=r[None, :2], lip_ratio=r[None, 2:])
+        elif payload:
+            raise p.ProtocolError("frame: a faceless frame carries no image")
+        result: dict[str, Any] = {"type": "result", "seq": seq, "revision": self.revision}
+        t1 = time.perf_counter()
+        out = self.animator.process(face, t)
+        t2 = time.perf_counter()
+        image = p.encode_image(out.image, self.frame_format, self.quality) if out.rendered else b""
+        t3 = time.perf_counter()
+        result.update(status=str(out.status), rendered=out.rendered, reference=self.animator.has_reference,
+                      ms={"decode": _ms(t0, t1), "animate": _ms(t1, t2), "encode": _ms(t2, t3)})
+        return p.pack(result, image)
+
+    def close(self) -> None:
+        if self.animator is not None:
+            self.animator.close()
+            self.animator = None
+
+    def delay(self, now: float) -> float:
+        """Seconds the next frame must wait to keep the session within ``max_fps`` (one frame of
+        slack, so an uneven stream under the cap is not slowed). Frames over the cap are delayed,
+        never dropped: the client's own queue then drops its oldest, as it does for a slow device."""
+        interval = 1.0 / self.limits.max_fps
+        wait = max(0.0, self._next_frame_at - interval - now)
+        self._next_frame_at = max(now + wait, self._next_frame_at) + interval
+        return wait
+
+
+def _ms(a: float, b: float) -> float:
+    return round((b - a) * 1000, 3)

@@ -1,0 +1,125 @@
+"""Where the live session's animation stage runs: on this computer (``LocalRenderer``: an
+``Animator`` on an inference backend) or on a render server (``RemoteRenderer``: a
+``RemoteAnimator``; no weights and no networks here). Capture, tracking, paste-back, preview and
+virtual camera stay local either way.
+
+A renderer makes its animator (connected, for a server) and turns an avatar file, or the face of
+an avatar prepared for another renderer, into what that animator's ``set_avatar`` takes: an object
+with the ``AvatarFace`` as ``.face``. ``RenderChoice`` is the user's choice as the window and its
+settings hold it."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from engines.backend import InferenceBackend
+
+from ..animation.animator import Animator
+from ..animation.frames import FrameAnimator
+from ..avatar.face import AvatarFace
+from ..avatar.loading import load_avatar, load_avatar_face
+from ..avatar.prepared import PreparedAvatar, prepare_avatar
+from ..settings import LiveSettings
+
+if TYPE_CHECKING:
+    from ..remote.client import RemoteAnimator, RemoteAvatar, RemoteServer
+
+log = logging.getLogger(__name__)
+
+class Renderer(Protocol):
+    remote: bool
+    where: str                  # for the window: "this computer" or the server's address
+
+    def load_avatar(self, path: str | Path) -> Any:
+        """Avatar file -> what ``animator``'s ``set_avatar`` takes (raises ImageError / NoFaceError)."""
+
+    def adopt(self, face: AvatarFace) -> Any:
+        """An avatar face already cropped (e.g. for the other renderer) -> the same as ``load_avatar``."""
+
+    def animator(self, settings: LiveSettings, avatar: Any) -> FrameAnimator:
+        """The animator for ``avatar``, ready for its first frame (``RemoteError`` for a server that
+        cannot be used)."""
+
+
+class LocalRenderer:
+    """Animating on this computer's ``backend``."""
+
+    remote = False
+    where = "this computer"
+
+    def __init__(self, backend: InferenceBackend) -> None:
+        self.backend = backend
+
+    def load_avatar(self, path: str | Path) -> PreparedAvatar:
+        return load_avatar(path, self.backend)
+
+    def adopt(self, face: AvatarFace) -> PreparedAvatar:
+        with torch.inference_mode():
+            return prepare_avatar(face, self.backend)
+
+    def animator(self, settings: LiveSettings, avatar: PreparedAvatar) -> Animator:
+        return Animator(self.backend, settings, avatar)
+
+
+class RemoteRenderer:
+    """Animating on the render server ``server``; the avatar is cropped and segmented here and
+    uploaded at each (re)connection."""
+
+    remote = True
+
+    def __init__(self, server: RemoteServer) -> None:
+        self.server = server
+        self.where = server.url
+
+    def load_avatar(self, path: str | Path) -> RemoteAvatar:
+        return self.adopt(load_avatar_face(path))
+
+    def adopt(self, face: AvatarFace) -> RemoteAvatar:
+        from ..remote.client import RemoteAvatar
+
+        return RemoteAvatar(face)
+
+    def animator(self, settings: LiveSettings, avatar: RemoteAvatar) -> RemoteAnimator:
+        from ..remote.client import RemoteAnimator
+
+        animator = RemoteAnimator(self.server, settings, avatar.face)
+        try:
+            animator.connect()
+        except BaseException:
+            animator.close()
+            raise
+        return animator
+
+
+class RenderTarget(StrEnum):
+    LOCAL = "local"
+    SERVER = "server"
+
+
+@dataclass(frozen=True)
+class RenderChoice:
+    """"Render on: this computer / a server" with the server's address (``ws://`` or ``wss://``)
+    and token; the token never appears in the repr."""
+
+    target: RenderTarget = RenderTarget.LOCAL
+    url: str = ""
+    token: str = field(default="", repr=False)
+
+    @property
+    def remote(self) -> bool:
+        return self.target is RenderTarget.SERVER
+
+    def server(self, **options: Any) -> RemoteServer:
+        """The server to render on (``RemoteServer.parse``'s options); ``RemoteError`` with one
+        line for an unusable address."""
+        from ..remote.client import RemoteError, RemoteServer
+
+        try:
+            return RemoteServer.parse(self.url, self.token or None, **options)
+        except RemoteError:
+            raise RemoteError(f"server address: expected ws://HOST:PORT or wss://HOST:PORT, got {self.url!r}") from None
