@@ -30,10 +30,11 @@ import torch
 from engines import motion
 from engines.backend import InferenceBackend
 from engines.device import synced_ms
+from engines.registry import make_backend
 from engines.select import BACKEND_KINDS
 
 from ..animation.animator import Animator
-from ..avatar.loading import DEFAULT_AVATAR, load_avatar, make_backend
+from ..avatar.loading import DEFAULT_AVATAR, load_avatar
 from ..avatar.prepared import PreparedAvatar
 from ..cli.console import native_output_silenced
 from ..face.tracker import LandmarkSource, MediaPipeFaceMesh

@@ -39,8 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from engines.registry import make_backend
+
 from ..animation.animator import Animator
-from ..avatar.loading import DEFAULT_AVATAR, load_avatar, load_avatar_face, make_backend
+from ..avatar.loading import DEFAULT_AVATAR, load_avatar, load_avatar_face
 from ..cli.console import native_output_silenced
 from ..face.driving import DrivingFace
 from ..live.replay import LandmarkRecording, load_landmarks, record_landmarks, save_landmarks

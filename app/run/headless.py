@@ -5,14 +5,15 @@ import argparse
 import logging
 
 from ..animation.frames import FrameAnimator
-from ..avatar.loading import DEFAULT_AVATAR, make_backend_from_args, remote_server_from_args
+from ..avatar.loading import DEFAULT_AVATAR
 from ..cli.console import EXIT_INTERRUPTED, EXIT_OK
+from ..cli.options import backend_from_args
 from ..cli.output_paths import check_output_file
 from ..live.capture import CameraRequest, CameraSource
 from ..live.sinks import OutputStage, RecordingError, Sink, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
 from ..live.wiring import build_pipeline
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
-from .renderer import LocalRenderer, RemoteRenderer
+from .renderer import LocalRenderer, RemoteRenderer, remote_server_from_args
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def make_animator(args: argparse.Namespace, live: LiveSettings) -> FrameAnimator
     """The local animator (backend and avatar from ``args``), or with ``--remote`` one that animates
     on a render server, connected (``RemoteError`` when the server cannot be used)."""
     renderer = (RemoteRenderer(remote_server_from_args(args)) if args.remote
-                else LocalRenderer(make_backend_from_args(args)))
+                else LocalRenderer(backend_from_args(args)))
     return renderer.animator(live, renderer.load_avatar(args.avatar or DEFAULT_AVATAR))
 
 

@@ -9,6 +9,7 @@ with the ``AvatarFace`` as ``.face``. ``RenderChoice`` is the user's choice as t
 settings hold it."""
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,6 +25,7 @@ from ..animation.frames import FrameAnimator
 from ..avatar.face import AvatarFace
 from ..avatar.loading import load_avatar, load_avatar_face
 from ..avatar.prepared import PreparedAvatar, prepare_avatar
+from ..cli.options import token_from_args
 from ..settings import LiveSettings
 
 if TYPE_CHECKING:
@@ -123,3 +125,14 @@ class RenderChoice:
             return RemoteServer.parse(self.url, self.token or None, **options)
         except RemoteError:
             raise RemoteError(f"server address: expected ws://HOST:PORT or wss://HOST:PORT, got {self.url!r}") from None
+
+
+def remote_server_from_args(args: argparse.Namespace) -> RemoteServer:
+    """The render server of ``--remote``, ``--token`` / ``--token-file``, ``--remote-format`` and
+    ``--remote-ca``."""
+    from ..remote.client import RemoteServer
+
+    token = token_from_args(args)
+    if args.remote_ca and not Path(args.remote_ca).is_file():
+        raise ValueError(f"--remote-ca: {args.remote_ca} not found")
+    return RemoteServer.parse(args.remote, token, frame_format=args.remote_format, ca_file=args.remote_ca)

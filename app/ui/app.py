@@ -16,11 +16,12 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..avatar.loading import DEFAULT_AVATAR, make_backend_from_args, remote_server_from_args
+from ..avatar.loading import DEFAULT_AVATAR
 from ..cli.console import EXIT_BAD_INPUT, report_error
+from ..cli.options import backend_from_args
 from ..cli.output_paths import check_output_file
 from ..run.live_session import LiveSession
-from ..run.renderer import LocalRenderer, RemoteRenderer, RenderChoice, Renderer, RenderTarget
+from ..run.renderer import LocalRenderer, RemoteRenderer, RenderChoice, Renderer, RenderTarget, remote_server_from_args
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .main_window import MainWindow
 from .settings_store import SettingsStore
@@ -40,7 +41,7 @@ class RendererFactory:
         if choice.remote:
             return RemoteRenderer(choice.server(frame_format=self.args.remote_format, ca_file=self.args.remote_ca))
         if self._backend is None:
-            self._backend = make_backend_from_args(self.args)
+            self._backend = backend_from_args(self.args)
         return LocalRenderer(self._backend)
 
 

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from ...avatar.loading import token_from_args
 from ...cli.console import EXIT_INTERRUPTED, EXIT_OK
+from ...cli.options import token_from_args
 from .. import protocol as p
 
 log = logging.getLogger(__name__)

@@ -85,7 +85,7 @@ api = FastAPI(title="AvatarCam render server", docs_url=None, redoc_url=None, op
 @serve.ingress(api)
 class RenderServer:
     def __init__(self, options: ServerOptions) -> None:
-        from ...avatar.loading import make_backend  # loads the networks: in the replica only
+        from engines.registry import make_backend  # loads the networks: in the replica only
 
         _log_our_lines()
         if options.cpu_threads:
