@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from fakes import fake_face, make_animator, run_main
 
-from app.animation.animator import Status
+from app.animation.frames import Status
 from app.avatar.face import prepare_avatar_face
 from app.avatar.prepared import prepare_avatar
 from app.compositing.background import EDGE_LOW, BackgroundCompositor, backdrop, cover, output_layout

@@ -12,7 +12,7 @@ import pytest
 import torch
 from fakes import ScriptedBackend, fake_face, make_animator
 
-from app.animation.animator import Status
+from app.animation.frames import Status
 from app.compositing.paste_device import DevicePasteBack
 from app.face import crop as fc
 from app.imaging.device_io import fetch_image, fetch_images, image_to_tensor, pack_frames, unpack_frames

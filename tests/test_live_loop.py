@@ -13,7 +13,8 @@ import pytest
 import torch
 from fakes import FakeVirtualCamera, ScriptedBackend, fake_face, make_animator
 
-from app.animation.animator import Animator, Status
+from app.animation.animator import Animator
+from app.animation.frames import Status
 from app.avatar.face import prepare_avatar_face
 from app.avatar.prepared import prepare_avatar
 from app.face.tracker import MediaPipeFaceMesh

@@ -18,7 +18,8 @@ from render_server import running
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from app.animation.animator import Animator, Status
+from app.animation.animator import Animator
+from app.animation.frames import Status
 from app.avatar.prepared import prepare_avatar
 from app.imaging.segmentation import EllipseSegmenter
 from app.remote import protocol as p

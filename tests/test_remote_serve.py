@@ -19,7 +19,7 @@ import pytest
 from fakes import fake_face, run_main
 from test_bad_input import assert_outcome, recorded_frames
 
-from app.animation.animator import Status
+from app.animation.frames import Status
 from app.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from app.remote import protocol as p
 from app.remote.client import RemoteAnimator, RemoteServer

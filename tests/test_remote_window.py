@@ -15,7 +15,8 @@ from fakes import local_session, run_main
 from PySide6 import QtCore, QtGui
 from render_server import render_server
 
-from app.animation.animator import Animator, Status
+from app.animation.animator import Animator
+from app.animation.frames import Status
 from app.avatar.loading import DEFAULT_AVATAR
 from app.avatar.prepared import prepare_avatar
 from app.live.capture import read_video_frames

@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import torch
@@ -37,28 +35,10 @@ from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from ..settings import AnimationSettings, BackgroundMode, LiveSettings
 from . import driver_motion as driver
 from .face_lost import FaceLostState
+from .frames import AnimatedFrame, Status
 from .retargeting import Retargeting, undriven_keypoints
 
-__all__ = ["AnimatedFrame", "Animator", "Status"]
-
 log = logging.getLogger(__name__)
-
-
-class Status(StrEnum):
-    NO_FACE_YET = "no face yet"
-    CALIBRATING = "calibrating neutral"
-    LIVE = "live"
-    HOLDING = "face lost: holding"
-    EASING = "face lost: easing to neutral"
-    NEUTRAL = "face lost: neutral"
-    SERVER_LOST = "render server unreachable: reconnecting"     # remote rendering only
-
-
-@dataclass(frozen=True)
-class AnimatedFrame:
-    image: np.ndarray      # what the outputs show: the avatar image (pasted) or the 512 crop, BGR
-    status: Status
-    rendered: bool         # False when a held / cached frame was returned without rendering
 
 
 class Animator:

@@ -1,4 +1,4 @@
-"""The driving stage: a webcam frame in, the face crop the motion extractor needs out (or None
+"""The tracking stage: a webcam frame in, the face crop the motion extractor needs out (or None
 when there is no face), with the crop framing smoothed over time."""
 from __future__ import annotations
 
@@ -52,3 +52,7 @@ class DrivingCropper:
     def reset(self) -> None:
         self.smoother.reset()
         self.source.reset()
+
+    def close(self) -> None:
+        """Close the landmark source (the tracking stage owns it)."""
+        self.source.close()

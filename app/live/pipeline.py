@@ -22,17 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from ..animation.animator import AnimatedFrame, Status
-from ..animation.frames import AnimationStage
-from ..face.driving import DrivingFace
+from ..animation.frames import TRACKED, AnimatedFrame, FrameAnimator
+from ..face.driving import DrivingCropper, DrivingFace
 from .capture import FrameSource
 from .sinks import OutputStage
-from .tracking import TrackingStage
 
 log = logging.getLogger(__name__)
 
 _END = object()          # end of stream, passed down the chain
-TRACKED = (Status.LIVE, Status.CALIBRATING)
 
 
 @dataclass
@@ -156,12 +153,12 @@ class Pipeline:
     except in lossless mode, where they are the video's own (frame index / frame rate): an offline
     render then comes out the same however long each frame takes."""
 
-    def __init__(self, camera: FrameSource, tracking: TrackingStage, animation: AnimationStage,
+    def __init__(self, camera: FrameSource, tracking: DrivingCropper, animator: FrameAnimator,
                  output: OutputStage, *, lossless: bool = False, max_tracked_frames: int | None = None,
                  on_frame: Callable[[OutputFrame], None] | None = None,
                  on_tracked: Callable[[DrivingFace | None], None] | None = None,
                  keep_outputs_open: bool = False) -> None:
-        self.camera, self.tracking, self.animation, self.output = camera, tracking, animation, output
+        self.camera, self.tracking, self.animator, self.output = camera, tracking, animator, output
         self.lossless = lossless
         self.max_tracked_frames = max_tracked_frames
         self.on_frame = on_frame
@@ -297,7 +294,7 @@ class Pipeline:
         tracked = 0
         try:
             for item in self._packets(self.q_tracked):
-                frame = _timed(item.times, "animation", self.animation.process, item.face, item.t_motion)
+                frame = _timed(item.times, "animation", self.animator.process, item.face, item.t_motion)
                 self.q_output.put(OutputFrame(item.index, item.t_capture, frame, item.times), self.stop_event)
                 tracked += frame.status in TRACKED
                 if self.max_tracked_frames is not None and tracked >= self.max_tracked_frames:

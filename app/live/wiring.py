@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..animation.frames import AnimationStage, FrameAnimator
-from ..face.driving import DrivingFace
+from ..animation.frames import FrameAnimator
+from ..face.driving import DrivingCropper, DrivingFace
 from ..face.tracker import LandmarkSource, MediaPipeFaceMesh
 from .capture import FrameSource
 from .pipeline import OutputFrame, Pipeline
 from .sinks import OutputStage, Sink
-from .tracking import TrackingStage
 
 
 def build_pipeline(camera: FrameSource, animator: FrameAnimator, output: OutputStage | Sequence[Sink] = (), *,
@@ -26,7 +25,7 @@ def build_pipeline(camera: FrameSource, animator: FrameAnimator, output: OutputS
     sinks of a new one. ``landmarks``: the tracking stage's source, closed when the stage ends;
     default a new MediaPipe face mesh. The keyword options are ``Pipeline``'s."""
     stage = output if isinstance(output, OutputStage) else OutputStage(list(output))
-    tracking = TrackingStage(landmarks if landmarks is not None else MediaPipeFaceMesh())
-    return Pipeline(camera, tracking, AnimationStage(animator), stage, lossless=lossless,
+    tracking = DrivingCropper(landmarks if landmarks is not None else MediaPipeFaceMesh())
+    return Pipeline(camera, tracking, animator, stage, lossless=lossless,
                     max_tracked_frames=max_tracked_frames, on_frame=on_frame, on_tracked=on_tracked,
                     keep_outputs_open=keep_outputs_open)

@@ -23,7 +23,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from ..animation.animator import AnimatedFrame, Status
+from ..animation.frames import AnimatedFrame, Status
 from ..avatar.face import AvatarFace
 from ..compositing.background import BackgroundCompositor, mirrored, paste_and_compose
 from ..face.driving import DrivingFace

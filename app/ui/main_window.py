@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..animation.animator import Status
+from ..animation.frames import TRACKED, Status
 from ..face.crop import transform_points
 from ..face.driving import DrivingFace
 from ..live.capture import CameraRequest, parse_source
-from ..live.pipeline import TRACKED, OutputFrame
+from ..live.pipeline import OutputFrame
 from ..run.live_session import LiveSession, SessionCallbacks, VirtualCameraState
 from ..run.renderer import RenderChoice, Renderer
 from ..settings import LiveSettings
