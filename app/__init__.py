@@ -1,6 +1,6 @@
 """AvatarCam's application: webcam frames in, an animated avatar out (virtual camera, preview,
 recorder), on the networks and motion math of ``engines``. One subpackage per concern, in the
-order they may depend on each other (ARCHITECTURE.md has the table; tests/unit/test_layers.py
+order they may depend on each other (ARCHITECTURE.md has the table; tests/test_layers.py
 checks it):
 
 ``settings`` (the parameter object), ``cli`` (console, options), ``imaging`` (image files, device

@@ -46,8 +46,8 @@ KIT_NAMES = {"appearance": "appearance_feature_extractor", "motion": "motion_ext
              "lip": "retarget_mouth", "eye": "retarget_eye"}
 MLPS = ("stitching", "lip", "eye")            # fp32 always, as in the official code
 CHANNELS_LAST_NETS = ("appearance", "motion", "generator")   # what TorchBackend turns channels-last
-GRAPH_ATOL = {"exp": 1e-3, "yaw": 1e-2, "render": 2e-3}     # tests/test_device_chain.py's graph-vs-eager tolerances
-GRID_SAMPLE_FP32_ATOL = 1e-5                                 # tests/test_grid_sample_op.py's
+GRAPH_ATOL = {"exp": 1e-3, "yaw": 1e-2, "render": 2e-3}  # graph vs eager, as tests/app/animation/test_device_chain.py
+GRID_SAMPLE_FP32_ATOL = 1e-5                                 # tests/engines/test_grid_sample_op.py's
 GRID_SAMPLE_FP16_TOL = 2e-3                                  # |d| <= tol + tol |ref|, as its fp16 test
 
 

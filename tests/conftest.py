@@ -8,10 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from support import REPO_ROOT
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -85,5 +82,15 @@ def avatar_face():
         mesh.close()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: starts a render server (Ray); deselect with -m 'not slow'")
+TIERS = ("unit", "integration", "gpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to exactly one tier: ``integration`` or ``gpu`` when marked so (by the
+    test, its class or its module's ``pytestmark``), else ``unit``."""
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: marked with several tiers {sorted(tiers)}")
+        if not tiers:
+            item.add_marker(pytest.mark.unit)

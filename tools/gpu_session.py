@@ -39,7 +39,7 @@ DEVICE_COMMAND = (
     f"timeout {COMMAND_LIMIT_S} python3 -m app.diagnostics.gpucheck --out $OUT --parity-dir {STAGE} "
     f"--landmarks {LANDMARKS} "
     "2>&1 | tee $OUT/gpucheck.log; rc=$?; "
-    "timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_grid_sample_op.py -k cuda 2>&1 | tail -3; "
+    "timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/engines 2>&1 | tail -3; "
     "exit $rc")
 
 

@@ -58,7 +58,7 @@ LANDMARKS_203 = LandmarkLayout(
 #   mouth corners 61/291, inner-lip mid-points 13/14;
 #   box = face oval below the eyebrows + both eyebrows (the forehead part of the oval is left out:
 #   hair, hats and pitch make it unstable, and the official 203-point box has no forehead either).
-# Calibration (see app/face/calibration.py and tests/test_mediapipe_framing.py): on the kit's d0.mp4,
+# Calibration (see app/face/calibration.py and tests/app/face/test_face_tracking.py): on the kit's d0.mp4,
 # which is in the official driving framing, these constants make the driving crop the identity on
 # average. The eye-ratio scale maps MediaPipe's open-eye level on d0.mp4 (90th percentile 0.346)
 # to the official 203-point level on the kit's d5/d7/d8 templates (0.326); the lip ratios use the

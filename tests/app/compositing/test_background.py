@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fakes import fake_face, make_animator, run_main
+from support.fakes import fake_face, make_animator, run_main
 
 from app.animation.frames import Status
 from app.avatar.face import prepare_avatar_face
@@ -306,6 +306,7 @@ def drive(face, faces, background: str):
 
 
 @pytest.mark.parametrize("name", ["s0.jpg", "s1.jpg", "s2.jpg"])
+@pytest.mark.integration
 def test_key_mode_on_real_portraits_and_video(examples: Path, d0_faces, segmenter, name: str) -> None:
     mesh = MediaPipeFaceMesh()
     try:
@@ -340,6 +341,7 @@ def test_the_mask_is_still_on_a_still_stretch_of_d0(avatar_face, d0_faces) -> No
 
 
 # --------------------------------------------------------------------------- the command line
+@pytest.mark.integration
 def test_cli_rejects_a_bad_background(tmp_path: Path) -> None:
     bad = run_main("--headless", "--background", "green", timeout=60)
     assert bad.returncode == 2 and "--background" in bad.stderr
@@ -349,6 +351,7 @@ def test_cli_rejects_a_bad_background(tmp_path: Path) -> None:
     assert "background image not found" in missing.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.integration
 def test_headless_records_the_key_background(d0: Path, tmp_path: Path) -> None:
     out = tmp_path / "key.mp4"
     run = run_main("--headless", "--backend", "stub", "--device", "cpu", "--camera", str(d0), "--record", str(out),

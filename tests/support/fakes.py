@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyvirtualcam
@@ -19,6 +18,7 @@ from app.imaging.segmentation import EllipseSegmenter, PersonSegmenter
 from app.settings import AnimationSettings, LiveSettings
 from engines import motion
 from engines.backend import StubBackend
+from support import REPO_ROOT
 
 
 class FakeVirtualCamera:
@@ -108,7 +108,6 @@ def local_session(avatar_face, settings: LiveSettings, callbacks=None, **options
                        callbacks, **options)
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_main(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes import ScriptedBackend, fake_face, make_animator
+from support import needs_cuda
+from support.fakes import ScriptedBackend, fake_face, make_animator
 
 from app.animation.frames import Status
 from app.compositing.paste_device import DevicePasteBack
@@ -21,7 +22,7 @@ from engines import motion
 from engines.backend import StubBackend
 from engines.device import HostReads, device_waits
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = needs_cuda()
 NO_SMOOTHING = smoothing_fields(0.0)
 
 

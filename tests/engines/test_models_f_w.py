@@ -4,7 +4,6 @@ checked separately with the parity kit."""
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,6 @@ from engines.models import build
 from engines.models.appearance_feature_extractor import AppearanceFeatureExtractor
 from engines.models.blocks3d import make_coordinate_grid
 from engines.models.warping_network import WarpingNetwork
-
-REPO = Path(__file__).resolve().parents[1]
 
 NETS = {
     "appearance_feature_extractor": AppearanceFeatureExtractor,

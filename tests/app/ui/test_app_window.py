@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakes import local_session, run_main  # also registers the fake virtual-camera backends
 from PySide6 import QtCore, QtGui
+from support.fakes import local_session, run_main  # also registers the fake virtual-camera backends
 
 from app.avatar.loading import DEFAULT_AVATAR
 from app.settings import LiveSettings
@@ -101,7 +101,7 @@ def test_image_without_face_keeps_the_old_avatar(window, qtbot, tmp_path: Path) 
 
 
 def test_virtual_camera_switch_uses_the_backend_and_shows_state(window, qtbot) -> None:
-    from fakes import FakeVirtualCamera
+    from support.fakes import FakeVirtualCamera
 
     window.output_panel.vcam.setChecked(True)
     assert window.session.vcam_state.value == "on"
@@ -185,6 +185,7 @@ def test_closing_the_window_stops_every_thread(qtbot, tmp_path: Path, d0: Path, 
     assert not alive and not camera.cap.isOpened()
 
 
+@pytest.mark.integration
 def test_screenshot_contract_with_real_networks(synthetic_weights_dir: Path, examples: Path, tmp_path: Path) -> None:
     """python main.py --avatar IMG --camera SRC --weights DIR --device cpu --max-frames N --screenshot OUT.png"""
     out = tmp_path / "shot.png"

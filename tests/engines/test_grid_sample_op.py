@@ -18,6 +18,7 @@ import textwrap
 import warnings
 
 import pytest
+import support
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,9 +32,9 @@ from engines.ops import (
 )
 from engines.ops import grid_sample3d as gs
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 W_SHAPE = ((1, 32, 16, 64, 64), (1, 16, 64, 64, 3))     # W's warp: feature volume and flow
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = support.needs_cuda()
 TRITON = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 
 
@@ -276,12 +277,13 @@ def test_onnx_torchscript_export_emits_grid_sample() -> None:
 
 # --------------------------------------------------------------------------- Triton / CUDA
 @TRITON
+@pytest.mark.integration
 def test_triton_kernel_in_interpreter() -> None:
     """The kernel's arithmetic on CPU through Triton's interpreter (where Triton is installed)."""
     script = textwrap.dedent("""
         import torch, torch.nn.functional as F
         from engines.ops._triton_grid_sample3d import launch_grid_sample_3d
-        from tests.test_grid_sample_op import boundary_grid, random_case
+        from tests.engines.test_grid_sample_op import boundary_grid, random_case
         worst = 0.0
         for in_shape, grid_shape in [((2, 3, 5, 7, 9), (2, 4, 6, 8, 3)), ((1, 32, 2, 8, 8), (1, 2, 8, 8, 3))]:
             feature, grid = random_case(in_shape, grid_shape)
@@ -293,7 +295,7 @@ def test_triton_kernel_in_interpreter() -> None:
         worst = max(worst, (launch_grid_sample_3d(feature, grid) - ref).abs().max().item())
         print(worst)
     """)
-    pythonpath = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    pythonpath = os.pathsep.join(p for p in (REPO_ROOT, f"{REPO_ROOT}/tests", os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=pythonpath)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=120)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import REPO_ROOT
 
 from app.avatar.loading import DEFAULT_AVATAR
 from app.diagnostics import gpucheck
@@ -20,8 +21,6 @@ from app.live.replay import load_landmarks, record_landmarks, save_landmarks
 from engines import gpucheck as eg
 from engines.backend import TorchBackend
 from engines.device import device_waits
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +35,7 @@ def landmark_file(d0_frames, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_quick_check_runs_every_section_and_writes_the_report(parity_dir: Path, d0: Path, landmark_file: Path,
                                                               tmp_path: Path) -> None:
     rc = gpucheck.main(["--out", str(tmp_path), "--quick", "--parity-dir", str(parity_dir), "--video", str(d0),
@@ -93,9 +93,9 @@ def test_the_timing_ladder_adds_one_optimisation_at_a_time_to_the_official_confi
     assert not any(v["compile"] for v in dict(eg.timing_variants(compile=False)).values())
 
 
+@pytest.mark.integration
 def test_a_wrong_network_fails_its_parity_check(parity_dir: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from broken_networks import build as build_broken
+    from support.broken_networks import build as build_broken
 
     kit = eg.load_kit(parity_dir)
     net = build_broken("appearance_feature_extractor")
@@ -143,6 +143,7 @@ def test_landmark_files_round_trip_and_refuse_other_videos(landmark_file: Path, 
         load_landmarks(junk)
 
 
+@pytest.mark.integration
 def test_the_check_imports_without_mediapipe_pyside_or_pyvirtualcam() -> None:
     code = ("import sys\n"
             "for name in ('mediapipe', 'PySide6', 'pyvirtualcam'): sys.modules[name] = None\n"
@@ -152,6 +153,7 @@ def test_the_check_imports_without_mediapipe_pyside_or_pyvirtualcam() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.integration
 def test_the_loop_benchmark_replays_a_landmark_file_without_mediapipe(landmark_file: Path, d0: Path,
                                                                       tmp_path: Path) -> None:
     # What the GPU machine runs: avatar preparation and the loop with MediaPipe absent.

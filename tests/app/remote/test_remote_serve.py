@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import fake_face, run_main
-from test_bad_input import assert_outcome, recorded_frames
+from support.fakes import fake_face, run_main
+from support.outcomes import assert_outcome, recorded_frames
 
 from app.animation.frames import Status
 from app.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED
@@ -25,6 +25,8 @@ from app.remote import protocol as p
 from app.remote.client import RemoteAnimator, RemoteServer
 from app.remote.server.local_server import LocalServer, free_port, serve_command
 from app.settings import AnimationSettings, LiveSettings
+
+pytestmark = pytest.mark.integration
 
 TOKEN = "render-server-test-token"
 CLIENT = ("--headless", "--no-virtual-camera", "--remote-format", "raw")

@@ -1,4 +1,4 @@
-"""Glue adapter for the parity kit (``check_parity.py --glue all --func tests/parity_adapter.py:glue``).
+"""Glue adapter for the parity kit (``check_parity.py --glue all --func tests/support/parity_adapter.py:glue``).
 
 It maps the kit's fixture inputs onto our motion and face-geometry functions and returns the
 outputs under the kit's names. It only translates names and array types: every number comes from
@@ -6,25 +6,20 @@ outputs under the kit's names. It only translates names and array types: every n
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from app.face import crop as face_crop  # noqa: E402
-from app.face.layout import LANDMARKS_203  # noqa: E402
-from app.face.ratios import eye_open_ratios, lip_open_ratio  # noqa: E402
-from engines import motion  # noqa: E402
+from app.face import crop as face_crop
+from app.face.layout import LANDMARKS_203
+from app.face.ratios import eye_open_ratios, lip_open_ratio
+from engines import motion
 
 
 def parity_dir() -> Path:
     """The parity kit: $LIVEPORTRAIT_PARITY_DIR, else ../shared/parity beside the repository."""
-    return Path(os.environ.get("LIVEPORTRAIT_PARITY_DIR", REPO_ROOT.parent / "shared" / "parity"))
+    return Path(os.environ.get("LIVEPORTRAIT_PARITY_DIR", Path(__file__).resolve().parents[3] / "shared" / "parity"))
 
 
 def _t(a: np.ndarray) -> torch.Tensor:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakes import run_export
+from support import needs_cuda
+from support.fakes import run_export
 
 from engines import tensorrt_runtime
 from engines.backend_tensorrt import TensorRTBackend, TensorRTBackendError, validate_engines
@@ -36,7 +37,7 @@ from export import tensorrt_build as tb
 from export import trt_compat
 
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="running TensorRT engines needs a CUDA GPU")
+requires_cuda = needs_cuda("running TensorRT engines needs a CUDA GPU")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -518,7 +519,7 @@ def test_backend_without_fallback_needs_every_engine(tmp_path, monkeypatch):
     assert TensorRTBackend(_fake_engine_dir(tmp_path, tb.GRAPHS)).name == "tensorrt-rtx"
 
 
-@needs_cuda
+@requires_cuda
 def test_engine_runs_like_onnxruntime_on_the_gpu(api, tmp_path):
     from engines.tensorrt_runtime import EngineLoadError, TrtEngine
 
@@ -561,6 +562,7 @@ def built_engines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     return out, proc.stdout + proc.stderr, weights
 
 
+@pytest.mark.integration
 def test_end_to_end_builds_all_engines_from_weights(built_engines, exported_onnx):
     out, text, weights = built_engines
     engines = json.loads((out / tb.ENGINES_JSON).read_text())["engines"]
@@ -579,7 +581,7 @@ def test_end_to_end_builds_all_engines_from_weights(built_engines, exported_onnx
     assert again.returncode == 0 and "0 engine(s) built, 6 unchanged" in again.stdout + again.stderr
 
 
-@needs_cuda
+@requires_cuda
 def test_backend_validates_engines_against_pytorch_on_the_gpu(built_engines):
     from engines.checkpoints import load_networks
 

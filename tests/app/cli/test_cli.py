@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import REPO_ROOT, run_main
+from support.fakes import REPO_ROOT, run_main
 
 from app.avatar.loading import DEFAULT_AVATAR
+
+pytestmark = pytest.mark.integration
 
 
 def test_start_up_check_runs_all_networks_on_official_layout(synthetic_weights_dir: Path) -> None:

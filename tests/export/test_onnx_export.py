@@ -15,7 +15,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from fakes import run_export  # noqa: E402
+from support import REPO_ROOT  # noqa: E402
+from support.fakes import run_export  # noqa: E402
 
 from engines import motion  # noqa: E402
 from engines.backend import TorchBackend  # noqa: E402
@@ -32,7 +33,8 @@ from export.onnx_export import (  # noqa: E402
     weights_fingerprint,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 N_OUTPUTS = sum(len(s.outputs) for s in GRAPH_SPECS.values())      # 12
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from fakes import REPO_ROOT, run_main
+from support.fakes import REPO_ROOT, run_main
+from support.outcomes import assert_outcome, recorded_frames
 
 import main
 from app.avatar.loading import DEFAULT_AVATAR
@@ -29,42 +30,11 @@ from app.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, native_ou
 from app.live.sinks import OutputStage, RecordingError, VideoRecorder
 from engines.weights import CHECKPOINT_FILES
 
-OUR_LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 STUB = ("--headless", "--backend", "stub", "--no-virtual-camera")
 PIPELINE_THREADS = ("capture", "tracking", "animation", "output")
 
 
 # --------------------------------------------------------------------------- helpers
-def foreign_lines(stderr: str) -> list[str]:
-    """Lines of standard error that are not our own log lines (indented continuation lines of a
-    multi-line log record count as foreign: none is expected)."""
-    return [line for line in stderr.splitlines() if line.strip() and not OUR_LOG_LINE.match(line)]
-
-
-def assert_outcome(status: int, stderr: str, expected_status: int, error: str | None = None) -> None:
-    assert status == expected_status, stderr[-3000:]
-    assert "Traceback" not in stderr
-    foreign = foreign_lines(stderr)
-    if error is None:
-        assert foreign == [], foreign
-    else:
-        assert len(foreign) == 1 and foreign[0].startswith("error: ") and error in foreign[0], foreign
-
-
-def recorded_frames(path: Path) -> list[np.ndarray]:
-    """Every frame of a video file, asserting that it opens."""
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} does not open"
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def assert_only_avatar(frames: list[np.ndarray], camera: list[np.ndarray]) -> None:
     """Privacy: every frame is the default avatar and the camera's picture appears in none."""
     avatar = cv2.imread(str(DEFAULT_AVATAR)).astype(int)
@@ -222,6 +192,7 @@ SUBPROCESS_ERRORS = [
 
 
 @pytest.mark.parametrize("args, message", [c[1:] for c in SUBPROCESS_ERRORS], ids=[c[0] for c in SUBPROCESS_ERRORS])
+@pytest.mark.integration
 def test_bad_input_shows_no_native_noise(args: list[str], message: str, bad, tmp_path: Path) -> None:
     argv = [a.format(dir=bad["dir"], d0=bad["d0"]) for a in args]
     if "--max-frames" not in argv:
@@ -231,6 +202,7 @@ def test_bad_input_shows_no_native_noise(args: list[str], message: str, bad, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_debug_log_level_lets_native_messages_through(bad) -> None:
     proc = run_main(*STUB, "--camera", str(bad["corrupt.mp4"]), "--log-level", "DEBUG")
     assert proc.returncode == EXIT_BAD_INPUT
@@ -238,6 +210,7 @@ def test_debug_log_level_lets_native_messages_through(bad) -> None:
     assert "error: cannot open video file" in proc.stderr
 
 
+@pytest.mark.integration
 def test_screenshot_to_an_unknown_format_fails_before_the_window_starts(bad, tmp_path: Path) -> None:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", AVATARCAM_SETTINGS=str(tmp_path / "settings.ini"))
     proc = run_main("--backend", "stub", "--camera", str(bad["d0"]), "--screenshot", str(tmp_path / "shot.txt"),
@@ -248,6 +221,7 @@ def test_screenshot_to_an_unknown_format_fails_before_the_window_starts(bad, tmp
 
 
 # --------------------------------------------------------------------------- end of a video file
+@pytest.mark.integration
 def test_video_with_fewer_faces_than_asked_says_how_many_and_exits_0(bad, tmp_path: Path) -> None:
     """Also the first screen of a normal start: only our own log lines."""
     out = tmp_path / "run.mp4"
@@ -257,6 +231,7 @@ def test_video_with_fewer_faces_than_asked_says_how_many_and_exits_0(bad, tmp_pa
     assert len(recorded_frames(out)) == 78
 
 
+@pytest.mark.integration
 def test_video_without_face_outputs_only_the_avatar(bad, tmp_path: Path) -> None:
     out = tmp_path / "run.mp4"
     proc = run_main(*STUB, "--camera", str(bad["noface.mp4"]), "--record", str(out))
@@ -268,6 +243,7 @@ def test_video_without_face_outputs_only_the_avatar(bad, tmp_path: Path) -> None
 
 
 # --------------------------------------------------------------------------- interrupted and failing live runs
+@pytest.mark.integration
 def test_ctrl_c_on_a_live_camera_without_face_keeps_a_playable_recording(bad, tmp_path: Path) -> None:
     """A live camera never ends for want of a face (the avatar holds); Ctrl+C does, with status 130,
     and the recording holds every frame so far, none of them showing the camera."""
@@ -289,6 +265,7 @@ def test_ctrl_c_on_a_live_camera_without_face_keeps_a_playable_recording(bad, tm
     assert_only_avatar(frames, recorded_frames(bad["noface.mp4"]))
 
 
+@pytest.mark.integration
 def test_recording_moved_mid_run_ends_the_run_and_stays_playable(bad, tmp_path: Path) -> None:
     out, moved = tmp_path / "live.mp4", tmp_path / "moved.mp4"
     proc = start_main(*STUB, "--camera", str(bad["d0"]), "--loop", "--record", str(out))
@@ -333,6 +310,7 @@ def test_every_accepted_recording_extension_is_written_and_plays(suffix: str, tm
 
 
 # --------------------------------------------------------------------------- weights (the kit's fake checkpoints)
+@pytest.mark.integration
 def test_truncated_checkpoint_is_named_before_the_camera_opens(synthetic_weights_dir: Path, bad,
                                                                tmp_path: Path) -> None:
     weights = tmp_path / "weights"

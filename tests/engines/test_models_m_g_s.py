@@ -3,24 +3,17 @@ MLPs: input validation, checkpoint layout (against the parity kit's manifest), s
 key conventions and the DDP-prefix remapping. The numerical parity run lives elsewhere."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # allow a bare `pytest` from anywhere
-    sys.path.insert(0, str(REPO_ROOT))
-
-from engines.models.motion_extractor import MotionExtractor  # noqa: E402
-from engines.models.spade_generator import (  # noqa: E402
+from engines.models.motion_extractor import MotionExtractor
+from engines.models.spade_generator import (
     SPADEGenerator,
     SpectralNormConv2d,
     remap_new_style_spectral_norm_keys,
 )
-from engines.models.stitching_retargeting import StitchingRetargetingMLP, strip_ddp_prefix  # noqa: E402
+from engines.models.stitching_retargeting import StitchingRetargetingMLP, strip_ddp_prefix
 
 LEGACY_TO_NEW = {
     "weight_orig": "parametrizations.weight.original",

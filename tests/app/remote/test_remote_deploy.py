@@ -19,12 +19,12 @@ from pydantic import BaseModel  # noqa: E402  (installed with Ray)
 from ray._common.utils import import_attr  # noqa: E402
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary  # noqa: E402
 from ray.serve.schema import ServeDeploySchema  # noqa: E402
+from support import REPO_ROOT  # noqa: E402
 
 from app.remote import protocol as p  # noqa: E402
 from app.remote.server import deployment  # noqa: E402
 from app.remote.server.local_server import LocalServer, free_port, serve_command  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
 KUBERAY = REPO_ROOT / "deploy" / "kuberay.yaml"
 TOKEN = "deploy-test-token-0123456789"
@@ -115,7 +115,7 @@ def local_variant(config: dict[str, Any], port: int) -> dict[str, Any]:
     return config
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_serve_config_runs_with_serve_run(tmp_path: Path) -> None:
     """``serve run`` of the file (stub backend, loopback): healthy, and the token read from
     AVATARCAM_TOKEN guards the sessions."""
@@ -223,11 +223,11 @@ def client_args(port: int, examples: Path, d0: Path, out: Path, *extra: str) -> 
             "--no-virtual-camera", *extra]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_wss_client_that_trusts_the_certificate_records(tls_server, examples: Path, d0: Path,
                                                         tmp_path: Path) -> None:
     import cv2
-    from fakes import run_main
+    from support.fakes import run_main
 
     port, cert = tls_server
     out = tmp_path / "out.mp4"
@@ -239,10 +239,10 @@ def test_wss_client_that_trusts_the_certificate_records(tls_server, examples: Pa
     cap.release()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_wss_client_without_the_certificate_fails_in_one_line(tls_server, examples: Path, d0: Path,
                                                               tmp_path: Path) -> None:
-    from fakes import run_main
+    from support.fakes import run_main
 
     port, _ = tls_server
     out = tmp_path / "out.mp4"
@@ -277,7 +277,7 @@ def test_bench_compares_images_by_max_difference_and_psnr() -> None:
 def test_bench_loop_runs_the_animator_it_is_given(avatar_face) -> None:
     """``app.diagnostics.bench.run_loop(animator=...)``: what the remote benchmark runs its RemoteAnimator with."""
     import numpy as np
-    from fakes import make_animator
+    from support.fakes import make_animator
 
     from app.diagnostics.bench import run_loop
     from app.live.replay import ReplayLandmarks

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from render_server import running
+from support.render_server import running
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -415,6 +415,7 @@ def test_the_client_holds_the_avatar_while_the_server_is_gone_and_reconnects(ava
 
 
 # -- batching ----------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_batched_renders_equal_one_by_one_renders(synthetic_weights_dir):
     """W+G of three sessions' frames as one batch equals each frame rendered alone (real networks,
     synthetic weights, CPU)."""

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes import FakeVirtualCamera, ScriptedBackend, fake_face, make_animator
+from support.fakes import FakeVirtualCamera, ScriptedBackend, fake_face, make_animator
 
 from app.animation.animator import Animator
 from app.animation.frames import Status

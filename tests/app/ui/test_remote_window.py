@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from fakes import local_session, run_main
 from PySide6 import QtCore, QtGui
-from render_server import render_server
+from support.fakes import local_session, run_main
+from support.render_server import render_server
 
 from app.animation.animator import Animator
 from app.animation.frames import Status
@@ -204,6 +204,7 @@ def test_a_failed_switch_keeps_rendering_where_it_was(qtbot, tmp_path: Path, d0:
 
 
 # --------------------------------------------------------------------------- python main.py --remote
+@pytest.mark.integration
 def test_main_window_with_remote_needs_no_weights(tmp_path: Path, d0: Path) -> None:
     """python main.py --remote URL --token T ... --screenshot OUT.png, with no weights anywhere."""
     out = tmp_path / "shot.png"

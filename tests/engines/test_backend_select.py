@@ -23,6 +23,7 @@ def test_auto_on_cpu_is_torch_or_verified_onnxruntime_and_says_why() -> None:
     assert (c.kind, c.device) == ("onnxruntime", "cpu") and "passed the check" in c.reason
 
 
+@pytest.mark.integration
 def test_onnx_graphs_count_only_when_verified_for_these_weights(exported_onnx, synthetic_weights_dir,
                                                                 tmp_path) -> None:
     import json
