@@ -103,7 +103,9 @@ class RenderServer:
 
     @api.get(p.HEALTH_PATH)
     async def health(self) -> dict[str, Any]:
-        return {**self.service.health(), "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
+        # the replica's process: which one answered (Serve routes health to any replica)
+        return {**self.service.health(), "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                "replica_pid": os.getpid()}
 
     @api.websocket(p.SESSION_PATH)
     async def session(self, ws: WebSocket) -> None:

@@ -9,7 +9,6 @@ import dataclasses
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -51,6 +50,19 @@ class ServerProcess(LocalServer):
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout)
         return time.monotonic() - t0
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process ``pid`` is ``ancestor`` or one of its descendants (Linux: /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])      # the field after the state: the parent's PID
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +173,10 @@ def test_a_killed_replica_is_replaced_and_its_client_comes_back(server: ServerPr
     try:
         for i in range(4):
             assert client.process(fake_face(), i / 30).rendered or i < 2
-        replica = subprocess.run(["pgrep", "-f", "ServeReplica:avatarcam:RenderServer"], capture_output=True,
-                                 text=True).stdout.split()
-        assert len(replica) == 1, replica
-        os.kill(int(replica[0]), signal.SIGKILL)
+        # the replica that answers this server's health, and only if this server started it
+        replica = server.health()["replica_pid"]
+        assert descends_from(replica, server.process.pid), f"replica {replica} is not a process of this server"
+        os.kill(replica, signal.SIGKILL)
         statuses = []
         deadline = time.monotonic() + 90
         while True:
