@@ -23,18 +23,10 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _background(text: str):
-    from app.settings import BackgroundMode
-
-    try:
-        return BackgroundMode.parse(text).with_existing_image()
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from app.avatar.loading import DEFAULT_AVATAR
-    from app.settings import DEFAULT_FRAME_SIZE, DRIVING_OPTIONS, RETARGET_MODES, AnimationSettings
+    from app.cli.options import add_settings_arguments
+    from app.settings import DEFAULT_FRAME_SIZE
     from engines.device import DEVICE_CHOICES
     from engines.select import BACKEND_KINDS
     from engines.weights import WEIGHTS_ENV
@@ -79,23 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     remote.add_argument("--remote-ca", metavar="PEM", help="wss://: trust this certificate (e.g. a self-signed one)")
     io.add_argument("--screenshot", metavar="OUT.png",
                     help="window mode: after --max-frames tracked frames (default 1) save a screenshot and exit")
-    anim = ap.add_argument_group("animation (all adjustable live in the app)")
-    d = AnimationSettings()
-    anim.add_argument("--driving-option", choices=DRIVING_OPTIONS, default=d.driving_option)
-    anim.add_argument("--no-stitching", action="store_true", help="turn stitching off")
-    anim.add_argument("--eye-mode", choices=RETARGET_MODES, default=d.eye_mode, help="eye retargeting")
-    anim.add_argument("--eye-target", type=float, default=d.eye_target,
-                      help="eye-open ratio for --eye-mode fixed (0-0.8)")
-    anim.add_argument("--lip-mode", choices=RETARGET_MODES, default=d.lip_mode, help="lip retargeting")
-    anim.add_argument("--lip-target", type=float, default=d.lip_target,
-                      help="lip-open ratio for --lip-mode fixed (0-0.8)")
-    anim.add_argument("--expression-multiplier", type=float, default=d.expression_multiplier)
-    anim.add_argument("--translation-lock", action="store_true", help="keep the avatar's position")
-    anim.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the full image")
-    anim.add_argument("--mirror", action="store_true", help="mirror the output")
-    anim.add_argument("--background", type=_background, default=d.background, metavar="MODE",
-                      help="behind the person: keep (default), blur, color:#RRGGBB (e.g. color:#00ff00, "
-                           "a chroma key for OBS) or image:PATH")
+    add_settings_arguments(ap.add_argument_group("animation (all adjustable live in the app)"))
     ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = ap.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
@@ -114,14 +90,9 @@ def parse_serve_args(argv: list[str]) -> argparse.Namespace:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from app.settings import AnimationSettings
+    from app.cli.options import settings_from_args
 
-    return AnimationSettings(
-        driving_option=args.driving_option, stitching=not args.no_stitching, eye_mode=args.eye_mode,
-        eye_target=args.eye_target, lip_mode=args.lip_mode, lip_target=args.lip_target,
-        expression_multiplier=args.expression_multiplier, translation_lock=args.translation_lock,
-        paste_back=not args.crop_only, mirror=args.mirror, background=args.background,
-    ).validated()
+    return settings_from_args(args)
 
 
 def requested_log_level(argv: list[str] | None) -> str:
