@@ -25,11 +25,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from app.avatar.loading import DEFAULT_AVATAR
-    from app.cli.options import add_settings_arguments
+    from app.cli.options import add_settings_arguments, add_token_arguments
     from app.settings import DEFAULT_FRAME_SIZE
-    from engines.device import DEVICE_CHOICES
-    from engines.select import BACKEND_KINDS
-    from engines.weights import WEIGHTS_ENV
+    from engines.options import add_engine_arguments
 
     ap = argparse.ArgumentParser(prog="main.py", description="Animate a portrait with your webcam (LivePortrait).")
     mode = ap.add_argument_group("mode")
@@ -50,22 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--no-virtual-camera", dest="virtual_camera", action="store_false")
     io.add_argument("--vcam-size", type=_size, default=DEFAULT_FRAME_SIZE, metavar="WxH", help="virtual camera size")
     io.add_argument("--vcam-fps", type=float, default=30.0, help="virtual camera frame rate")
-    eng = ap.add_argument_group("engine")
-    eng.add_argument("--weights", metavar="DIR",
-                     help=f"LivePortrait weights directory (default: ${WEIGHTS_ENV}, else the per-user cache)")
-    eng.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
-    eng.add_argument("--backend", choices=BACKEND_KINDS, default="auto",
-                     help="auto (default): the fastest installed and validated; torch; onnxruntime; tensorrt; "
-                          "stub: no networks, for testing the loop")
-    eng.add_argument("--onnx-dir", metavar="DIR", help="graphs from `python -m export onnx` (onnxruntime backend)")
-    eng.add_argument("--engine-dir", metavar="DIR", help="engines from `python -m export tensorrt` (tensorrt backend)")
-    eng.add_argument("--no-download", action="store_true", help="never download missing weights")
+    add_engine_arguments(ap.add_argument_group("engine"), download=True, onnx_dir="onnxruntime backend",
+                         engine_dir=True)
     remote = ap.add_argument_group("render on another machine (a server started with `main.py serve`)")
     remote.add_argument("--remote", metavar="URL",
                         help="animate on the render server at ws://HOST:PORT or wss://HOST:PORT (no weights needed)")
-    token = remote.add_mutually_exclusive_group()
-    token.add_argument("--token", help="the server's token")
-    token.add_argument("--token-file", metavar="FILE", help="read the server's token from FILE")
+    add_token_arguments(remote, "the server's token")
     remote.add_argument("--remote-format", choices=("jpeg", "raw"), default="jpeg",
                         help="how frames travel: jpeg (default) or raw (lossless, about 1 MB per frame)")
     remote.add_argument("--remote-ca", metavar="PEM", help="wss://: trust this certificate (e.g. a self-signed one)")

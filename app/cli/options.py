@@ -1,6 +1,6 @@
-"""Options that several entry points share, declared once: the animation settings (from the
-fields' metadata), the engine (``--weights``, ``--device``, ``--backend``, ``--no-download``) and a
-render server's token (``--token``, ``--token-file``), with what turns them into objects."""
+"""Options that several entry points share, declared once: the animation settings' flags (from
+the fields' metadata) and a render server's token (``--token``, ``--token-file``), with what turns
+them, and the engine options (declared in ``engines.options``), into objects."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,13 @@ def backend_from_args(args: argparse.Namespace) -> InferenceBackend:
     """``make_backend`` with main.py's engine options."""
     return make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download,
                         onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
+
+
+def add_token_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    """``--token`` (``what`` is its help) or ``--token-file`` (read by ``token_from_args``), not both."""
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", help=what)
+    token.add_argument("--token-file", metavar="FILE", help="read the token from FILE (keeps it out of `ps`)")
 
 
 def token_from_args(args: argparse.Namespace) -> str | None:

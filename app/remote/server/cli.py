@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ...cli.console import EXIT_INTERRUPTED, EXIT_OK
-from ...cli.options import token_from_args
+from ...cli.options import add_token_arguments, token_from_args
 from .. import protocol as p
 
 log = logging.getLogger(__name__)
@@ -25,20 +25,13 @@ MIN_TOKEN_LENGTH = 16
 
 
 def add_serve_arguments(ap: argparse.ArgumentParser) -> None:
-    from engines.device import DEVICE_CHOICES
-    from engines.select import BACKEND_KINDS
+    from engines.options import add_engine_arguments
 
-    ap.add_argument("--weights", metavar="DIR", help="LivePortrait weights directory (default as for the app)")
-    ap.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
-    ap.add_argument("--backend", choices=BACKEND_KINDS, default="auto",
-                    help="as for the app; stub renders no networks (testing)")
-    ap.add_argument("--no-download", action="store_true", help="never download missing weights")
+    add_engine_arguments(ap, download=True)
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1; any other needs a token)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    token = ap.add_mutually_exclusive_group()
-    token.add_argument("--token", help=f"the token clients must present (at least {MIN_TOKEN_LENGTH} characters)")
-    token.add_argument("--token-file", metavar="FILE", help="read the token from FILE (keeps it out of `ps`)")
+    add_token_arguments(ap, f"the token clients must present (at least {MIN_TOKEN_LENGTH} characters)")
     ap.add_argument("--max-sessions", type=int, default=8, metavar="N", help="live sessions at once (default 8)")
     ap.add_argument("--max-batch", type=int, default=8, metavar="N",
                     help="frames of different sessions rendered as one batch, at most (default 8; 1: no batching)")
