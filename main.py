@@ -23,21 +23,11 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _background(text: str):
-    from app.settings import BackgroundMode
-
-    try:
-        return BackgroundMode.parse(text).with_existing_image()
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from app.avatar.loading import DEFAULT_AVATAR
-    from app.settings import DEFAULT_FRAME_SIZE, DRIVING_OPTIONS, RETARGET_MODES, AnimationSettings
-    from engines.device import DEVICE_CHOICES
-    from engines.select import BACKEND_KINDS
-    from engines.weights import WEIGHTS_ENV
+    from app.cli.options import add_settings_arguments, add_token_arguments
+    from app.settings import DEFAULT_FRAME_SIZE
+    from engines.options import add_engine_arguments
 
     ap = argparse.ArgumentParser(prog="main.py", description="Animate a portrait with your webcam (LivePortrait).")
     mode = ap.add_argument_group("mode")
@@ -58,44 +48,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io.add_argument("--no-virtual-camera", dest="virtual_camera", action="store_false")
     io.add_argument("--vcam-size", type=_size, default=DEFAULT_FRAME_SIZE, metavar="WxH", help="virtual camera size")
     io.add_argument("--vcam-fps", type=float, default=30.0, help="virtual camera frame rate")
-    eng = ap.add_argument_group("engine")
-    eng.add_argument("--weights", metavar="DIR",
-                     help=f"LivePortrait weights directory (default: ${WEIGHTS_ENV}, else the per-user cache)")
-    eng.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
-    eng.add_argument("--backend", choices=BACKEND_KINDS, default="auto",
-                     help="auto (default): the fastest installed and validated; torch; onnxruntime; tensorrt; "
-                          "stub: no networks, for testing the loop")
-    eng.add_argument("--onnx-dir", metavar="DIR", help="graphs from `python -m export onnx` (onnxruntime backend)")
-    eng.add_argument("--engine-dir", metavar="DIR", help="engines from `python -m export tensorrt` (tensorrt backend)")
-    eng.add_argument("--no-download", action="store_true", help="never download missing weights")
+    add_engine_arguments(ap.add_argument_group("engine"), download=True, onnx_dir="onnxruntime backend",
+                         engine_dir=True)
     remote = ap.add_argument_group("render on another machine (a server started with `main.py serve`)")
     remote.add_argument("--remote", metavar="URL",
                         help="animate on the render server at ws://HOST:PORT or wss://HOST:PORT (no weights needed)")
-    token = remote.add_mutually_exclusive_group()
-    token.add_argument("--token", help="the server's token")
-    token.add_argument("--token-file", metavar="FILE", help="read the server's token from FILE")
+    add_token_arguments(remote, "the server's token")
     remote.add_argument("--remote-format", choices=("jpeg", "raw"), default="jpeg",
                         help="how frames travel: jpeg (default) or raw (lossless, about 1 MB per frame)")
     remote.add_argument("--remote-ca", metavar="PEM", help="wss://: trust this certificate (e.g. a self-signed one)")
     io.add_argument("--screenshot", metavar="OUT.png",
                     help="window mode: after --max-frames tracked frames (default 1) save a screenshot and exit")
-    anim = ap.add_argument_group("animation (all adjustable live in the app)")
-    d = AnimationSettings()
-    anim.add_argument("--driving-option", choices=DRIVING_OPTIONS, default=d.driving_option)
-    anim.add_argument("--no-stitching", action="store_true", help="turn stitching off")
-    anim.add_argument("--eye-mode", choices=RETARGET_MODES, default=d.eye_mode, help="eye retargeting")
-    anim.add_argument("--eye-target", type=float, default=d.eye_target,
-                      help="eye-open ratio for --eye-mode fixed (0-0.8)")
-    anim.add_argument("--lip-mode", choices=RETARGET_MODES, default=d.lip_mode, help="lip retargeting")
-    anim.add_argument("--lip-target", type=float, default=d.lip_target,
-                      help="lip-open ratio for --lip-mode fixed (0-0.8)")
-    anim.add_argument("--expression-multiplier", type=float, default=d.expression_multiplier)
-    anim.add_argument("--translation-lock", action="store_true", help="keep the avatar's position")
-    anim.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the full image")
-    anim.add_argument("--mirror", action="store_true", help="mirror the output")
-    anim.add_argument("--background", type=_background, default=d.background, metavar="MODE",
-                      help="behind the person: keep (default), blur, color:#RRGGBB (e.g. color:#00ff00, "
-                           "a chroma key for OBS) or image:PATH")
+    add_settings_arguments(ap.add_argument_group("animation (all adjustable live in the app)"))
     ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = ap.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
@@ -114,14 +78,9 @@ def parse_serve_args(argv: list[str]) -> argparse.Namespace:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from app.settings import AnimationSettings
+    from app.cli.options import settings_from_args
 
-    return AnimationSettings(
-        driving_option=args.driving_option, stitching=not args.no_stitching, eye_mode=args.eye_mode,
-        eye_target=args.eye_target, lip_mode=args.lip_mode, lip_target=args.lip_target,
-        expression_multiplier=args.expression_multiplier, translation_lock=args.translation_lock,
-        paste_back=not args.crop_only, mirror=args.mirror, background=args.background,
-    ).validated()
+    return settings_from_args(args)
 
 
 def requested_log_level(argv: list[str] | None) -> str:

@@ -1,23 +1,28 @@
 """The one parameter object shared by the UI, the command line and the engine.
 
-``AnimationSettings`` is an immutable snapshot; ``LiveSettings`` holds the current one behind a
+``AnimationSettings`` is an immutable snapshot made of two parts: ``MotionSettings`` (what the
+animation needs; all a render server receives) and ``OutputSettings`` (what finishing the output
+needs). Each field declares in its metadata (``setting``) its help text, its command-line flag and
+whether the window remembers it, so the CLI, the protocol and the settings store derive their lists
+from the fields instead of keeping their own. ``LiveSettings`` holds the current snapshot behind a
 lock. Stages read ``live.snapshot()`` once per frame, so a change made by the UI, a hotkey or the
 CLI takes effect on the next frame and a frame never sees half an update."""
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, get_args, get_origin, get_type_hints
 
 # the driving options belong to the motion math; the UI and the CLI take them from here
 from engines.motion import DRIVING_OPTIONS, DrivingOption
 
 RetargetMode = Literal["off", "follow", "fixed"]
-RETARGET_MODES = ("off", "follow", "fixed")
+RETARGET_MODES: tuple[RetargetMode, ...] = get_args(RetargetMode)
 DEFAULT_FRAME_SIZE = (1280, 720)        # camera request and virtual camera, unless chosen
 
 
@@ -107,7 +112,7 @@ class SmoothingGroup(StrEnum):
 
     @property
     def field(self) -> str:
-        """The ``AnimationSettings`` field holding this group's strength."""
+        """The ``MotionSettings`` field holding this group's strength."""
         return f"smooth_{self.value}"
 
 
@@ -119,48 +124,82 @@ def smoothing_fields(strength: float | Mapping[SmoothingGroup, float]) -> dict[s
     return {group.field: float(strength) for group in SmoothingGroup}
 
 
+SettingMemory = Literal["avatar", "app"]
+
+
+def setting(default: Any, *, help: str, flag: str | None = None, metavar: str | None = None,
+            remember: SettingMemory | None = None) -> Any:
+    """A settings field with what the rest of the app derives from it, in its metadata:
+
+    ``help``: what it does (for a field with a flag, that flag's help text); ``flag``: its
+    command-line spelling, if it has one (a boolean's flag switches it away from its default, e.g.
+    ``--no-stitching``; a ``Literal`` field offers its values as choices); ``metavar``: the flag's
+    value placeholder; ``remember``: what the window keeps between runs, ``"avatar"`` per avatar
+    image, ``"app"`` across avatars, None not at all."""
+    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar, "remember": remember})
+
+
+class _SettingsPart:
+    """What every settings dataclass can say about its fields."""
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        """Each field's type, resolved (``bool``, ``float``, ``Literal[...]``, ``tuple[float, ...]``, ...)."""
+        return _resolved_types(cls)
+
+
+@functools.cache
+def _resolved_types(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
 @dataclass(frozen=True)
-class AnimationSettings:
+class MotionSettings(_SettingsPart):
+    """What the animation needs: motion transfer, retargeting, smoothing, the neutral reference and
+    the face-lost behaviour. A render server receives exactly these (``protocol.settings_to_wire``)."""
+
     # motion transfer
-    driving_option: DrivingOption = "pose-friendly"
-    stitching: bool = True
-    normalize_lip: bool = True
-    expression_multiplier: float = 1.0
-    rotation_multiplier: tuple[float, float, float] = (1.0, 1.0, 1.0)     # pitch, yaw, roll
-    rotation_limit_deg: tuple[float, float, float] = (45.0, 60.0, 45.0)   # |relative angle| cap per axis
-    translation_lock: bool = False
+    driving_option: DrivingOption = setting(
+        "pose-friendly", flag="--driving-option",
+        help="the official pipeline's driving option: relative motion that favours the pose or the expression")
+    stitching: bool = setting(True, flag="--no-stitching", remember="avatar", help="turn stitching off")
+    normalize_lip: bool = setting(True, help="close the avatar's open lips before animating them (official)")
+    expression_multiplier: float = setting(1.0, flag="--expression-multiplier", remember="avatar",
+                                           help="scale of the expression motion (0-3)")
+    rotation_multiplier: tuple[float, float, float] = setting(
+        (1.0, 1.0, 1.0), remember="avatar", help="head rotation scale per axis: pitch, yaw, roll (0-3)")
+    rotation_limit_deg: tuple[float, float, float] = setting(
+        (45.0, 60.0, 45.0), remember="avatar", help="cap on the relative head angle per axis, degrees (0-90)")
+    translation_lock: bool = setting(False, flag="--translation-lock", remember="avatar",
+                                     help="keep the avatar's position")
     # eye / lip retargeting: off, follow the user's own ratios, or a fixed open-ratio target
-    eye_mode: RetargetMode = "off"
-    eye_target: float = 0.35
-    lip_mode: RetargetMode = "off"
-    lip_target: float = 0.0
+    eye_mode: RetargetMode = setting("off", flag="--eye-mode", remember="avatar", help="eye retargeting")
+    eye_target: float = setting(0.35, flag="--eye-target", remember="avatar",
+                                help="eye-open ratio for --eye-mode fixed (0-0.8)")
+    lip_mode: RetargetMode = setting("off", flag="--lip-mode", remember="avatar", help="lip retargeting")
+    lip_target: float = setting(0.0, flag="--lip-target", remember="avatar",
+                                help="lip-open ratio for --lip-mode fixed (0-0.8)")
     # smoothing strength per SmoothingGroup, 0 (off) .. 1 (strongest)
-    smooth_rotation: float = 0.5
-    smooth_translation: float = 0.5
-    smooth_expression: float = 0.3
-    smooth_eyes: float = 0.3
-    smooth_lips: float = 0.2
-    # neutral reference: frames averaged once the face is steady
-    reference_frames: int = 5
+    smooth_rotation: float = setting(0.5, remember="avatar", help="smoothing of the head rotation (0-1)")
+    smooth_translation: float = setting(0.5, remember="avatar", help="smoothing of the head position (0-1)")
+    smooth_expression: float = setting(0.3, remember="avatar", help="smoothing of the expression (0-1)")
+    smooth_eyes: float = setting(0.3, remember="avatar", help="smoothing of the eye openness (0-1)")
+    smooth_lips: float = setting(0.2, remember="avatar", help="smoothing of the lip openness (0-1)")
+    # neutral reference
+    reference_frames: int = setting(5, help="frames averaged into the neutral reference once the face is steady")
     # face lost: hold the last frame, then ease back to neutral
-    hold_seconds: float = 0.15
-    ease_seconds: float = 0.5
-    resume_seconds: float = 0.3     # face back: glide from the eased pose to the live one
-    # output
-    paste_back: bool = True
-    mirror: bool = False
-    background: BackgroundMode = BackgroundMode()     # also accepts the text form
+    hold_seconds: float = setting(0.15, help="face lost: hold the last frame this long (0-5 s)")
+    ease_seconds: float = setting(0.5, help="face lost: then ease back to neutral over this long (0-5 s)")
+    resume_seconds: float = setting(0.3, help="face back: glide from the eased pose to the live one (0-5 s)")
 
-    def __post_init__(self) -> None:
-        if isinstance(self.background, str):
-            object.__setattr__(self, "background", BackgroundMode.parse(self.background))
-
-    def validated(self) -> AnimationSettings:
+    def validated(self) -> Self:
         """Raise ``ValueError`` with the field name on an out-of-range value."""
-        def check(name: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise ValueError(f"setting {name}: {what}, got {getattr(self, name)!r}")
-
+        check = functools.partial(_check, self)
         check("driving_option", self.driving_option in DRIVING_OPTIONS, f"expected one of {DRIVING_OPTIONS}")
         check("eye_mode", self.eye_mode in RETARGET_MODES, f"expected one of {RETARGET_MODES}")
         check("lip_mode", self.lip_mode in RETARGET_MODES, f"expected one of {RETARGET_MODES}")
@@ -177,19 +216,83 @@ class AnimationSettings:
         check("hold_seconds", 0.0 <= self.hold_seconds <= 5.0, "expected 0..5")
         check("ease_seconds", 0.0 <= self.ease_seconds <= 5.0, "expected 0..5")
         check("resume_seconds", 0.0 <= self.resume_seconds <= 5.0, "expected 0..5")
-        check("background", isinstance(self.background, BackgroundMode), "expected a BackgroundMode")
-        problem = self.background.problem()
-        if problem is not None:
-            raise ValueError(f"setting background: {problem}")
         return self
 
     def smoothing(self, group: SmoothingGroup) -> float:
         """The smoothing strength of ``group``, 0..1."""
         return getattr(self, group.field)
 
+
+@dataclass(frozen=True)
+class OutputSettings(_SettingsPart):
+    """What finishing the output needs: paste-back into the avatar image, mirroring, the background."""
+
+    paste_back: bool = setting(True, flag="--crop-only", remember="app",
+                               help="output the animated face crop, not the full image")
+    mirror: bool = setting(False, flag="--mirror", remember="app", help="mirror the output")
+    background: BackgroundMode = setting(       # also accepts the text form
+        BackgroundMode(), flag="--background", metavar="MODE", remember="avatar",
+        help="behind the person: keep (default), blur, color:#RRGGBB (e.g. color:#00ff00, a chroma key for OBS) "
+             "or image:PATH")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.background, str):
+            object.__setattr__(self, "background", BackgroundMode.parse(self.background))
+
+    def validated(self) -> Self:
+        """Raise ``ValueError`` with the field name on a malformed value."""
+        _check(self, "background", isinstance(self.background, BackgroundMode), "expected a BackgroundMode")
+        problem = self.background.problem()
+        if problem is not None:
+            raise ValueError(f"setting background: {problem}")
+        return self
+
+
+# The bases are listed output first so that the fields come motion first (a dataclass collects
+# them from the last base on), in the order they always had.
+@dataclass(frozen=True)
+class AnimationSettings(OutputSettings, MotionSettings):
+    """The one flat snapshot the UI, the CLI and the engine share: every ``MotionSettings`` and
+    ``OutputSettings`` field, built flat (``AnimationSettings(eye_mode=..., mirror=...)``) or from
+    its parts (``from_parts``), and split back into them (``motion``, ``output``)."""
+
+    def validated(self) -> Self:
+        """Raise ``ValueError`` with the field name on an out-of-range value (motion first)."""
+        MotionSettings.validated(self)
+        OutputSettings.validated(self)
+        return self
+
+    @property
+    def motion(self) -> MotionSettings:
+        return MotionSettings(**_values(self, MotionSettings))
+
+    @property
+    def output(self) -> OutputSettings:
+        return OutputSettings(**_values(self, OutputSettings))
+
     @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+    def from_parts(cls, motion: MotionSettings, output: OutputSettings) -> AnimationSettings:
+        return cls(**_values(motion, MotionSettings), **_values(output, OutputSettings))
+
+
+def _values(settings: object, part: type[_SettingsPart]) -> dict[str, Any]:
+    """``part``'s fields of ``settings``, by name (not ``asdict``: that would take the background apart)."""
+    return {name: getattr(settings, name) for name in part.field_names()}
+
+
+def _check(settings: object, name: str, ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"setting {name}: {what}, got {getattr(settings, name)!r}")
+
+
+def remembered_fields(memory: SettingMemory, part: type[_SettingsPart] = AnimationSettings) -> tuple[str, ...]:
+    """The fields of ``part`` that the window remembers per avatar (``"avatar"``) or across avatars
+    (``"app"``), in field order (from the fields' metadata)."""
+    return tuple(f.name for f in fields(part) if f.metadata.get("remember") == memory)
+
+
+# fields whose values are tuples: a list given for one (from JSON) is turned into a tuple
+_TUPLE_FIELDS = tuple(name for name, kind in AnimationSettings.field_types().items() if get_origin(kind) is tuple)
 
 
 class LiveSettings:
@@ -208,7 +311,7 @@ class LiveSettings:
         unknown = set(changes) - set(AnimationSettings.field_names())
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        for key in ("rotation_multiplier", "rotation_limit_deg"):
+        for key in _TUPLE_FIELDS:
             if key in changes:
                 changes[key] = tuple(float(v) for v in changes[key])
         with self._lock:

@@ -31,6 +31,7 @@ from .backend_tensorrt import TensorRTBackend
 from .checkpoints import LivePortraitNetworks, load_networks
 from .device import median_ms
 from .models import build
+from .options import add_engine_arguments
 
 log = logging.getLogger("engines.bench")
 
@@ -123,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="torch", help="comma list of torch, onnxruntime, tensorrt")
     ap.add_argument("--devices", default=",".join(available_devices()), help="comma list of cpu, cuda")
     ap.add_argument("--precisions", default="fp32", help="comma list of fp32, fp16 (fp16 on CUDA only)")
-    ap.add_argument("--weights", help="weights directory (default: freshly initialised networks)")
-    ap.add_argument("--onnx-dir", help="graphs from `python -m export onnx` (onnxruntime backend)")
-    ap.add_argument("--engine-dir", help="engines from `python -m export tensorrt` (tensorrt backend)")
+    add_engine_arguments(ap, backend=None, device=None, weights="freshly initialised networks",
+                         onnx_dir="onnxruntime backend", engine_dir=True)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the figures to this file")

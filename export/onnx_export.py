@@ -52,6 +52,7 @@ from engines.backend_onnx import CPU_PROVIDER, MANIFEST, make_session
 from engines.checkpoints import CheckpointError, load_networks
 from engines.graphs import GRAPH_SPECS, GraphSpec, graph_modules, run_module
 from engines.ops.grid_sample3d import onnx_translation_table
+from engines.options import add_engine_arguments
 from engines.verification import (
     FAIL,
     PROFILES,
@@ -517,8 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m export onnx",
         description="Export the LivePortrait networks to ONNX (opset 20, batch 1, fp32 and fp16) and "
                     "verify every graph against PyTorch with ONNX Runtime on the CPU.")
-    ap.add_argument("--weights", required=True, type=Path,
-                    help="weights directory in the official layout (liveportrait/base_models/...)")
+    add_engine_arguments(ap, backend=None, device=None, weights=None, path_type=Path)
     ap.add_argument("--out", required=True, type=Path, help="output directory for the graphs and manifest.json")
     ap.add_argument("--no-fp16", action="store_true", help="skip the fp16 graphs")
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE,

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from engines.graphs import GRAPH_SPECS, MLP_GRAPHS
+from engines.options import add_engine_arguments
 from engines.tensorrt_runtime import ENGINES_JSON, ENGINES_JSON_FORMAT, read_engines_json
 from engines.weights import file_sha256
 
@@ -249,9 +250,9 @@ def export_onnx_graphs(weights: str | Path | None, onnx_dir: Path) -> None:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m export tensorrt",
                                  description="Build TensorRT engines from the ONNX graphs (cached).")
-    ap.add_argument("--weights", type=Path, help="LivePortrait weights directory (to export missing ONNX graphs)")
+    add_engine_arguments(ap, backend=None, device=None, weights="none; needed only to export missing ONNX graphs",
+                         onnx_dir="default: OUT/onnx", path_type=Path)
     ap.add_argument("--out", type=Path, required=True, help="folder for the engines and engines.json")
-    ap.add_argument("--onnx-dir", type=Path, help="ONNX graphs of `python -m export onnx` (default OUT/onnx)")
     ap.add_argument("--fp32-only", action="store_true", help="build every engine from its fp32 graph")
     ap.add_argument("--target-cc", default="",
                     help="TensorRT-RTX: comma list of compute capabilities, e.g. 8.6,8.9,12.0 "

@@ -30,8 +30,8 @@ import torch
 from engines import motion
 from engines.backend import InferenceBackend
 from engines.device import synced_ms
+from engines.options import add_engine_arguments
 from engines.registry import make_backend
-from engines.select import BACKEND_KINDS
 
 from ..animation.animator import Animator
 from ..avatar.loading import DEFAULT_AVATAR, load_avatar
@@ -227,12 +227,10 @@ def run_loop(backend: InferenceBackend | None, avatar: PreparedAvatar | None, fr
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", choices=BACKEND_KINDS, default="stub", help="as main.py's --backend")
-    ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps")
+    add_engine_arguments(ap, backend="stub", device="cpu")
     ap.add_argument("--network-timing", action=argparse.BooleanOptionalAction, default=True,
                     help="time M and W+G separately; this waits for the device around each call, so on a GPU "
                          "use --no-network-timing for the loop's true frame rate and latency")
-    ap.add_argument("--weights", help="weights directory (backends with networks)")
     ap.add_argument("--avatar", default=str(DEFAULT_AVATAR))
     ap.add_argument("--video", type=Path, default=default_video())
     ap.add_argument("--tracking", choices=("mediapipe", "replay"), default="mediapipe")

@@ -10,9 +10,10 @@ machine, reached over loopback. Parts (``--part``, repeatable; default ``stub``)
   networks    real networks on the CPU (``--weights``): ``--frames`` frames animated here and on
               the server with jpeg and with raw transport; how far the remote images are from the
               local ones (max abs difference, PSNR).
-  capacity    sessions at ``--target-fps`` one server holds, without batching (``--max-batch 1``)
-              and with the server's default: light protocol clients (one process each, no live
-              loop, so the clients' own work stays out of it), ramped up through ``--sessions``.
+  capacity    sessions at ``--target-fps`` one server (``--backend``, ``--device``, ``--weights``)
+              holds, without batching (``--max-batch 1``) and with the server's default: light
+              protocol clients (one process each, no live loop, so the clients' own work stays out
+              of it), ramped up through ``--sessions``.
 
     python -m app.diagnostics.remote_bench --part stub --part concurrent
     python -m app.diagnostics.remote_bench --part networks --weights DIR --frames 3
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.options import add_engine_arguments
 from engines.registry import make_backend
 
 from ..animation.animator import Animator
@@ -359,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app.diagnostics.remote_bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", action="append", choices=PARTS, help="what to measure (repeatable; default stub)")
+    # the engine of the networks part (--weights) and of the capacity part's server
+    add_engine_arguments(ap, backend="stub", device="cpu",
+                         weights="none; --part networks needs it, --part capacity: the server's default")
     ap.add_argument("--avatar", default=str(DEFAULT_AVATAR))
     ap.add_argument("--video", type=Path, default=default_video())
     ap.add_argument("--landmarks", type=Path, metavar="FILE",
@@ -372,13 +377,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="camera pace of the stub part's latency runs and of the concurrent clients")
     ap.add_argument("--repeats", type=int, default=1, help="stub: local and remote runs, interleaved")
     ap.add_argument("--clients", type=int, default=4, help="concurrent: clients at once")
-    ap.add_argument("--weights", help="networks and capacity: weights directory")
     ap.add_argument("--frames", type=int, default=3, help="networks: frames compared")
     ap.add_argument("--threads", type=int, default=0,
                     help="networks: torch threads of the local run (0: torch's default, which is also what "
                          "main.py serve gives its replica). A CPU's results depend on the thread count")
-    ap.add_argument("--backend", default="stub", help="capacity: the server's --backend")
-    ap.add_argument("--device", default="cpu", help="capacity: the server's --device")
     ap.add_argument("--target-fps", type=float, default=30.0, help="capacity: each session's frame rate")
     ap.add_argument("--sessions", type=lambda s: [int(n) for n in s.split(",")], default=[1, 2, 4, 8, 12, 16],
                     help="capacity: session counts to try, in order (comma-separated)")

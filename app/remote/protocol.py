@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import cv2
 import numpy as np
 
-from ..settings import AnimationSettings
+from ..settings import MotionSettings
 
 VERSION = 1
 SESSION_PATH = f"/v{VERSION}/session"
@@ -35,10 +36,6 @@ DRIVING_SHAPE = (256, 256, 3)      # the frame's driving crop, BGR uint8
 CROP_SHAPE = (512, 512, 3)         # the avatar's crop and the animated crop, BGR uint8
 FRAME_FORMATS = ("jpeg", "raw")    # driving crops and animated crops
 AVATAR_FORMATS = ("png", "raw")    # the avatar crop goes lossless, once
-
-# settings that only change what the client makes of the crop (paste-back, mirror, background)
-CLIENT_SIDE_SETTINGS = ("paste_back", "mirror", "background")
-REMOTE_SETTINGS = tuple(n for n in AnimationSettings.field_names() if n not in CLIENT_SIDE_SETTINGS)
 
 _HEADER_LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 4096
@@ -203,34 +200,47 @@ def encoded_size(payload: bytes, fmt: str) -> tuple[int, int] | None:
 
 
 # -- settings ----------------------------------------------------------------------------------
-def settings_to_wire(s: AnimationSettings) -> dict[str, Any]:
-    """The settings the server uses (motion, retargeting, smoothing, face lost) as JSON values."""
-    return {name: list(v) if isinstance(v := getattr(s, name), tuple) else v for name in REMOTE_SETTINGS}
+# The server receives the motion settings, every field of them; the output settings (paste-back,
+# mirror, background) only change what the client makes of the crop and never travel.
+def settings_to_wire(s: MotionSettings) -> dict[str, Any]:
+    """Every ``MotionSettings`` field of ``s`` as JSON values (``s`` may be a whole
+    ``AnimationSettings``: its output fields are left out)."""
+    return {name: list(v) if isinstance(v := getattr(s, name), tuple) else v for name in MotionSettings.field_names()}
 
 
-_FIELD_TYPES = {f.name: f.type for f in fields(AnimationSettings)}
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _wire_reader(kind: Any) -> Callable[[Any], tuple[bool, Any]]:
+    """How a value of a field of type ``kind`` is read from JSON: value -> (type ok, value)."""
+    if kind is bool:
+        return lambda v: (isinstance(v, bool), v)
+    if kind is float:
+        return lambda v: (_finite_number(v), v)
+    if kind is int:
+        return lambda v: (_finite_number(v) and float(v).is_integer(), int(v) if _finite_number(v) else v)
+    if get_origin(kind) is tuple:
+        size = len(get_args(kind))
+        return lambda v: (isinstance(v, list) and len(v) == size and all(_finite_number(x) for x in v), v)
+    if get_origin(kind) is Literal:        # the driving option and the retargeting modes
+        return lambda v: (isinstance(v, str) and len(v) < 64, v)
+    raise TypeError(f"no wire form for settings of type {kind}")
+
+
+# one reader per field, from its declared type: a field of a type without a wire form fails here, at import
+_WIRE_READERS = {name: _wire_reader(kind) for name, kind in MotionSettings.field_types().items()}
 
 
 def settings_from_wire(values: Any) -> dict[str, Any]:
     """A ``settings`` message's values -> keyword arguments for ``LiveSettings.update`` (types
-    checked here; ranges by ``AnimationSettings.validated``)."""
-    if not isinstance(values, dict) or set(values) - set(REMOTE_SETTINGS):
+    checked here, from the fields' types; ranges by ``validated``). Only ``MotionSettings`` fields
+    are accepted."""
+    if not isinstance(values, dict) or set(values) - set(_WIRE_READERS):
         raise ProtocolError("settings.values: expected an object of known settings")
     out: dict[str, Any] = {}
     for name, value in values.items():
-        kind = _FIELD_TYPES[name]
-        if kind == "bool":
-            ok = isinstance(value, bool)
-        elif kind in ("float", "int"):
-            ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-            value = int(value) if kind == "int" and ok and float(value).is_integer() else value
-            ok = ok and (kind == "float" or isinstance(value, int))
-        elif kind.startswith("tuple"):
-            ok = isinstance(value, list) and len(value) == 3 and all(
-                not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) for v in value)
-        else:                       # the driving option and the retargeting modes
-            ok = isinstance(value, str) and len(value) < 64
+        ok, out[name] = _WIRE_READERS[name](value)
         if not ok:
             raise ProtocolError(f"settings.{name}: wrong type")
-        out[name] = value
     return out

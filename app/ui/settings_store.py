@@ -16,25 +16,25 @@ from typing import Any
 from PySide6 import QtCore
 
 from ..run.renderer import RenderChoice, RenderTarget
-from ..settings import AnimationSettings, BackgroundMode, SmoothingGroup, parse_size
+from ..settings import AnimationSettings, BackgroundMode, MotionSettings, parse_size, remembered_fields
 
 log = logging.getLogger(__name__)
 
 SETTINGS_PATH_ENV = "AVATARCAM_SETTINGS"
 
-# The settings of the animation panel's controls (sliders, mode boxes, check boxes): what "Reset all"
-# puts back to the defaults.
-ANIMATION_FIELDS = ("eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier", "rotation_multiplier",
-                    "rotation_limit_deg", *(group.field for group in SmoothingGroup), "translation_lock", "stitching")
-# Remembered per avatar: those and the output background (written as its text form).
-PER_AVATAR_FIELDS = (*ANIMATION_FIELDS, "background")
+# From the fields' metadata (``remember``): remembered per avatar, the animation panel's controls and
+# the output background (written as its text form); across avatars, the output's on/off choices.
+PER_AVATAR_FIELDS = remembered_fields("avatar")
+OUTPUT_CHOICE_FIELDS = remembered_fields("app")
+# The animation panel's controls (sliders, mode boxes, check boxes): the motion settings remembered
+# per avatar, what "Reset all" puts back to the defaults.
+ANIMATION_FIELDS = remembered_fields("avatar", MotionSettings)
 
 _AVATAR = "avatar"                       # path of the last avatar
 _RECENT_AVATARS = "recent_avatars"       # JSON list of paths, newest first
 _CAMERA = "camera"                       # camera index or video path, as typed
 _CAMERA_SIZE = "camera_size"             # "WxH"
 _AVATAR_SETTINGS = "avatar_settings"     # group: one JSON object of PER_AVATAR_FIELDS per avatar
-_OUTPUT_FLAGS = ("paste_back", "mirror")  # AnimationSettings fields kept across avatars
 _RENDER_TARGET = "render/target"         # "local" (this computer) or "server"
 _RENDER_URL = "render/url"               # the render server's ws:// or wss:// address, as typed
 _RENDER_TOKEN = "render/token"           # the render server's token
@@ -99,15 +99,16 @@ class SettingsStore:
 
     # -- output --------------------------------------------------------------------------------
     def output_choices(self, base: AnimationSettings) -> AnimationSettings:
-        """``base`` with the output choices remembered from the last run."""
+        """``base`` with the output choices remembered from the last run (``OUTPUT_CHOICE_FIELDS``,
+        all booleans)."""
         def flag(name: str) -> bool:
             value = self.qsettings.value(name)
             return getattr(base, name) if value is None else str(value).lower() in ("true", "1")
 
-        return replace(base, **{name: flag(name) for name in _OUTPUT_FLAGS})
+        return replace(base, **{name: flag(name) for name in OUTPUT_CHOICE_FIELDS})
 
     def save_output_choices(self, settings: AnimationSettings) -> None:
-        for name in _OUTPUT_FLAGS:
+        for name in OUTPUT_CHOICE_FIELDS:
             self.qsettings.setValue(name, getattr(settings, name))
 
     # -- render ------------------------------------------------------------------------------

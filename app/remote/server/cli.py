@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from ...cli.console import EXIT_INTERRUPTED, EXIT_OK
-from ...cli.options import token_from_args
+from ...cli.options import add_token_arguments, token_from_args
 from .. import protocol as p
+from .options import DEFAULTS, add_server_arguments, server_args
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +26,14 @@ MIN_TOKEN_LENGTH = 16
 
 
 def add_serve_arguments(ap: argparse.ArgumentParser) -> None:
-    from engines.device import DEVICE_CHOICES
-    from engines.select import BACKEND_KINDS
+    from engines.options import add_engine_arguments
 
-    ap.add_argument("--weights", metavar="DIR", help="LivePortrait weights directory (default as for the app)")
-    ap.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default: auto)")
-    ap.add_argument("--backend", choices=BACKEND_KINDS, default="auto",
-                    help="as for the app; stub renders no networks (testing)")
-    ap.add_argument("--no-download", action="store_true", help="never download missing weights")
+    add_engine_arguments(ap, backend=DEFAULTS.backend, device=DEFAULTS.device, download=True)
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1; any other needs a token)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    token = ap.add_mutually_exclusive_group()
-    token.add_argument("--token", help=f"the token clients must present (at least {MIN_TOKEN_LENGTH} characters)")
-    token.add_argument("--token-file", metavar="FILE", help="read the token from FILE (keeps it out of `ps`)")
-    ap.add_argument("--max-sessions", type=int, default=8, metavar="N", help="live sessions at once (default 8)")
-    ap.add_argument("--max-batch", type=int, default=8, metavar="N",
-                    help="frames of different sessions rendered as one batch, at most (default 8; 1: no batching)")
-    ap.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
-                    help="end a session that sends nothing for S seconds (default 30)")
+    add_token_arguments(ap, f"the token clients must present (at least {MIN_TOKEN_LENGTH} characters)")
+    add_server_arguments(ap)
     ap.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate (and --tls-key)")
     ap.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
 
@@ -76,7 +66,7 @@ def check_serve_args(args: argparse.Namespace) -> str | None:
         raise ValueError(f"--port: expected 1..65535, got {args.port}")
     if args.max_sessions < 1 or args.max_batch < 1:
         raise ValueError("--max-sessions and --max-batch must be at least 1")
-    if args.idle_timeout <= 0:
+    if args.idle_timeout_s <= 0:
         raise ValueError("--idle-timeout must be positive")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
@@ -124,8 +114,7 @@ def run_server(args: argparse.Namespace) -> int:
             http.update(ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
         serve.start(http_options=http, logging_config={"log_level": "WARNING"})
         app = build_app({"weights": weights, "backend": args.backend, "device": args.device, "token": token,
-                             "max_sessions": args.max_sessions, "max_batch": args.max_batch,
-                             "idle_timeout_s": args.idle_timeout,
+                         **server_args(args),
                          # as many as this process would use: a CPU server renders as fast as a local
                          # run, and its floating-point sums come out the same (the stub's tiny
                          # operations run best on one)

@@ -11,9 +11,7 @@ sized to the open sessions, so a lone session never waits for company)."""
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,45 +22,12 @@ from ray.serve import Application
 from ...cli.console import LOG_FORMAT
 from .. import protocol as p
 from .batching import BatchedBackend, RenderRequest, render_batch
-from .service import DEFAULT_IDLE_TIMEOUT_S, RenderService
+from .options import DEFAULTS, ServerOptions
+from .service import RenderService
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "AVATARCAM_TOKEN"       # where a replica reads its token when the options carry none
-DEFAULT_MAX_BATCH = 8
 BATCH_WAIT_S = 0.003                # how long a frame waits for other sessions' frames, at most
-
-
-class Secret(str):
-    """A string that does not show itself in a repr (deployment options are printed by Ray)."""
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """What a replica needs; also the ``args`` of a Serve config file (``build_app``)."""
-
-    weights: str | None = None
-    backend: str = "auto"
-    device: str = "auto"
-    token: Secret | None = None
-    max_sessions: int = 8
-    max_batch: int = DEFAULT_MAX_BATCH
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
-    max_fps: float = p.Limits.max_fps
-    # torch's CPU threads in the replica (Ray starts actors with one); None: as Ray sets them
-    cpu_threads: int | None = None
-
-    @classmethod
-    def from_args(cls, args: dict[str, Any]) -> "ServerOptions":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(args) - known
-        if unknown:
-            raise ValueError(f"render server: unknown option(s) {', '.join(sorted(unknown))}")
-        token = args.get("token") or os.environ.get(TOKEN_ENV)
-        return cls(**{**args, "token": Secret(token) if token else None})
 
 
 def _log_our_lines() -> None:
@@ -117,7 +82,7 @@ class RenderServer:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(self._render_batch(request), self._loop).result()
 
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    @serve.batch(max_batch_size=DEFAULTS.max_batch, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _render_batch(self, requests: list[RenderRequest]) -> list[torch.Tensor]:
         self.batch_sizes[len(requests)] = self.batch_sizes.get(len(requests), 0) + 1
         # the batch runs off the event loop: other sessions' messages go on being received

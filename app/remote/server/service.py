@@ -23,20 +23,19 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from engines.backend import InferenceBackend
 
 from .. import protocol as p
+from .options import DEFAULTS
 from .session import RenderSession
 
 log = logging.getLogger(__name__)
-
-DEFAULT_IDLE_TIMEOUT_S = 30.0
-
 
 class RenderService:
     """``token``: the token clients must present (None: no check, for a server on loopback only).
     ``on_sessions``: told the number of open sessions whenever it changes (the deployment sizes its
     batches by it)."""
 
-    def __init__(self, backend: InferenceBackend, *, token: str | None = None, max_sessions: int = 8,
-                 limits: p.Limits | None = None, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    def __init__(self, backend: InferenceBackend, *, token: str | None = None,
+                 max_sessions: int = DEFAULTS.max_sessions, limits: p.Limits | None = None,
+                 idle_timeout_s: float = DEFAULTS.idle_timeout_s,
                  on_sessions: Callable[[int], None] | None = None) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions: expected at least 1, got {max_sessions}")

@@ -27,7 +27,7 @@ from app.remote.client import RemoteAnimator, RemoteAuthError, RemoteError, Remo
 from app.remote.server.batching import BatchedBackend, render_batch
 from app.remote.server.local_server import free_port
 from app.remote.server.service import RenderService
-from app.settings import AnimationSettings, LiveSettings
+from app.settings import AnimationSettings, LiveSettings, MotionSettings, OutputSettings
 from engines.backend import StubBackend
 
 TOKEN = "correct-horse-battery-staple"
@@ -105,17 +105,23 @@ def test_a_small_file_declaring_a_huge_picture_is_refused_before_decoding():
         p.parse_text("[" * 100000)                              # nesting deep enough to overflow the parser
 
 
-def test_settings_travel_without_the_client_side_ones_and_types_are_checked():
+def test_every_motion_setting_travels_and_no_output_setting_does_and_types_are_checked():
     s = AnimationSettings(eye_mode="fixed", eye_target=0.5, rotation_multiplier=(1.0, 0.5, 2.0), mirror=True,
-                          background="blur", smooth_lips=0.7, reference_frames=9)
+                          background="blur", smooth_lips=0.7, reference_frames=9, paste_back=False)
     wire = json.loads(json.dumps(p.settings_to_wire(s)))
-    assert set(wire) == set(p.REMOTE_SETTINGS) and not set(wire) & set(p.CLIENT_SIDE_SETTINGS)
+    assert set(wire) == set(MotionSettings.field_names()) and not set(wire) & set(OutputSettings.field_names())
+    assert wire == p.settings_to_wire(s.motion)               # the whole settings or their motion part alike
     live = LiveSettings()
     live.update(**p.settings_from_wire(wire))
-    for name in p.REMOTE_SETTINGS:
-        assert getattr(live.snapshot(), name) == getattr(s, name), name
-    for bad in ({"mirror": True}, {"unknown": 1}, {"eye_target": "0.5"}, {"eye_target": True},
-                {"stitching": 1}, {"reference_frames": 2.5}, {"rotation_multiplier": [1, 1]},
+    assert live.snapshot().motion == s.motion and live.snapshot().output == OutputSettings()
+    # a value of every type differs from its default, so a field left behind would show
+    changed = MotionSettings(driving_option="expression-friendly", stitching=False, rotation_limit_deg=(10, 20, 30),
+                             reference_frames=9, lip_mode="follow", smooth_eyes=0.9)
+    assert LiveSettings().update(**p.settings_from_wire(json.loads(json.dumps(p.settings_to_wire(changed))))
+                                 ).motion == changed
+    for bad in ({"mirror": True}, {"paste_back": False}, {"background": "blur"}, {"unknown": 1},
+                {"eye_target": "0.5"}, {"eye_target": True}, {"stitching": 1}, {"reference_frames": 2.5},
+                {"rotation_multiplier": [1, 1]}, {"rotation_multiplier": [1, 1, "1"]}, {"eye_mode": 3},
                 {"eye_target": float("nan")}, [1, 2]):
         with pytest.raises(p.ProtocolError):
             p.settings_from_wire(bad)

@@ -24,6 +24,7 @@ from support import REPO_ROOT  # noqa: E402
 from app.remote import protocol as p  # noqa: E402
 from app.remote.server import deployment  # noqa: E402
 from app.remote.server.local_server import LocalServer, free_port, serve_command  # noqa: E402
+from app.remote.server.options import TOKEN_ENV, ServerOptions  # noqa: E402
 
 SERVE_CONFIG = REPO_ROOT / "deploy" / "serve_config.yaml"
 KUBERAY = REPO_ROOT / "deploy" / "kuberay.yaml"
@@ -71,7 +72,7 @@ def test_serve_config_follows_rays_schema_and_our_builder() -> None:
     assert application.import_path == "app.remote.server.deployment:build_app"
     # the token comes from the environment, never from the file
     assert "token" not in application.args and "env_vars" not in application.runtime_env
-    assert set(application.args) <= set(deployment.ServerOptions.__dataclass_fields__)
+    assert set(application.args) <= set(ServerOptions.__dataclass_fields__)
     assert application.args["device"] == "cuda"
 
     # the builder Ray calls accepts exactly these args and binds our deployment
@@ -127,7 +128,7 @@ def test_serve_config_runs_with_serve_run(tmp_path: Path) -> None:
     config_path.write_text(yaml.safe_dump(local_variant(load_serve_config(), port)))
     command = [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", "--address", "local",
                str(config_path)]
-    env = {"PYTHONPATH": str(REPO_ROOT), deployment.TOKEN_ENV: TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {"PYTHONPATH": str(REPO_ROOT), TOKEN_ENV: TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
     # started elsewhere than the repository: the application is found through PYTHONPATH, as on a cluster
     with LocalServer(command, f"http://127.0.0.1:{port}", tmp_path / "serve.log", env=env, cwd=tmp_path) as server:
         health = server.health()
@@ -166,7 +167,7 @@ def test_kuberay_example_embeds_the_serve_config() -> None:
     containers = [c for pod in pods for c in pod["containers"]]
     assert len({c["image"] for c in containers}) == 1
     for container in containers:
-        (token,) = [e for e in container["env"] if e["name"] == deployment.TOKEN_ENV]
+        (token,) = [e for e in container["env"] if e["name"] == TOKEN_ENV]
         assert "value" not in token and set(token["valueFrom"]["secretKeyRef"]) == {"name", "key"}
     (worker,) = workers["template"]["spec"]["containers"]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1

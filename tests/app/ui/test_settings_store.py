@@ -2,22 +2,36 @@
 key per avatar file, and unreadable values read as absent."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from PySide6 import QtCore
 
-from app.settings import AnimationSettings, LiveSettings
-from app.ui.settings_store import PER_AVATAR_FIELDS, SETTINGS_PATH_ENV, SettingsStore
+from app.settings import AnimationSettings, LiveSettings, SmoothingGroup
+from app.ui.settings_store import (
+    ANIMATION_FIELDS,
+    OUTPUT_CHOICE_FIELDS,
+    PER_AVATAR_FIELDS,
+    SETTINGS_PATH_ENV,
+    SettingsStore,
+)
 
 
 def ini_store(path: Path) -> SettingsStore:
     return SettingsStore(QtCore.QSettings(str(path), QtCore.QSettings.Format.IniFormat))
 
 
-def test_per_avatar_fields_are_animation_settings() -> None:
+def test_remembered_fields_come_from_the_settings_metadata() -> None:
     assert set(PER_AVATAR_FIELDS) <= set(AnimationSettings.field_names())
     assert not {"paste_back", "mirror"} & set(PER_AVATAR_FIELDS)      # output choices are not per avatar
+    assert PER_AVATAR_FIELDS == tuple(f.name for f in fields(AnimationSettings) if f.metadata["remember"] == "avatar")
+    assert OUTPUT_CHOICE_FIELDS == ("paste_back", "mirror")
+    # the animation panel's controls, which "Reset all" resets: every per-avatar field but the background
+    assert set(ANIMATION_FIELDS) == set(PER_AVATAR_FIELDS) - {"background"}
+    assert set(ANIMATION_FIELDS) == {"eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier",
+                                     "rotation_multiplier", "rotation_limit_deg", "translation_lock", "stitching",
+                                     *(group.field for group in SmoothingGroup)}
 
 
 def test_avatar_settings_round_trip_per_file(tmp_path: Path) -> None:

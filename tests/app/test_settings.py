@@ -1,0 +1,65 @@
+"""The settings' two parts (``MotionSettings``: what the animation needs, ``OutputSettings``: what
+finishing the output needs) and the flat ``AnimationSettings`` made of them; the fields' metadata
+that the CLI, the protocol and the settings store derive their lists from."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from app.settings import (
+    AnimationSettings,
+    BackgroundMode,
+    LiveSettings,
+    MotionSettings,
+    OutputSettings,
+    remembered_fields,
+)
+
+
+def test_animation_settings_is_motion_then_output_field_for_field() -> None:
+    assert AnimationSettings.field_names() == MotionSettings.field_names() + OutputSettings.field_names()
+    assert not set(MotionSettings.field_names()) & set(OutputSettings.field_names())
+    assert set(OutputSettings.field_names()) == {"paste_back", "mirror", "background"}
+    assert isinstance(AnimationSettings(), MotionSettings) and isinstance(AnimationSettings(), OutputSettings)
+
+
+def test_flat_settings_split_into_their_parts_and_back() -> None:
+    s = AnimationSettings(eye_mode="fixed", eye_target=0.5, rotation_multiplier=(1.0, 0.5, 2.0), paste_back=False,
+                          mirror=True, background="blur", smooth_lips=0.7)
+    assert s.background == BackgroundMode("blur")                     # the text form still parses
+    assert type(s.motion) is MotionSettings and type(s.output) is OutputSettings
+    assert (s.motion.eye_mode, s.motion.rotation_multiplier, s.motion.smooth_lips) == ("fixed", (1.0, 0.5, 2.0), 0.7)
+    assert s.output == OutputSettings(paste_back=False, mirror=True, background=BackgroundMode("blur"))
+    assert AnimationSettings.from_parts(s.motion, s.output) == s
+    assert AnimationSettings.from_parts(MotionSettings(), OutputSettings()) == AnimationSettings()
+
+
+def test_each_part_validates_its_own_fields() -> None:
+    assert MotionSettings(eye_target=0.8).validated() == MotionSettings(eye_target=0.8)
+    with pytest.raises(ValueError, match="setting eye_target: expected 0..0.8"):
+        MotionSettings(eye_target=0.9).validated()
+    with pytest.raises(ValueError, match="setting background: colour channels"):
+        OutputSettings(background=BackgroundMode("color", color=(0, 300, 0))).validated()
+    for bad in ({"eye_target": 0.9}, {"background": BackgroundMode("color", color=(0, 300, 0))},
+                {"reference_frames": 0}, {"rotation_multiplier": (1.0, 1.0)}):
+        with pytest.raises(ValueError, match=f"setting {next(iter(bad))}"):
+            AnimationSettings(**bad).validated()
+        with pytest.raises(ValueError):
+            LiveSettings().update(**bad)
+
+
+def test_every_field_has_help_and_a_known_memory() -> None:
+    for f in fields(AnimationSettings):
+        assert f.metadata.get("help"), f.name
+        assert f.metadata.get("remember") in ("avatar", "app", None), f.name
+    # remembered across avatars: the output's on/off choices, read back as booleans
+    assert remembered_fields("app") == ("paste_back", "mirror")
+    assert all(AnimationSettings.field_types()[name] is bool for name in remembered_fields("app"))
+    assert "background" in remembered_fields("avatar") and "eye_mode" in remembered_fields("avatar")
+    assert remembered_fields("avatar", OutputSettings) == ("background",)
+
+
+def test_live_settings_take_lists_for_tuple_fields() -> None:
+    s = LiveSettings().update(rotation_multiplier=[1, 0.5, 2], rotation_limit_deg=[10, 20, 30])
+    assert s.rotation_multiplier == (1.0, 0.5, 2.0) and s.rotation_limit_deg == (10.0, 20.0, 30.0)
