@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..avatar.face import AvatarFace
 from ..face import crop as fc
 from ..face.mask import feathered_square_mask
+from ..imaging.easing import smoothstep
 from ..imaging.image_io import ImageError, load_image
 from ..imaging.segmentation import SEGMENT_EVERY, PersonMaskTracker, PersonSegmenter, segmentation_size
 from ..settings import AnimationSettings, BackgroundMode
@@ -46,9 +47,7 @@ BLUR_SIGMA = 0.02                   # "blur": Gaussian sigma as a fraction of th
 def edge_alpha(probability: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Person probability in [0, 1] -> alpha: the smoothstep between ``EDGE_LOW`` and
     ``EDGE_HIGH`` (exactly 0 and 1 beyond them); numpy arrays or torch tensors."""
-    t = (probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW)
-    t = t.clamp(0.0, 1.0) if isinstance(t, torch.Tensor) else np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    return smoothstep((probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW))
 
 
 # uint8 probability -> alpha (float32, exactly 0 and 1 at the ends)
