@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from ..avatar.face import AvatarFace
-from ..face import crop as fc
 from ..face.mask import feathered_square_mask
 from ..imaging.easing import smoothstep
 from ..imaging.image_io import ImageError, load_image
@@ -311,16 +310,3 @@ class BackgroundCompositor:
             self._segmenter = self._make_segmenter()
         return self._segmenter
 
-
-def paste_and_compose(crop: np.ndarray, face: AvatarFace, s: AnimationSettings,
-                      background: BackgroundCompositor) -> np.ndarray:
-    """An animated 512 crop -> the output on the host, unmirrored: pasted into the avatar image
-    (unless ``s`` asks for the crop only), then composited with ``s``'s background. The local
-    animator's CPU path and the render server's client both finish a frame with it."""
-    image = fc.paste_back(crop, face.transform.M_c2o, face.image, face.paste) if s.paste_back else crop
-    return background.compose(image, face, s)
-
-
-def mirrored(image: np.ndarray) -> np.ndarray:
-    """``image`` flipped left-right, contiguous (what the outputs expect)."""
-    return np.ascontiguousarray(image[:, ::-1])
