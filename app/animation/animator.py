@@ -52,14 +52,24 @@ class Animator:
     (default: on CUDA devices; on a CPU, OpenCV's paste-back is faster); the background is then
     composited there too, else the crop is finished on the host (``OutputFinisher``, which keeps
     the held output either way). ``segmenter``: makes the person segmenter of the background
-    modes, on first need (default: MediaPipe Selfie Segmentation)."""
+    modes, on first need (default: MediaPipe Selfie Segmentation).
+
+    ``crop_only``: every output is the rendered 512 x 512 crop, unmirrored, without a background
+    (the still output: the avatar's crop), whatever the settings' ``paste_back``, ``mirror`` and
+    ``background`` say: the render server's animator, whose client finishes the crop. Nothing is
+    pasted on the device then."""
 
     def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar, *,
                  paste_on_device: bool | None = None,
-                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
+                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation,
+                 crop_only: bool = False) -> None:
+        if crop_only and paste_on_device:
+            raise ValueError("a crop-only animator pastes nothing: paste_on_device must be off")
         self.backend = backend
         self.settings = settings
-        self.paste_on_device = backend.device.type == "cuda" if paste_on_device is None else paste_on_device
+        if paste_on_device is None:
+            paste_on_device = backend.device.type == "cuda" and not crop_only
+        self.paste_on_device = paste_on_device
         self.avatar = avatar
         self.reference = driver.NeutralReference()
         self.smoother = driver.MotionSmoother(backend.device)
@@ -72,7 +82,7 @@ class Animator:
         self._calibrate_requested = False
         self._device_paste: DevicePasteBack | None = None
         self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
-        self.finisher = OutputFinisher(avatar.face, segmenter)
+        self.finisher = OutputFinisher(avatar.face, segmenter, crop_only=crop_only)
         self._controls: tuple[AnimationSettings, motion.MotionControls] | None = None
 
     # -- control (any thread) ------------------------------------------------------------------

@@ -6,7 +6,8 @@ the last output, held).
 render server's client (``RemoteAnimator``) finish every crop with it, so a remote render with raw
 frames equals the local one bit for bit. The local animator's GPU path pastes and composites on
 the device (``paste_device``, ``BackgroundCompositor.compose_on_device``) and hands the fetched
-result to ``finish_pasted``, so it shares the held image and its bookkeeping.
+result to ``finish_pasted``, so it shares the held image and its bookkeeping. A ``crop_only``
+finisher (the render server's animator) outputs the crop as rendered, whatever the settings say.
 
 Contract: a crop is the animated 512 x 512 x 3 uint8 BGR crop of the avatar's ``AvatarFace.crop``
 framing; an output is H x W x 3 uint8 BGR, contiguous: the avatar image's size (paste-back) or the
@@ -40,11 +41,17 @@ class OutputFinisher:
     keeps the last output and its crop for the frames that show no new crop.
 
     ``segmenter``: makes the background's person segmenter, on first need (default: MediaPipe).
-    ``begin`` once per frame, before the frame's device work; ``reset`` when the avatar changes."""
+    ``crop_only``: the output is the bare crop, unmirrored, with the avatar's own background,
+    whatever the settings' output fields say (the render server's animator, whose client finishes
+    the crop for the user's output); the still output is the avatar's crop, and no segmenter is
+    made. ``begin`` once per frame, before the frame's device work; ``reset`` when the avatar
+    changes."""
 
     def __init__(self, face: AvatarFace,
-                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
+                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation, *,
+                 crop_only: bool = False) -> None:
         self.face = face
+        self.crop_only = crop_only
         self.background = BackgroundCompositor(segmenter)
         self._key: OutputKey | None = None
         self._last_image: np.ndarray | None = None
@@ -57,6 +64,8 @@ class OutputFinisher:
         kept for the old output too). Then what the frame's compositing needs that changes only
         with the avatar, the layout or the mode is made (with ``device``: its constants there);
         call it before the frame's device work is queued (``BackgroundCompositor.prepare``)."""
+        if self.crop_only:
+            return False                    # one output, whatever the settings
         key = (s.background, s.paste_back, s.mirror)
         changed = key != self._key
         if changed:
@@ -66,7 +75,11 @@ class OutputFinisher:
 
     def finish(self, crop: np.ndarray, s: AnimationSettings) -> np.ndarray:
         """The output of an animated crop: pasted into the avatar image (unless ``s`` asks for
-        the crop only), with ``s``'s background, mirrored if asked; kept as the held output."""
+        the crop only), with ``s``'s background, mirrored if asked; kept as the held output.
+        A crop-only finisher keeps and returns ``crop`` itself."""
+        if self.crop_only:
+            self._last_crop = self._last_image = crop
+            return crop
         face = self.face
         image = fc.paste_back(crop, face.transform.M_c2o, face.image, face.paste) if s.paste_back else crop
         self._last_crop = crop
@@ -74,12 +87,15 @@ class OutputFinisher:
 
     def finish_pasted(self, image: np.ndarray, s: AnimationSettings) -> np.ndarray:
         """The output of a frame pasted and composited elsewhere (the device path; ``image`` is
-        unmirrored): mirrored if asked and kept as the held output. No crop is kept for it."""
+        unmirrored): mirrored if asked and kept as the held output. No crop is kept for it. Not for
+        a crop-only finisher (nothing is pasted for it)."""
         self._last_crop = None
         return self._keep(image, s)
 
     def still(self, s: AnimationSettings) -> np.ndarray:
         """The output with no animation: the avatar image (or its crop) with the background."""
+        if self.crop_only:
+            return self.face.crop
         image = self.background.still(self.face, s)
         return mirrored(image) if s.mirror else image
 

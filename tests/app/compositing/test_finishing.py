@@ -1,11 +1,15 @@
 """The host-side finishing step (``OutputFinisher``): held and still images across output changes,
-and one finishing for the local animator's CPU path and the render server's client."""
+one finishing for the local animator's CPU path and the render server's client, and the render
+server's crop-only output."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from support.fakes import ScriptedBackend, fake_face, make_animator
 
+from app.animation.animator import Animator
 from app.animation.frames import Status
+from app.avatar.prepared import prepare_avatar
 from app.compositing.finishing import OutputFinisher
 from app.face import crop as fc
 from app.imaging.device_io import fetch_image, render_to_planes
@@ -96,3 +100,32 @@ def test_the_local_cpu_path_and_the_remote_client_finish_crops_alike(avatar_face
         got = client.process(fake_face(), i / 30)
         assert got.rendered and np.array_equal(got.image, want), f"frame {i}"
     client.close()
+
+
+def no_segmenter():
+    raise AssertionError("a crop-only output segments nothing")
+
+
+def test_a_crop_only_animator_outputs_the_rendered_crop_whatever_the_settings(avatar_face) -> None:
+    """The render server's animator: the bare crop as rendered, unmirrored and without background,
+    under every output setting; the avatar's crop before anything is animated; held crops while
+    the face is lost."""
+    backend = CropRecordingBackend()
+    live = LiveSettings(AnimationSettings(reference_frames=1, hold_seconds=0.1, ease_seconds=0.2,
+                                          background="color:#00ff00", mirror=True))
+    anim = Animator(backend, live, prepare_avatar(avatar_face, backend), segmenter=no_segmenter, crop_only=True)
+    assert not anim.paste_on_device
+    first = anim.process(None, 0.0)
+    assert first.status == Status.NO_FACE_YET and first.image is avatar_face.crop
+    changes = {1: {"paste_back": False}, 2: {"mirror": False, "background": "blur"}, 3: {"paste_back": True}}
+    statuses = []
+    for i in range(1, 15):
+        live.update(**changes.get(i, {}))
+        backend.pose = (0.0, 4.0 * i, 0.0)
+        out = anim.process(fake_face() if i < 6 else None, i / 20)
+        statuses.append(out.status)
+        assert out.image.shape == (512, 512, 3)
+        assert np.array_equal(out.image, backend.crops[-1]), (i, out.status)      # rendered now, or held
+    assert {Status.LIVE, Status.HOLDING, Status.EASING, Status.NEUTRAL} <= set(statuses)
+    with pytest.raises(ValueError, match="crop-only"):
+        Animator(backend, live, prepare_avatar(avatar_face, backend), paste_on_device=True, crop_only=True)
