@@ -12,7 +12,8 @@ keypoint math, the MLPs, the renderer and (on a GPU) the paste-back are queued w
 and the frame's one device -> host transfer is the finished image with a validity byte. Only
 while a neutral reference is taken (a few frames) does the motion come to the host. The output's
 background (``AnimationSettings.background``) is composited last, on the device where the
-paste-back runs there (``app.compositing.background``); still, held and neutral frames get it too.
+paste-back runs there (``app.compositing.background``), else on the host with the paste-back and
+the mirror (``app.compositing.finishing``); still, held and neutral frames get it too.
 """
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ from engines import motion
 from engines.backend import InferenceBackend
 
 from ..avatar.prepared import PreparedAvatar
-from ..compositing.background import BackgroundCompositor, mirrored, paste_and_compose
+from ..compositing.background import BackgroundCompositor
+from ..compositing.finishing import OutputFinisher
 from ..compositing.paste_device import DevicePasteBack
 from ..face.driving import DrivingFace
 from ..imaging.device_io import HostToDevice, fetch_image, fetch_images, image_to_tensor, render_to_planes
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
-from ..settings import AnimationSettings, BackgroundMode, LiveSettings
+from ..settings import AnimationSettings, LiveSettings
 from . import driver_motion as driver
 from .face_lost import FaceLostState
 from .frames import AnimatedFrame, Status
@@ -48,15 +50,26 @@ class Animator:
 
     ``paste_on_device``: blend the rendered crop into the avatar image on the backend's device
     (default: on CUDA devices; on a CPU, OpenCV's paste-back is faster); the background is then
-    composited there too. ``segmenter``: makes the person segmenter of the background modes, on
-    first need (default: MediaPipe Selfie Segmentation)."""
+    composited there too, else the crop is finished on the host (``OutputFinisher``, which keeps
+    the held output either way). ``segmenter``: makes the person segmenter of the background
+    modes, on first need (default: MediaPipe Selfie Segmentation).
+
+    ``crop_only``: every output is the rendered 512 x 512 crop, unmirrored, without a background
+    (the still output: the avatar's crop), whatever the settings' ``paste_back``, ``mirror`` and
+    ``background`` say: the render server's animator, whose client finishes the crop. Nothing is
+    pasted on the device then."""
 
     def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar, *,
                  paste_on_device: bool | None = None,
-                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
+                 segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation,
+                 crop_only: bool = False) -> None:
+        if crop_only and paste_on_device:
+            raise ValueError("a crop-only animator pastes nothing: paste_on_device must be off")
         self.backend = backend
         self.settings = settings
-        self.paste_on_device = backend.device.type == "cuda" if paste_on_device is None else paste_on_device
+        if paste_on_device is None:
+            paste_on_device = backend.device.type == "cuda" and not crop_only
+        self.paste_on_device = paste_on_device
         self.avatar = avatar
         self.reference = driver.NeutralReference()
         self.smoother = driver.MotionSmoother(backend.device)
@@ -69,10 +82,7 @@ class Animator:
         self._calibrate_requested = False
         self._device_paste: DevicePasteBack | None = None
         self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
-        self._last_image: np.ndarray | None = None
-        # what the cached images (_last_image, face_lost.neutral_image) were made for
-        self._output_key: tuple[BackgroundMode, bool, bool] | None = None
-        self.background = BackgroundCompositor(segmenter)
+        self.finisher = OutputFinisher(avatar.face, segmenter, crop_only=crop_only)
         self._controls: tuple[AnimationSettings, motion.MotionControls] | None = None
 
     # -- control (any thread) ------------------------------------------------------------------
@@ -89,20 +99,21 @@ class Animator:
     def has_reference(self) -> bool:
         return self.reference.final
 
+    @property
+    def background(self) -> BackgroundCompositor:
+        """The output background's compositor (the finisher's)."""
+        return self.finisher.background
+
     def close(self) -> None:
         """Release the background's person segmenter (MediaPipe's graph). Call it once no frame is
         in flight; a later frame in a background mode would make a new one."""
-        self.background.close()
+        self.finisher.close()
 
     # -- per frame (inference thread) ----------------------------------------------------------
     @torch.inference_mode()
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
         s = self.settings.snapshot()
         self._apply_requests()
-        output_key = (s.background, s.paste_back, s.mirror)
-        if output_key != self._output_key:
-            # images kept for another output (background, full picture or crop, mirror) are made anew
-            self._output_key, self._last_image, self.face_lost.neutral_image = output_key, None, None
         # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
         # is queued: an upload from pageable memory waits for the device to finish what is queued
         self.smoother.tune(s)
@@ -110,7 +121,8 @@ class Animator:
         self._motion_controls(s)
         if s.paste_back and self.paste_on_device:
             self._paste_back_on_device()
-        self.background.prepare(self.avatar.face, s, self.backend.device if self.paste_on_device else None)
+        if self.finisher.begin(s, self.backend.device if self.paste_on_device else None):
+            self.face_lost.neutral_image = None     # made for another output: made anew
         raw, valid = self._driver_motion(face, s) if face is not None else (None, None)
         if raw is None:
             return self._face_lost(t, s)
@@ -126,9 +138,8 @@ class Animator:
             self.avatar = avatar
             self._device_paste = None
             self.face_lost.neutral_image = None
-            self._last_image = None
             self.last_keypoints = None
-            self.background.reset()
+            self.finisher.reset(avatar.face)
         if calibrate:
             self.reference.reset()
 
@@ -158,10 +169,10 @@ class Animator:
     def _face_lost(self, t: float, s: AnimationSettings) -> AnimatedFrame:
         if self.face_lost.last_motion is None or self.reference.vector is None:
             # nothing animated yet: the avatar as it is (never the camera image)
-            return AnimatedFrame(self._still_avatar(s), Status.NO_FACE_YET, rendered=False)
+            return AnimatedFrame(self.finisher.still(s), Status.NO_FACE_YET, rendered=False)
         lost = self.face_lost.lost(t, s)
-        if lost.holding and self._last_image is not None:
-            return AnimatedFrame(self._last_image, Status.HOLDING, rendered=False)
+        if lost.holding and self.finisher.last is not None:
+            return AnimatedFrame(self.finisher.last, Status.HOLDING, rendered=False)
         if lost.neutral and self.face_lost.neutral_image is not None:
             return AnimatedFrame(self.face_lost.neutral_image, Status.NEUTRAL, rendered=False)
         v = self.face_lost.eased(lost, self.reference.vector)
@@ -170,10 +181,6 @@ class Animator:
         if lost.neutral and frame.rendered:
             self.face_lost.neutral_image = frame.image
         return frame
-
-    def _still_avatar(self, s: AnimationSettings) -> np.ndarray:
-        img = self.background.still(self.avatar.face, s)
-        return mirrored(img) if s.mirror else img
 
     def _render(self, v: torch.Tensor, s: AnimationSettings, status: Status,
                 valid: torch.Tensor | None = None) -> AnimatedFrame:
@@ -195,25 +202,24 @@ class Animator:
             # (the small copy only on the frames that segment)
             parts = [p for p in self.background.compose_on_device(planes, a.face, s, self._upload) if p is not None]
             fetched, ok = fetch_images(parts, valid)
-            small = fetched[1] if len(fetched) > 1 else None
-            image = self.background.finish(fetched[0], small, a.face, s) if ok else fetched[0]
+            if ok:
+                small = fetched[1] if len(fetched) > 1 else None
+                image = self.finisher.finish_pasted(self.background.finish(fetched[0], small, a.face, s), s)
         else:
             image, ok = fetch_image(planes, valid)
             if ok and s.paste_back and self.paste_on_device:
-                image = self.background.compose(self._paste_back_on_device().compose(image), a.face, s)
+                # the background keeps here: nothing to composite
+                image = self.finisher.finish_pasted(self._paste_back_on_device().compose(image), s)
             elif ok:
-                image = paste_and_compose(image, a.face, s, self.background)
+                image = self.finisher.finish(image, s)
         if not ok:
             log.warning("frame skipped: NaN or inf in the driver's motion or the driving keypoints")
             return self._skipped(s, status)
-        image = mirrored(image) if s.mirror else image
-        self._last_image = image
         return AnimatedFrame(image, status, rendered=True)
 
     def _skipped(self, s: AnimationSettings, status: Status) -> AnimatedFrame:
-        if self._last_image is not None:
-            return AnimatedFrame(self._last_image, status, rendered=False)
-        return AnimatedFrame(self._still_avatar(s), status, rendered=False)
+        held = self.finisher.last
+        return AnimatedFrame(held if held is not None else self.finisher.still(s), status, rendered=False)
 
     def _paste_back_on_device(self) -> DevicePasteBack:
         if self._device_paste is None:

@@ -13,13 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..imaging.easing import smoothstep
 from ..settings import AnimationSettings
-
-
-def smoothstep(x: float) -> float:
-    """0 below 0, 1 above 1, a smooth S-curve in between."""
-    x = min(1.0, max(0.0, x))
-    return x * x * (3 - 2 * x)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ..avatar.face import AvatarFace
-from ..face import crop as fc
 from ..face.mask import feathered_square_mask
+from ..imaging.easing import smoothstep
 from ..imaging.image_io import ImageError, load_image
 from ..imaging.segmentation import SEGMENT_EVERY, PersonMaskTracker, PersonSegmenter, segmentation_size
 from ..settings import AnimationSettings, BackgroundMode
@@ -46,9 +46,7 @@ BLUR_SIGMA = 0.02                   # "blur": Gaussian sigma as a fraction of th
 def edge_alpha(probability: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Person probability in [0, 1] -> alpha: the smoothstep between ``EDGE_LOW`` and
     ``EDGE_HIGH`` (exactly 0 and 1 beyond them); numpy arrays or torch tensors."""
-    t = (probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW)
-    t = t.clamp(0.0, 1.0) if isinstance(t, torch.Tensor) else np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    return smoothstep((probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW))
 
 
 # uint8 probability -> alpha (float32, exactly 0 and 1 at the ends)
@@ -312,16 +310,3 @@ class BackgroundCompositor:
             self._segmenter = self._make_segmenter()
         return self._segmenter
 
-
-def paste_and_compose(crop: np.ndarray, face: AvatarFace, s: AnimationSettings,
-                      background: BackgroundCompositor) -> np.ndarray:
-    """An animated 512 crop -> the output on the host, unmirrored: pasted into the avatar image
-    (unless ``s`` asks for the crop only), then composited with ``s``'s background. The local
-    animator's CPU path and the render server's client both finish a frame with it."""
-    image = fc.paste_back(crop, face.transform.M_c2o, face.image, face.paste) if s.paste_back else crop
-    return background.compose(image, face, s)
-
-
-def mirrored(image: np.ndarray) -> np.ndarray:
-    """``image`` flipped left-right, contiguous (what the outputs expect)."""
-    return np.ascontiguousarray(image[:, ::-1])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..imaging.easing import smoothstep
+
 
 def feathered_square_mask(size: int = 512, feather: int = 24, corner_radius: int | None = None,
                           channels: int = 3) -> np.ndarray:
@@ -21,7 +23,6 @@ def feathered_square_mask(size: int = 512, feather: int = 24, corner_radius: int
     inner_y = np.maximum(radius - dy, 0.0)
     dist = radius - np.sqrt(inner_x ** 2 + inner_y ** 2)
     dist = np.where((dx >= radius) | (dy >= radius), np.minimum(dx, dy), dist)
-    t = np.clip(dist / feather, 0.0, 1.0)
-    weight = t * t * (3.0 - 2.0 * t)          # smoothstep: no visible kink at either end
+    weight = smoothstep(dist / feather)        # no visible kink at either end
     mask = np.round(weight * 255.0).astype(np.uint8)
     return np.repeat(mask[..., None], channels, axis=2) if channels > 1 else mask

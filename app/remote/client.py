@@ -25,10 +25,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from ..animation.frames import AnimatedFrame, Status
 from ..avatar.face import AvatarFace
-from ..compositing.background import BackgroundCompositor, mirrored, paste_and_compose
+from ..compositing.finishing import OutputFinisher
 from ..face.driving import DrivingFace
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
-from ..settings import AnimationSettings, BackgroundMode, LiveSettings
+from ..settings import AnimationSettings, LiveSettings
 from . import protocol as p
 
 log = logging.getLogger(__name__)
@@ -280,19 +280,17 @@ class RemoteAvatar:
 
 class RemoteAnimator:
     """The ``Animator`` interface, animated on a render server. ``connect`` before the first frame
-    (``RemoteError`` when the server cannot be used); ``close`` at the end."""
+    (``RemoteError`` when the server cannot be used); ``close`` at the end. The server's crops are
+    finished here by the same ``OutputFinisher`` as the local animator's CPU path."""
 
     def __init__(self, server: RemoteServer, settings: LiveSettings, face: AvatarFace, *,
                  segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
         self.settings = settings
         self.avatar = RemoteAvatar(face)
         self.link = ServerLink(server, face, settings.snapshot())
-        self.background = BackgroundCompositor(segmenter)
+        self.finisher = OutputFinisher(face, segmenter)
         self._lock = threading.Lock()
         self._pending: AvatarFace | None = None
-        self._last_image: np.ndarray | None = None
-        self._last_crop: np.ndarray | None = None
-        self._output_key: tuple[BackgroundMode, bool, bool] | None = None
         self._status = Status.NO_FACE_YET
 
     def connect(self) -> None:
@@ -312,7 +310,7 @@ class RemoteAnimator:
 
     def close(self) -> None:
         self.link.close()
-        self.background.close()
+        self.finisher.close()
 
     # -- per frame (inference thread) ----------------------------------------------------------
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
@@ -321,39 +319,20 @@ class RemoteAnimator:
             pending, self._pending = self._pending, None
         if pending is not None:
             self.avatar = RemoteAvatar(pending)
-            self._last_image = self._last_crop = None
-            self.background.reset()
+            self.finisher.reset(pending)
             self.link.set_avatar(pending)
-        output_key = (s.background, s.paste_back, s.mirror)
-        if output_key != self._output_key:
-            self._output_key, self._last_image = output_key, None
-        self.background.prepare(self.avatar.face, s)
+        self.finisher.begin(s)
         answer = self.link.animate(face, t, s)
         if answer is None:
-            return AnimatedFrame(self._held(s), Status.SERVER_LOST, rendered=False)
+            return AnimatedFrame(self.finisher.held(s), Status.SERVER_LOST, rendered=False)
         if answer.status in _SERVER_STATUSES:
             self._status = Status(answer.status)
         if answer.rendered and answer.crop is not None:
-            self._last_crop = answer.crop
-            self._last_image = self._finish(answer.crop, s)
-            return AnimatedFrame(self._last_image, self._status, rendered=True)
+            return AnimatedFrame(self.finisher.finish(answer.crop, s), self._status, rendered=True)
         if self._status == Status.NO_FACE_YET:
-            return AnimatedFrame(self._still(s), self._status, rendered=False)
-        return AnimatedFrame(self._held(s), self._status, rendered=False)
-
-    def _finish(self, crop: np.ndarray, s: AnimationSettings) -> np.ndarray:
-        image = paste_and_compose(crop, self.avatar.face, s, self.background)
-        return mirrored(image) if s.mirror else image
-
-    def _held(self, s: AnimationSettings) -> np.ndarray:
-        """The last output (made again from the last crop after an output change), else the still avatar."""
-        if self._last_image is None and self._last_crop is not None:
-            self._last_image = self._finish(self._last_crop, s)
-        return self._last_image if self._last_image is not None else self._still(s)
-
-    def _still(self, s: AnimationSettings) -> np.ndarray:
-        image = self.background.still(self.avatar.face, s)
-        return mirrored(image) if s.mirror else image
+            return AnimatedFrame(self.finisher.still(s), self._status, rendered=False)
+        # the server showed a kept frame (holding, neutral, skipped): so does the client, from its last crop
+        return AnimatedFrame(self.finisher.held(s), self._status, rendered=False)
 
 
 _SERVER_STATUSES = {str(s) for s in Status}

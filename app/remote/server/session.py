@@ -4,8 +4,9 @@ turns decoded protocol messages into animated 512 x 512 crops; the WebSocket loo
 ``app.remote.server.service``. Methods are called from one worker thread at a time.
 
 The server animates the crop only: paste-back, mirror and background are the client's (its
-settings for them never reach the server), so the session's settings pin them to "crop, unmirrored,
-keep"."""
+settings for them never reach the server). The session's animator is built crop-only for that
+(``Animator(crop_only=True)``), so its output is the bare rendered crop whatever those settings
+are."""
 from __future__ import annotations
 
 import time
@@ -21,11 +22,9 @@ from ...avatar.face import avatar_face_from_crop
 from ...avatar.prepared import prepare_avatar
 from ...face import crop as fc
 from ...face.driving import DrivingFace
-from ...imaging.segmentation import EllipseSegmenter
-from ...settings import AnimationSettings, BackgroundMode, LiveSettings
+from ...settings import LiveSettings
 from .. import protocol as p
 
-SERVER_SIDE_OUTPUT = {"paste_back": False, "mirror": False, "background": BackgroundMode()}
 _NO_TRANSFORM = fc.CropTransform(M_o2c=np.eye(3)[:2], M_c2o=np.eye(3)[:2], dsize=fc.DRIVING_CROP.dsize)
 
 
@@ -38,7 +37,7 @@ class RenderSession:
         self.frame_format = frame_format
         self.quality = quality
         self.limits = limits or p.Limits()
-        self.settings = LiveSettings(AnimationSettings(**SERVER_SIDE_OUTPUT))
+        self.settings = LiveSettings()      # the motion settings; the output ones are the client's
         self.revision = 0
         self.animator: Animator | None = None
         self._next_frame_at = 0.0
@@ -53,9 +52,8 @@ class RenderSession:
         with torch.inference_mode():
             avatar = prepare_avatar(face, self.backend)
         if self.animator is None:
-            # the segmenter is never needed: the server's output keeps the background
-            self.animator = Animator(self.backend, self.settings, avatar, paste_on_device=False,
-                                     segmenter=EllipseSegmenter)
+            # the bare crop goes back: the client pastes, composites and mirrors it
+            self.animator = Animator(self.backend, self.settings, avatar, crop_only=True)
         else:
             self.animator.set_avatar(avatar)
         return {"type": "avatar_ready", "ms": round((time.perf_counter() - t0) * 1000, 2)}
