@@ -106,6 +106,10 @@ class TimedBackend:
     def render(self, feature, x_s, x_d):
         return self._timed("W+G render", self.inner.render, feature, x_s, x_d)
 
+    def close(self) -> None:
+        """Close the timed backend: the benchmark hands it over to this wrapper."""
+        self.inner.close()
+
 
 class NullVirtualCamera:
     """pyvirtualcam backend that accepts frames and drops them (measures our side of the output)."""

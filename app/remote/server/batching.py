@@ -28,7 +28,7 @@ def render_batch(backend: InferenceBackend, requests: Sequence[RenderRequest]) -
 
 class BatchedBackend:
     """``backend`` with ``render`` replaced by ``render_one`` (which batches across sessions).
-    Attributes other than ``render`` are the shared backend's."""
+    Attributes other than ``render`` and ``close`` are the shared backend's."""
 
     def __init__(self, backend: InferenceBackend, render_one: Callable[[RenderRequest], torch.Tensor]) -> None:
         self._backend = backend
@@ -36,6 +36,10 @@ class BatchedBackend:
 
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         return self._render_one((feature, x_s, x_d))
+
+    def close(self) -> None:
+        """Closes nothing: the shared backend is the replica's, which closes it at its shutdown
+        (the sessions that use this come and go before that)."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
