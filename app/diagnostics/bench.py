@@ -264,6 +264,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)   # only tiny tensor ops: a thread pool costs more than it gives
     inner = make_backend(args.backend, weights=args.weights, device=args.device)
     backend: InferenceBackend = TimedBackend(inner) if args.network_timing else inner
+    try:
+        report = {"backend": args.backend, "tracking": args.tracking,
+                  **_run(args, backend, frames)}
+    finally:
+        backend.close()
+    stats_log(report, args.backend, args.tracking)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace, backend: InferenceBackend, frames: list[np.ndarray]) -> dict:
+    """``main``'s benchmark on ``backend``: the avatar, the landmark source, ``run_loop``."""
     source: LandmarkSource
     if args.tracking == "replay" and args.landmarks:
         source = load_landmarks(args.landmarks, expected_frames=len(frames)).source()
@@ -274,13 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         avatar = load_avatar(args.avatar, backend)
         source = MediaPipeFaceMesh()
-    report = {"backend": args.backend, "tracking": args.tracking,
-              **run_loop(backend, avatar, frames, source, lossless_frames=args.frames, seconds=args.seconds,
-                         fps=args.fps, soak_minutes=args.soak_minutes)}
-    stats_log(report, args.backend, args.tracking)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
+    return run_loop(backend, avatar, frames, source, lossless_frames=args.frames, seconds=args.seconds,
+                    fps=args.fps, soak_minutes=args.soak_minutes)
 
 
 def stats_log(report: dict, backend: str, tracking: str) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engines.backend import InferenceBackend
+
 from ..avatar.loading import DEFAULT_AVATAR
 from ..cli.console import EXIT_BAD_INPUT, report_error
 from ..cli.options import backend_from_args
@@ -35,7 +37,7 @@ class RendererFactory:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self._backend = None
+        self._backend: InferenceBackend | None = None
 
     def __call__(self, choice: RenderChoice) -> Renderer:
         if choice.remote:
@@ -43,6 +45,13 @@ class RendererFactory:
         if self._backend is None:
             self._backend = backend_from_args(self.args)
         return LocalRenderer(self._backend)
+
+    def close(self) -> None:
+        """Close the backend (the window's shutdown, once its session is closed). The backend
+        outlives renderer switches: switching back to this computer reuses it."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
 
 
 class Starter(QtCore.QObject):
@@ -182,5 +191,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     window.start_requested.connect(start)       # a new choice after a failed start
     window.show()
     start(choice)
-    app.exec()
+    try:
+        app.exec()
+    finally:
+        factory.close()          # the window closed its session (and so its animator) first
     return exit_code["value"]

@@ -129,6 +129,8 @@ class RenderServer:
         if hasattr(self, "service"):          # not when the constructor failed
             self.service.shutdown()
             self._render_pool.shutdown(wait=False)
+        if hasattr(self, "backend"):          # the replica's own; its sessions' threads are not waited
+            self.backend.close()              # for: a call in flight completes or raises RuntimeError
 
 
 def uses_gpu(device: str) -> bool:
