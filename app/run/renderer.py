@@ -4,9 +4,9 @@
 virtual camera stay local either way.
 
 A renderer makes its animator (connected, for a server) and turns an avatar file, or the face of
-an avatar prepared for another renderer, into what that animator's ``set_avatar`` takes: an object
-with the ``AvatarFace`` as ``.face``. ``RenderChoice`` is the user's choice as the window and its
-settings hold it."""
+an avatar prepared for another renderer, into what that animator's ``set_avatar`` takes: its own
+kind of ``AnimatedAvatar`` (which has the ``AvatarFace`` as ``.face``). ``RenderChoice`` is the
+user's choice as the window and its settings hold it."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,7 @@ import torch
 from engines.backend import InferenceBackend
 
 from ..animation.animator import Animator
-from ..animation.frames import FrameAnimator
+from ..animation.frames import AvatarT, FrameAnimator
 from ..avatar.face import AvatarFace
 from ..avatar.loading import load_avatar, load_avatar_face
 from ..avatar.prepared import PreparedAvatar, prepare_avatar
@@ -33,19 +33,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-class Renderer(Protocol):
+
+class Renderer(Protocol[AvatarT]):
+    """``AvatarT``: the avatars this renderer prepares and its animators take (``PreparedAvatar``
+    on this computer, ``RemoteAvatar`` on a server)."""
+
     remote: bool
     where: str                  # for the window: "this computer" or the server's address
 
-    def load_avatar(self, path: str | Path) -> Any:
+    def load_avatar(self, path: str | Path) -> AvatarT:
         """Avatar file -> what ``animator``'s ``set_avatar`` takes (raises ImageError / NoFaceError)."""
+        ...
 
-    def adopt(self, face: AvatarFace) -> Any:
+    def adopt(self, face: AvatarFace) -> AvatarT:
         """An avatar face already cropped (e.g. for the other renderer) -> the same as ``load_avatar``."""
+        ...
 
-    def animator(self, settings: LiveSettings, avatar: Any) -> FrameAnimator:
+    def animator(self, settings: LiveSettings, avatar: AvatarT) -> FrameAnimator[AvatarT]:
         """The animator for ``avatar``, ready for its first frame (``RemoteError`` for a server that
         cannot be used)."""
+        ...
 
 
 class LocalRenderer:
@@ -125,6 +132,13 @@ class RenderChoice:
             return RemoteServer.parse(self.url, self.token or None, **options)
         except RemoteError:
             raise RemoteError(f"server address: expected ws://HOST:PORT or wss://HOST:PORT, got {self.url!r}") from None
+
+
+if TYPE_CHECKING:
+    # the type checker holds each renderer to the protocol with its own avatars, and so its
+    # animators (Animator, RemoteAnimator) to FrameAnimator of those avatars
+    _LOCAL: type[Renderer[PreparedAvatar]] = LocalRenderer
+    _REMOTE: type[Renderer[RemoteAvatar]] = RemoteRenderer
 
 
 def remote_server_from_args(args: argparse.Namespace) -> RemoteServer:
