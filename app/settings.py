@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 # the driving options belong to the motion math; the UI and the CLI take them from here
 from engines.motion import DRIVING_OPTIONS, DrivingOption
@@ -53,7 +53,7 @@ class BackgroundMode:
         kind, sep, arg = str(text).strip().partition(":")
         kind = kind.lower()
         if kind in ("keep", "blur") and not sep:
-            return cls(kind)
+            return cls(cast(BackgroundKind, kind))      # `in` does not narrow a str to the Literal
         if kind == "color" and sep:
             match = _HEX_COLOUR.fullmatch(arg.strip())
             if match is None:

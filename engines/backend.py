@@ -98,7 +98,8 @@ class TorchBackend:
         self.channels_last = channels_last and cuda
         if self.channels_last:
             for net in (self.nets.generator, self.nets.motion, self.nets.appearance):
-                net.to(memory_format=torch.channels_last)
+                # Module.to takes memory_format at run time; torch's overloads do not list it
+                net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.fused_grid_sample = fused_grid_sample and cuda
         self.compile = compile and cuda
         self._motion_fn = torch.compile(self._motion_eager, dynamic=False) if self.compile else self._motion_eager
@@ -119,7 +120,7 @@ class TorchBackend:
                 return net(x)
         return call
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16", cache_enabled=False)
 
     @torch.inference_mode()

@@ -196,7 +196,8 @@ class TensorRTBackend:
             engine = self.engines[graph]
             return lambda feeds: run_batched(engine, feeds)
         reference = self._torch
-        return lambda feeds: reference(graph, feeds)          # type: ignore[misc] - checked above
+        assert reference is not None            # _assign_roles refuses missing engines without it
+        return lambda feeds: reference(graph, feeds)
 
     def _mlp(self, graph: str) -> Callable[[torch.Tensor], torch.Tensor]:
         # looked up per call, as the other graphs are: close() rebinds ``_run``
