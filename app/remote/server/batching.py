@@ -8,6 +8,7 @@ the shared backend to the replica."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -65,3 +66,8 @@ class BatchedBackend:
     def close(self) -> None:
         """Closes nothing: the shared backend is the replica's, which closes it at its shutdown
         (the sessions that use this come and go before that)."""
+
+
+if TYPE_CHECKING:
+    # the type checker holds it to the interface that sessions' Animators take it for
+    _BATCHED: type[InferenceBackend] = BatchedBackend
