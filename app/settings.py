@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Self, cast, get_args, get_origin, get_type_hints
 
 # the driving options belong to the motion math; the UI and the CLI take them from here
 from engines.motion import DRIVING_OPTIONS, DrivingOption
@@ -58,7 +58,7 @@ class BackgroundMode:
         kind, sep, arg = str(text).strip().partition(":")
         kind = kind.lower()
         if kind in ("keep", "blur") and not sep:
-            return cls(kind)
+            return cls(cast(BackgroundKind, kind))      # `in` does not narrow a str to the Literal
         if kind == "color" and sep:
             match = _HEX_COLOUR.fullmatch(arg.strip())
             if match is None:
@@ -144,12 +144,18 @@ class _SettingsPart:
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return tuple(f.name for f in fields(_dataclass(cls)))
 
     @classmethod
     def field_types(cls) -> dict[str, Any]:
         """Each field's type, resolved (``bool``, ``float``, ``Literal[...]``, ``tuple[float, ...]``, ...)."""
-        return _resolved_types(cls)
+        return _resolved_types(_dataclass(cls))
+
+
+def _dataclass(cls: type[_SettingsPart]) -> Any:
+    """``cls`` for ``dataclasses.fields`` and the type cache: every part is a frozen dataclass, which
+    the type checker cannot see through the mixin."""
+    return cls
 
 
 @functools.cache
@@ -288,7 +294,7 @@ def _check(settings: object, name: str, ok: bool, what: str) -> None:
 def remembered_fields(memory: SettingMemory, part: type[_SettingsPart] = AnimationSettings) -> tuple[str, ...]:
     """The fields of ``part`` that the window remembers per avatar (``"avatar"``) or across avatars
     (``"app"``), in field order (from the fields' metadata)."""
-    return tuple(f.name for f in fields(part) if f.metadata.get("remember") == memory)
+    return tuple(f.name for f in fields(_dataclass(part)) if f.metadata.get("remember") == memory)
 
 
 # fields whose values are tuples: a list given for one (from JSON) is turned into a tuple

@@ -8,9 +8,10 @@ The live app needs four things from the networks, and nothing else:
 * ``render(feature, x_s, x_d)``: W then G -> the animated 512x512 crop.
 
 Images go in as B x 3 x 256 x 256 float tensors in [0, 1] (RGB) on ``backend.device``; the
-rendered crop comes back the same way at 512. ``TorchBackend`` runs our PyTorch modules;
-``StubBackend`` is a cheap stand-in for threading tests and benchmarks of everything around the
-networks (its render is an identity warp of the avatar crop).
+rendered crop comes back the same way at 512. ``close()`` releases what the backend holds.
+``TorchBackend`` runs our PyTorch modules; ``StubBackend`` is a cheap stand-in for threading tests
+and benchmarks of everything around the networks (its render is an identity warp of the avatar
+crop). ``InferenceBackend`` says which calls may come from several threads at once.
 """
 from __future__ import annotations
 
@@ -35,16 +36,37 @@ log = logging.getLogger(__name__)
 
 
 class InferenceBackend(Protocol):
-    name: str
-    device: torch.device
+    """What the app uses of the networks (see the module docstring).
+
+    Threads: ``appearance``, ``motion``, ``render`` and the three MLPs may be called from several
+    threads at once, and every backend must allow it. In the app, the live loop's animation thread
+    calls ``motion``, the MLPs and ``render`` while a worker thread prepares an avatar
+    (``appearance``, ``motion``, ``lip``); on the render server, each session's worker thread calls
+    all but ``render`` on the one shared backend while the batching thread calls ``render``. State
+    that calls share is guarded by the backend (``TorchBackend``'s CUDA graphs and each TensorRT
+    engine take turns on a lock); eager PyTorch modules and ONNX Runtime sessions may be shared.
+
+    ``close()`` releases what the backend holds (CUDA graphs, ONNX Runtime sessions, TensorRT
+    engines and their buffers); it is idempotent, and its owner (whoever made the backend) calls it
+    once the backend is no longer used. No call may follow it; one still in flight on another
+    thread (a server replica shutting down does not wait for its sessions) completes or raises
+    ``RuntimeError``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def device(self) -> torch.device: ...
 
     def appearance(self, image: torch.Tensor) -> torch.Tensor: ...
     def motion(self, image: torch.Tensor) -> motion.KeypointInfo: ...
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor: ...
 
-    stitching: Callable[[torch.Tensor], torch.Tensor]
-    eye: Callable[[torch.Tensor], torch.Tensor]
-    lip: Callable[[torch.Tensor], torch.Tensor]
+    # the MLPs, called positionally (often passed around as plain callables)
+    def stitching(self, x: torch.Tensor, /) -> torch.Tensor: ...
+    def eye(self, x: torch.Tensor, /) -> torch.Tensor: ...
+    def lip(self, x: torch.Tensor, /) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
 
 
 class TorchBackend:
@@ -76,7 +98,8 @@ class TorchBackend:
         self.channels_last = channels_last and cuda
         if self.channels_last:
             for net in (self.nets.generator, self.nets.motion, self.nets.appearance):
-                net.to(memory_format=torch.channels_last)
+                # Module.to takes memory_format at run time; torch's overloads do not list it
+                net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.fused_grid_sample = fused_grid_sample and cuda
         self.compile = compile and cuda
         self._motion_fn = torch.compile(self._motion_eager, dynamic=False) if self.compile else self._motion_eager
@@ -97,7 +120,7 @@ class TorchBackend:
                 return net(x)
         return call
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16", cache_enabled=False)
 
     @torch.inference_mode()
@@ -145,6 +168,15 @@ class TorchBackend:
             warped = self.nets.warping(feature, kp_source=x_s, kp_driving=x_d)
             return (self.nets.generator(warped["out"]).float(),)
 
+    def close(self) -> None:
+        """Release the CUDA graphs (their static buffers and memory pools). The networks stay:
+        they are the caller's, and go with the last reference to them."""
+        graphs = (self._motion_graph, self._render_graph)
+        self._motion_graph = self._render_graph = None
+        for graph in graphs:
+            if graph is not None:
+                graph.close()
+
 
 class _CudaGraph:
     """A function of fixed-shape tensors captured once as a CUDA graph on static input buffers
@@ -155,6 +187,7 @@ class _CudaGraph:
 
     def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], *example: torch.Tensor) -> None:
         self._lock = threading.Lock()
+        self._closed = False
         self.inputs = [t.detach().clone() for t in example]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -168,10 +201,20 @@ class _CudaGraph:
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("CUDA graph used after its backend was closed")
             for buffer, value in zip(self.inputs, inputs, strict=True):
                 buffer.copy_(value)
             self.graph.replay()
             return tuple(out.clone() for out in self.outputs)
+
+    def close(self) -> None:
+        """Free the graph and its outputs' pool; a replay in flight finishes first (the lock)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.graph.reset()
+                self.outputs = ()
 
 
 class StubBackend:
@@ -221,3 +264,6 @@ class StubBackend:
     @staticmethod
     def lip(x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], 3 * motion.NUM_KP)
+
+    def close(self) -> None:
+        """Nothing to release: a few small tensors."""

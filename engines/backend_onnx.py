@@ -113,13 +113,21 @@ class _Graph:
         self.provider = self.session.get_providers()[0]
 
     def __call__(self, *tensors: torch.Tensor) -> dict[str, np.ndarray]:
+        session = self.session
+        if session is None:
+            raise RuntimeError(f"{self.path}: used after its backend was closed")
         feeds = {}
         for (name, shape), t in zip(self.spec.inputs, tensors, strict=True):
             if tuple(t.shape) != shape:
                 raise ValueError(f"{self.spec.name} {name}: expected shape {'x'.join(map(str, shape))}, "
                                  f"got {'x'.join(map(str, t.shape))}")
             feeds[name] = np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
-        return dict(zip(self.spec.output_names, self.session.run(self.spec.output_names, feeds), strict=False))
+        return dict(zip(self.spec.output_names, session.run(self.spec.output_names, feeds), strict=False))
+
+    def close(self) -> None:
+        # ONNX Runtime has no explicit release: the session goes with its last reference (a run in
+        # flight on another thread holds one until it returns)
+        self.session = None
 
 
 class OnnxRuntimeBackend:
@@ -181,3 +189,8 @@ class OnnxRuntimeBackend:
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         out = self._graphs["warping_spade"](feature, x_s, x_d)
         return torch.from_numpy(out["image"])
+
+    def close(self) -> None:
+        """Release every graph's ONNX Runtime session (idempotent)."""
+        for graph in self._graphs.values():
+            graph.close()

@@ -196,11 +196,12 @@ class TensorRTBackend:
             engine = self.engines[graph]
             return lambda feeds: run_batched(engine, feeds)
         reference = self._torch
-        return lambda feeds: reference(graph, feeds)          # type: ignore[misc] - checked above
+        assert reference is not None            # _assign_roles refuses missing engines without it
+        return lambda feeds: reference(graph, feeds)
 
     def _mlp(self, graph: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        run = self._run[graph]
-        return lambda x: run({"x": x.to(self.device)})["y"]
+        # looked up per call, as the other graphs are: close() rebinds ``_run``
+        return lambda x: self._run[graph]({"x": x.to(self.device)})["y"]
 
     # ---------------------------------------------------------------- running
     def run_engine(self, engine: str, feeds: Tensors) -> dict[str, torch.Tensor]:
@@ -215,3 +216,19 @@ class TensorRTBackend:
 
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         return self._run["warping_spade"]({"feature_3d": feature, "kp_source": x_s, "kp_driving": x_d})["image"]
+
+    def close(self) -> None:
+        """Release the engines (contexts, CUDA buffers), then their runtime, and drop the PyTorch
+        modules standing in for rejected engines (idempotent); a later call raises RuntimeError."""
+        engines, self.engines = self.engines, {}
+        self._torch = None
+        self._run = {e: _closed_runner(e) for e in GRAPH_SPECS}
+        for engine in engines.values():
+            engine.close()
+        self._runtime = None                # after the engines: they must not outlive it
+
+
+def _closed_runner(graph: str) -> Callable[[Tensors], dict[str, torch.Tensor]]:
+    def run(feeds: Tensors) -> dict[str, torch.Tensor]:
+        raise RuntimeError(f"TensorRT backend closed: {graph} cannot run")
+    return run

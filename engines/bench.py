@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                 except (ImportError, RuntimeError, ValueError, FileNotFoundError) as e:
                     log.info("%s on %s (%s): not available: %s", name, device, precision, e)
                     continue
-                r = bench_backend(backend, precision, args.runs, args.warmup)
+                try:
+                    r = bench_backend(backend, precision, args.runs, args.warmup)
+                finally:
+                    backend.close()         # before the next one loads: one backend on the GPU at a time
                 results.append(r)
                 log.info("%s on %s, %s:", r.backend, r.device, precision)
                 for k, v in r.ms.items():

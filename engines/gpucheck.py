@@ -260,6 +260,8 @@ def check_graph_replay(nets: dict[str, torch.nn.Module], device: torch.device) -
     moved = not torch.allclose(renders[0], renders[1])
     passed = moved and all(worst[k] <= GRAPH_ATOL[k] for k in worst)
     detail = ", ".join(f"{k} max abs diff {v:.1e} (tol {GRAPH_ATOL[k]:g})" for k, v in worst.items())
+    graphed.close()
+    eager.close()
     del graphed, eager
     _free(device)
     return [Check("cuda-graphs", "graph replay vs eager on new inputs", passed,
@@ -292,7 +294,10 @@ def time_variants(nets: dict[str, torch.nn.Module], device: torch.device, runs: 
         row = TimingRow(variant, options)
         try:
             backend = TorchBackend(as_networks(copy.deepcopy(nets)), device, **options)
-            _fill(row, bench_backend(backend, options["precision"], runs, warmup))
+            try:
+                _fill(row, bench_backend(backend, options["precision"], runs, warmup))
+            finally:
+                backend.close()         # its CUDA graphs' memory, before the next variant is captured
             del backend
         except Exception as e:  # noqa: BLE001 - one variant's failure (e.g. torch.compile) is a finding
             row.error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"

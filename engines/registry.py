@@ -15,7 +15,15 @@ from pathlib import Path
 from .backend import InferenceBackend, StubBackend, TorchBackend
 from .checkpoints import load_networks
 from .device import resolve_device
-from .select import BackendChoice, choose_backend, default_engine_dir, default_onnx_dir, machine_facts
+from .select import (
+    BACKEND_KINDS,
+    BackendChoice,
+    check_backend_kind,
+    choose_backend,
+    default_engine_dir,
+    default_onnx_dir,
+    machine_facts,
+)
 from .weights import ensure_weights, resolve_weights_dir
 
 log = logging.getLogger(__name__)
@@ -37,7 +45,11 @@ BACKEND_BUILDERS: dict[str, BackendBuilder] = {}
 
 
 def register_backend(kind: str) -> Callable[[BackendBuilder], BackendBuilder]:
-    """Decorator: ``builder`` makes the backends of ``kind`` (one builder per kind)."""
+    """Decorator: ``builder`` makes the backends of ``kind`` (one builder per kind, and only for
+    a kind that ``choose_backend`` can return)."""
+    if kind not in BACKEND_KINDS or kind == "auto":
+        raise ValueError(f"{kind!r} is not a backend kind of engines.select.BACKEND_KINDS (add it there first)")
+
     def register(builder: BackendBuilder) -> BackendBuilder:
         if kind in BACKEND_BUILDERS:
             raise ValueError(f"a backend builder for {kind!r} is registered already")
@@ -80,7 +92,9 @@ def make_backend(kind: str = "auto", *, weights: str | Path | None = None, devic
                  engine_dir: str | Path | None = None) -> InferenceBackend:
     """The backend the user asked for (``auto``: the fastest installed and validated one, see
     ``engines.select``); ``stub`` runs no networks (tests, benchmarks). Raises ``ValueError``
-    (unusable choice), ``WeightsError`` or ``CheckpointError`` with one line for the user."""
+    (unknown kind, unusable choice), ``WeightsError`` or ``CheckpointError`` with one line for the
+    user."""
+    check_backend_kind(kind)                     # before anything is looked for, let alone downloaded
     resolve_device(device)                       # a clear error for --device cuda without a GPU
     engines = Path(engine_dir) if engine_dir else default_engine_dir()
     onnx = Path(onnx_dir) if onnx_dir else default_onnx_dir()

@@ -47,10 +47,15 @@ class BackendChoice:
     reason: str
 
 
-def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendChoice:
-    """``requested`` is one of BACKEND_KINDS; ``device`` one of ``engines.device.DEVICE_CHOICES``."""
+def check_backend_kind(requested: str) -> None:
+    """A ``ValueError`` naming the kinds unless ``requested`` is one of BACKEND_KINDS."""
     if requested not in BACKEND_KINDS:
         raise ValueError(f"unknown backend {requested!r}; expected one of {', '.join(BACKEND_KINDS)}")
+
+
+def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendChoice:
+    """``requested`` is one of BACKEND_KINDS; ``device`` one of ``engines.device.DEVICE_CHOICES``."""
+    check_backend_kind(requested)
     dev = choose_device(device, DeviceFacts(cuda=facts.cuda, mps=facts.mps))
     gpu = dev.startswith("cuda")
     if requested == "stub":

@@ -167,6 +167,7 @@ class TrtEngine:
             self._stream = torch.cuda.Stream(device)
         self._lock = threading.Lock()           # one context: calls from several threads take turns
         self._done: torch.cuda.Event | None = None
+        self._closed = False
 
     def _load(self, api: TensorRT, runtime: Any, path: Path) -> None:
         data = path.read_bytes()
@@ -204,6 +205,8 @@ class TrtEngine:
         """One run at the engine's batch size; inputs may be flat or shaped, any float dtype.
         Ordered on the caller's current stream: copies in, the engine, copies out."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"engine {self.name}: used after it was closed")
             stream = torch.cuda.current_stream(self.device)
             if self._done is not None:
                 stream.wait_event(self._done)   # the last run (maybe from another stream) is done with the buffers
@@ -224,6 +227,20 @@ class TrtEngine:
             self._done = torch.cuda.Event()
             self._done.record(stream)
             return outs
+
+    def close(self) -> None:
+        """Release the context, the engine and the buffers (idempotent). A run in flight on
+        another thread finishes first (the lock), and the device is drained: the buffers must not
+        go back to torch's allocator while the engine or a caller's stream still uses them."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            torch.cuda.synchronize(self.device)
+            self.context = None             # the context before its engine, as TensorRT requires
+            self.engine = None
+            self.inputs.clear()
+            self.outputs.clear()
 
 
 def run_batched(engine: TrtEngine, feeds: Tensors) -> dict[str, torch.Tensor]:

@@ -162,7 +162,9 @@ class Animator:
             # live: a NaN/inf motion is replaced by the last valid one on the device (no waiting
             # here); the flag comes back with the image and the frame is then dropped
             valid = torch.isfinite(raw).all()
-            raw = torch.where(valid, raw, self._last_raw if self._last_raw is not None else self.reference.vector)
+            last = self._last_raw if self._last_raw is not None else self.reference.vector
+            assert last is not None         # for the type checker: the final reference's frames came first
+            raw = torch.where(valid, raw, last)
         self._last_raw = raw
         return raw, valid
 
@@ -240,6 +242,8 @@ class Animator:
         """x_d from the (smoothed) driver vector, all on the device: ``motion.animate_keypoints``
         with the settings' controls, relative to the neutral reference."""
         a = self.avatar
+        # for the type checker: the reference's first frame set both before any frame is rendered
+        assert self.reference.motion is not None and self.reference.vector is not None
         return motion.animate_keypoints(
             a.info, a.x_s, driver.driving_motion(v), self.reference.motion,
             stitching_net=self.backend.stitching if s.stitching else None, option=s.driving_option,

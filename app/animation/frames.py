@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
+from ..avatar.face import AvatarFace
 from ..face.driving import DrivingFace
 from ..settings import LiveSettings
 
@@ -34,16 +35,32 @@ class AnimatedFrame:
     rendered: bool         # False when a held / cached frame was returned without rendering
 
 
-class FrameAnimator(Protocol):
+class AnimatedAvatar(Protocol):
+    """What every animator's avatar has: its face, which the window, the session and the
+    paste-back read. Each kind of animator takes its own kind (``FrameAnimator``'s parameter): the
+    local ``Animator`` a ``PreparedAvatar`` (F and M run on it once), a render server's
+    ``RemoteAnimator`` a ``RemoteAvatar`` (the face only: the server prepares it)."""
+
+    @property
+    def face(self) -> AvatarFace: ...
+
+
+# the avatar type of one animator and of the renderer that prepares its avatars
+AvatarT = TypeVar("AvatarT", bound=AnimatedAvatar)
+
+
+class FrameAnimator(Protocol[AvatarT]):
     """What the live loop and the window use of an animator. ``process`` is called from one
     thread (the pipeline's animation thread); ``set_avatar`` and ``calibrate`` from any, taking
     effect on the next frame; ``close`` once, after the last ``process``."""
 
-    avatar: Any                      # has ``.face``, the avatar's ``AvatarFace``
     settings: LiveSettings           # read once per frame
 
+    @property
+    def avatar(self) -> AvatarT: ...
+
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame: ...
-    def set_avatar(self, avatar: Any) -> None: ...
+    def set_avatar(self, avatar: AvatarT) -> None: ...
     def calibrate(self) -> None: ...
     def close(self) -> None: ...
 

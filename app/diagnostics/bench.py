@@ -106,6 +106,10 @@ class TimedBackend:
     def render(self, feature, x_s, x_d):
         return self._timed("W+G render", self.inner.render, feature, x_s, x_d)
 
+    def close(self) -> None:
+        """Close the timed backend: the benchmark hands it over to this wrapper."""
+        self.inner.close()
+
 
 class NullVirtualCamera:
     """pyvirtualcam backend that accepts frames and drops them (measures our side of the output)."""
@@ -258,6 +262,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)   # only tiny tensor ops: a thread pool costs more than it gives
     inner = make_backend(args.backend, weights=args.weights, device=args.device)
     backend: InferenceBackend = TimedBackend(inner) if args.network_timing else inner
+    try:
+        report = {"backend": args.backend, "tracking": args.tracking,
+                  **_run(args, backend, frames)}
+    finally:
+        backend.close()
+    stats_log(report, args.backend, args.tracking)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace, backend: InferenceBackend, frames: list[np.ndarray]) -> dict:
+    """``main``'s benchmark on ``backend``: the avatar, the landmark source, ``run_loop``."""
     source: LandmarkSource
     if args.tracking == "replay" and args.landmarks:
         source = load_landmarks(args.landmarks, expected_frames=len(frames)).source()
@@ -268,13 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         avatar = load_avatar(args.avatar, backend)
         source = MediaPipeFaceMesh()
-    report = {"backend": args.backend, "tracking": args.tracking,
-              **run_loop(backend, avatar, frames, source, lossless_frames=args.frames, seconds=args.seconds,
-                         fps=args.fps, soak_minutes=args.soak_minutes)}
-    stats_log(report, args.backend, args.tracking)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
+    return run_loop(backend, avatar, frames, source, lossless_frames=args.frames, seconds=args.seconds,
+                    fps=args.fps, soak_minutes=args.soak_minutes)
 
 
 def stats_log(report: dict, backend: str, tracking: str) -> None:

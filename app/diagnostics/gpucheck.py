@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     write_report(report, args.out)
     step(f"render server batching: W+G of N sessions' frames as one batch ({backend.name})")
     report.batching = time_batches(backend, avatar, runs, warmup)
+    backend.close()                 # its CUDA graphs' memory is free for the timing ladder
     del backend, avatar
     write_report(report, args.out)
     step("per-frame timing, official configuration to fast path")

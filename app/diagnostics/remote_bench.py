@@ -200,6 +200,7 @@ def part_stub(a: argparse.Namespace, frames: list[np.ndarray], recording: Landma
                              ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items()))
     finally:
         server.stop()
+        backend.close()
         torch.set_num_threads(threads)
     figures: dict[str, Any] = {"format": a.format, "fps": a.fps, "live_fps": a.live_fps}
     for pace in paces:
@@ -266,6 +267,7 @@ def part_networks(a: argparse.Namespace, frames: list[np.ndarray], recording: La
         local, local_s = animate_frames(animator, faces, a.frames)
     finally:
         animator.close()
+        backend.close()
     log.info("local: %d frames, %.2f s per frame", len(local), local_s)
     result: dict[str, Any] = {"frames": len(local), "local_s_per_frame": local_s,
                               "local_torch_threads": torch.get_num_threads()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from engines.backend import InferenceBackend
+
 from ..animation.frames import FrameAnimator
 from ..avatar.loading import DEFAULT_AVATAR
 from ..cli.console import EXIT_INTERRUPTED, EXIT_OK
@@ -29,8 +31,16 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     end (a recording that failed, a video file without a face)."""
     if args.record:
         check_output_file(args.record, VideoRecorder.SUFFIXES, "--record")
-    live = LiveSettings(settings)
-    animator = make_animator(args, live)
+    backend = None if args.remote else backend_from_args(args)     # the run's own: closed at its end
+    try:
+        return _animate(args, make_animator(args, LiveSettings(settings), backend))
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _animate(args: argparse.Namespace, animator: FrameAnimator) -> int:
+    """``run_headless`` from the camera on: the loop, then its report."""
     width, height = args.camera_size or DEFAULT_FRAME_SIZE
     args.camera = args.camera or "0"
     # A video file is rendered frame by frame (lossless) unless it loops, which makes it a live stand-in.
@@ -73,11 +83,11 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     return EXIT_OK
 
 
-def make_animator(args: argparse.Namespace, live: LiveSettings) -> FrameAnimator:
-    """The local animator (backend and avatar from ``args``), or with ``--remote`` one that animates
-    on a render server, connected (``RemoteError`` when the server cannot be used)."""
-    renderer = (RemoteRenderer(remote_server_from_args(args)) if args.remote
-                else LocalRenderer(backend_from_args(args)))
+def make_animator(args: argparse.Namespace, live: LiveSettings, backend: InferenceBackend | None) -> FrameAnimator:
+    """The local animator on ``backend`` (avatar from ``args``), or with ``--remote`` (``backend``
+    None) one that animates on a render server, connected (``RemoteError`` when the server cannot
+    be used)."""
+    renderer = RemoteRenderer(remote_server_from_args(args)) if backend is None else LocalRenderer(backend)
     return renderer.animator(live, renderer.load_avatar(args.avatar or DEFAULT_AVATAR))
 
 

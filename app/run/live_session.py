@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..animation.frames import FrameAnimator
+from ..animation.frames import AnimatedAvatar, AvatarT, FrameAnimator
 from ..avatar.face import AvatarFace
 from ..face.driving import DrivingFace
 from ..live.capture import CameraError, CameraRequest, CameraSource
@@ -45,17 +45,20 @@ class SessionCallbacks:
 
     frame: Callable[[OutputFrame], None] = lambda f: None
     tracked: Callable[[DrivingFace | None], None] = lambda f: None
-    avatar_loaded: Callable[[str, Any], None] = lambda p, a: None
+    avatar_loaded: Callable[[str, AnimatedAvatar], None] = lambda p, a: None
     error: Callable[[str], None] = lambda msg: None
     camera_changed: Callable[[str], None] = lambda status: None
-    renderer_changed: Callable[[Renderer], None] = lambda r: None
+    renderer_changed: Callable[[Renderer[Any]], None] = lambda r: None
     renderer_failed: Callable[[str], None] = lambda msg: None      # a switch failed; the renderer stays
 
 
 class LiveSession:
-    """``animator``: made by ``renderer`` (connected, for a server); the session closes it."""
+    """``animator``: made by ``renderer`` (connected, for a server); the session closes it.
 
-    def __init__(self, renderer: Renderer, animator: FrameAnimator,
+    The two change together at a renderer switch, and with them the avatar type (``Any`` below:
+    whichever it is, every avatar handed to the animator was prepared by the session's renderer)."""
+
+    def __init__(self, renderer: Renderer[Any], animator: FrameAnimator[Any],
                  callbacks: SessionCallbacks | None = None, *, vcam_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
                  vcam_fps: float = 30.0, vcam_backend: str | None = None,
                  max_tracked_frames: int | None = None, avatar_path: str | None = None) -> None:
@@ -153,7 +156,7 @@ class LiveSession:
         t.start()
         return t
 
-    def _hand_over_avatar(self, renderer: Renderer, avatar: Any) -> bool:
+    def _hand_over_avatar(self, renderer: Renderer[AvatarT], avatar: AvatarT) -> bool:
         """``avatar`` (prepared by ``renderer``) to the animator; False when ``renderer`` is no
         longer the session's."""
         with self._lock:
@@ -164,7 +167,7 @@ class LiveSession:
             return True
 
     # -- where the animation runs --------------------------------------------------------------
-    def switch_renderer_async(self, make_renderer: Callable[[], Renderer]) -> threading.Thread:
+    def switch_renderer_async(self, make_renderer: Callable[[], Renderer[Any]]) -> threading.Thread:
         """Animate with the renderer ``make_renderer`` returns from now on, in a worker thread:
         make it (load networks, connect to a server), prepare the current avatar for it and make
         its animator, then restart the loop on the same camera with it (the neutral reference is

@@ -4,9 +4,9 @@
 virtual camera stay local either way.
 
 A renderer makes its animator (connected, for a server) and turns an avatar file, or the face of
-an avatar prepared for another renderer, into what that animator's ``set_avatar`` takes: an object
-with the ``AvatarFace`` as ``.face``. ``RenderChoice`` is the user's choice as the window and its
-settings hold it."""
+an avatar prepared for another renderer, into what that animator's ``set_avatar`` takes: its own
+kind of ``AnimatedAvatar`` (which has the ``AvatarFace`` as ``.face``). ``RenderChoice`` is the
+user's choice as the window and its settings hold it."""
 from __future__ import annotations
 
 import argparse
@@ -21,11 +21,11 @@ import torch
 from engines.backend import InferenceBackend
 
 from ..animation.animator import Animator
-from ..animation.frames import FrameAnimator
+from ..animation.frames import AvatarT, FrameAnimator
 from ..avatar.face import AvatarFace
 from ..avatar.loading import load_avatar, load_avatar_face
 from ..avatar.prepared import PreparedAvatar, prepare_avatar
-from ..cli.options import token_from_args
+from ..cli.options import backend_from_args, token_from_args
 from ..settings import LiveSettings
 
 if TYPE_CHECKING:
@@ -33,19 +33,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-class Renderer(Protocol):
+
+class Renderer(Protocol[AvatarT]):
+    """``AvatarT``: the avatars this renderer prepares and its animators take (``PreparedAvatar``
+    on this computer, ``RemoteAvatar`` on a server)."""
+
     remote: bool
     where: str                  # for the window: "this computer" or the server's address
 
-    def load_avatar(self, path: str | Path) -> Any:
+    def load_avatar(self, path: str | Path) -> AvatarT:
         """Avatar file -> what ``animator``'s ``set_avatar`` takes (raises ImageError / NoFaceError)."""
+        ...
 
-    def adopt(self, face: AvatarFace) -> Any:
+    def adopt(self, face: AvatarFace) -> AvatarT:
         """An avatar face already cropped (e.g. for the other renderer) -> the same as ``load_avatar``."""
+        ...
 
-    def animator(self, settings: LiveSettings, avatar: Any) -> FrameAnimator:
+    def animator(self, settings: LiveSettings, avatar: AvatarT) -> FrameAnimator[AvatarT]:
         """The animator for ``avatar``, ready for its first frame (``RemoteError`` for a server that
         cannot be used)."""
+        ...
 
 
 class LocalRenderer:
@@ -127,6 +134,13 @@ class RenderChoice:
             raise RemoteError(f"server address: expected ws://HOST:PORT or wss://HOST:PORT, got {self.url!r}") from None
 
 
+if TYPE_CHECKING:
+    # the type checker holds each renderer to the protocol with its own avatars, and so its
+    # animators (Animator, RemoteAnimator) to FrameAnimator of those avatars
+    _LOCAL: type[Renderer[PreparedAvatar]] = LocalRenderer
+    _REMOTE: type[Renderer[RemoteAvatar]] = RemoteRenderer
+
+
 def remote_server_from_args(args: argparse.Namespace) -> RemoteServer:
     """The render server of ``--remote``, ``--token`` / ``--token-file``, ``--remote-format`` and
     ``--remote-ca``."""
@@ -136,3 +150,26 @@ def remote_server_from_args(args: argparse.Namespace) -> RemoteServer:
     if args.remote_ca and not Path(args.remote_ca).is_file():
         raise ValueError(f"--remote-ca: {args.remote_ca} not found")
     return RemoteServer.parse(args.remote, token, frame_format=args.remote_format, ca_file=args.remote_ca)
+
+
+class RendererFactory:
+    """The renderer of a "Render on" choice, with the engine and ``--remote-*`` options of
+    ``args``; the backend is made once, on first need."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._backend: InferenceBackend | None = None
+
+    def __call__(self, choice: RenderChoice) -> Renderer:
+        if choice.remote:
+            return RemoteRenderer(choice.server(frame_format=self.args.remote_format, ca_file=self.args.remote_ca))
+        if self._backend is None:
+            self._backend = backend_from_args(self.args)
+        return LocalRenderer(self._backend)
+
+    def close(self) -> None:
+        """Close the backend (the window's shutdown, once its session is closed). The backend
+        outlives renderer switches: switching back to this computer reuses it."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()

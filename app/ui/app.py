@@ -18,31 +18,20 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from ..avatar.loading import DEFAULT_AVATAR
 from ..cli.console import EXIT_BAD_INPUT, report_error
-from ..cli.options import backend_from_args
 from ..cli.output_paths import check_output_file
 from ..run.live_session import LiveSession
-from ..run.renderer import LocalRenderer, RemoteRenderer, RenderChoice, Renderer, RenderTarget, remote_server_from_args
+from ..run.renderer import (
+    RenderChoice,
+    Renderer,
+    RendererFactory,
+    RenderTarget,
+    remote_server_from_args,
+)
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
 from .main_window import MainWindow
 from .settings_store import SettingsStore
 
 log = logging.getLogger(__name__)
-
-
-class RendererFactory:
-    """The renderer of a "Render on" choice, with the engine and ``--remote-*`` options of
-    ``args``; the backend is made once, on first need."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self._backend = None
-
-    def __call__(self, choice: RenderChoice) -> Renderer:
-        if choice.remote:
-            return RemoteRenderer(choice.server(frame_format=self.args.remote_format, ca_file=self.args.remote_ca))
-        if self._backend is None:
-            self._backend = backend_from_args(self.args)
-        return LocalRenderer(self._backend)
 
 
 class Starter(QtCore.QObject):
@@ -182,5 +171,8 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     window.start_requested.connect(start)       # a new choice after a failed start
     window.show()
     start(choice)
-    app.exec()
+    try:
+        app.exec()
+    finally:
+        factory.close()          # the window closed its session (and so its animator) first
     return exit_code["value"]

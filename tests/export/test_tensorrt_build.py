@@ -519,6 +519,33 @@ def test_backend_without_fallback_needs_every_engine(tmp_path, monkeypatch):
     assert TensorRTBackend(_fake_engine_dir(tmp_path, tb.GRAPHS)).name == "tensorrt-rtx"
 
 
+def test_backend_close_releases_every_engine_once(tmp_path, monkeypatch):
+    closed: list[str] = []
+
+    class FakeEngine:
+        batch = 1
+
+        def __init__(self, api, runtime, path, device):
+            self.name = path.stem
+
+        def __call__(self, feeds):
+            return {"y": torch.zeros(1, 65)}
+
+        def close(self):
+            closed.append(self.name)
+
+    fake_tensorrt(monkeypatch, FakeEngine)
+    backend = TensorRTBackend(_fake_engine_dir(tmp_path, tb.GRAPHS))
+    assert backend.stitching(torch.zeros(1, 126)).shape == (1, 65)
+    backend.close()
+    backend.close()
+    assert sorted(closed) == sorted(tb.GRAPHS) and backend.engines == {}
+    with pytest.raises(RuntimeError, match="closed: stitching"):
+        backend.stitching(torch.zeros(1, 126))
+    with pytest.raises(RuntimeError, match="closed: warping_spade"):
+        backend.render(torch.zeros(1, 32, 16, 64, 64), torch.zeros(1, 21, 3), torch.zeros(1, 21, 3))
+
+
 @requires_cuda
 def test_engine_runs_like_onnxruntime_on_the_gpu(api, tmp_path):
     from engines.tensorrt_runtime import EngineLoadError, TrtEngine
@@ -539,6 +566,11 @@ def test_engine_runs_like_onnxruntime_on_the_gpu(api, tmp_path):
     from engines.tensorrt_runtime import run_batched
     two = run_batched(engine, {k: torch.from_numpy(np.concatenate([v, v])).cuda() for k, v in feeds.items()})
     assert two["image"].shape == (2, 3, 8, 8) and torch.equal(two["image"][0], two["image"][1])
+    engine.close()
+    engine.close()
+    assert engine.context is None and engine.engine is None and not engine.inputs and not engine.outputs
+    with pytest.raises(RuntimeError, match="closed"):
+        engine({k: torch.from_numpy(v).cuda() for k, v in feeds.items()})
 
 
 # --------------------------------------------------------------------------- end to end

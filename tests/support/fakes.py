@@ -76,6 +76,17 @@ class ScriptedBackend(StubBackend):
         return x.new_zeros(x.shape[0], 63)
 
 
+class ClosingStub(StubBackend):
+    """The stub, counting its ``close`` calls (to check who closes a backend, and when)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+
 def fake_face(eye: float = 0.3, lip: float = 0.0) -> DrivingFace:
     """A driving face with a flat grey crop and the given eye / lip open ratios."""
     crop = np.full((256, 256, 3), 90, np.uint8)

@@ -3,15 +3,17 @@ runs one batch of N frames in well under N times one frame's time.
 
 ``BatchedBackend`` is the backend each session's ``Animator`` sees: everything goes to the shared
 backend, except ``render``, which hands its frame to a batching function (on the render server,
-Ray Serve's ``serve.batch``) and waits for its own share of the result."""
+Ray Serve's ``serve.batch``) and waits for its own share of the result, and ``close``, which leaves
+the shared backend to the replica."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from engines.backend import InferenceBackend
+from engines.motion import KeypointInfo
 
 RenderRequest = tuple[torch.Tensor, torch.Tensor, torch.Tensor]    # feature, x_s, x_d (batch 1 each)
 
@@ -27,15 +29,45 @@ def render_batch(backend: InferenceBackend, requests: Sequence[RenderRequest]) -
 
 
 class BatchedBackend:
-    """``backend`` with ``render`` replaced by ``render_one`` (which batches across sessions).
-    Attributes other than ``render`` are the shared backend's."""
+    """``backend`` with ``render`` replaced by ``render_one`` (which batches across sessions); the
+    other members are the shared backend's, delegated one by one (an ``InferenceBackend``), and
+    ``close`` closes nothing."""
 
     def __init__(self, backend: InferenceBackend, render_one: Callable[[RenderRequest], torch.Tensor]) -> None:
         self._backend = backend
         self._render_one = render_one
 
+    @property
+    def name(self) -> str:
+        return self._backend.name
+
+    @property
+    def device(self) -> torch.device:
+        return self._backend.device
+
+    def appearance(self, image: torch.Tensor) -> torch.Tensor:
+        return self._backend.appearance(image)
+
+    def motion(self, image: torch.Tensor) -> KeypointInfo:
+        return self._backend.motion(image)
+
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         return self._render_one((feature, x_s, x_d))
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
+    def stitching(self, x: torch.Tensor, /) -> torch.Tensor:
+        return self._backend.stitching(x)
+
+    def eye(self, x: torch.Tensor, /) -> torch.Tensor:
+        return self._backend.eye(x)
+
+    def lip(self, x: torch.Tensor, /) -> torch.Tensor:
+        return self._backend.lip(x)
+
+    def close(self) -> None:
+        """Closes nothing: the shared backend is the replica's, which closes it at its shutdown
+        (the sessions that use this come and go before that)."""
+
+
+if TYPE_CHECKING:
+    # the type checker holds it to the interface that sessions' Animators take it for
+    _BATCHED: type[InferenceBackend] = BatchedBackend

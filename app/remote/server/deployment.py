@@ -11,6 +11,7 @@ sized to the open sessions, so a lone session never waits for company)."""
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -96,6 +97,8 @@ class RenderServer:
         if hasattr(self, "service"):          # not when the constructor failed
             self.service.shutdown()
             self._render_pool.shutdown(wait=False)
+        if hasattr(self, "backend"):          # the replica's own; its sessions' threads are not waited
+            self.backend.close()              # for: a call in flight completes or raises RuntimeError
 
 
 def uses_gpu(device: str) -> bool:

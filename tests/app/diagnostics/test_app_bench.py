@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.fakes import ClosingStub
 
 from app.diagnostics import bench
 from engines.select import BACKEND_KINDS
@@ -29,3 +30,9 @@ def test_lossless_stub_run_reports_every_frame(d0: Path, tmp_path: Path) -> None
     assert report["dropped"] == 0 and report["fps"] > 0
     assert {"capture", "tracking", "animation", "output"} <= set(report["stage_ms"])
     assert set(report["network_ms"]) == {"F appearance", "M motion", "W+G render"}   # timed per network
+
+
+def test_timed_backend_closes_the_backend_it_times() -> None:
+    inner = ClosingStub()
+    bench.TimedBackend(inner).close()
+    assert inner.closes == 1

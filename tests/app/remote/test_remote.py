@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from support.fakes import ClosingStub
 from support.render_server import running
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -450,3 +451,21 @@ def test_a_batched_backend_sends_only_render_through_the_batcher():
     backend.appearance(image)
     out = backend.render(torch.ones(1, 3, 512, 512), torch.zeros(1, 21, 3), torch.zeros(1, 21, 3))
     assert len(seen) == 1 and torch.equal(out, torch.ones(1, 3, 512, 512))
+
+
+def test_a_batched_backend_delegates_the_interface_and_nothing_else():
+    stub = StubBackend()
+    backend = BatchedBackend(stub, lambda r: r[0])
+    image = torch.rand(1, 3, 256, 256)
+    assert torch.equal(backend.appearance(image), stub.appearance(image))
+    assert torch.equal(backend.motion(image).kp, stub.motion(image).kp)
+    for mlp, width in (("stitching", 126), ("eye", 66), ("lip", 65)):
+        x = torch.rand(1, width)
+        assert torch.equal(getattr(backend, mlp)(x), getattr(stub, mlp)(x))
+    assert not hasattr(backend, "_kp")                # the shared backend's other attributes stay its own
+
+
+def test_a_batched_backend_closes_nothing_shared():
+    shared = ClosingStub()
+    BatchedBackend(shared, lambda r: r[0]).close()          # a session's end
+    assert shared.closes == 0
