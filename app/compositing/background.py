@@ -1,5 +1,5 @@
 """Output backgrounds: the avatar output composited over a blurred, plain-colour or picture
-background along a person mask (``AnimationSettings.background``).
+background along a person mask (``OutputSettings.background``).
 
 Only the avatar output is segmented, never the camera. An output kind (the full picture or the
 face crop) has a fixed ``OutputLayout``: the still picture, the region that the animated crop
@@ -35,7 +35,7 @@ from ..face.mask import feathered_square_mask
 from ..imaging.easing import smoothstep
 from ..imaging.image_io import ImageError, load_image
 from ..imaging.segmentation import SEGMENT_EVERY, PersonMaskTracker, PersonSegmenter, segmentation_size
-from ..settings import AnimationSettings, BackgroundMode
+from ..settings import BackgroundMode, OutputSettings
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,13 @@ class BackgroundCompositor:
             self._segmenter = None
 
     # -- host -----------------------------------------------------------------------------------
-    def still(self, face: AvatarFace, s: AnimationSettings) -> np.ndarray:
+    def still(self, face: AvatarFace, s: OutputSettings) -> np.ndarray:
         """The still output (avatar image, or crop when not pasting back) with the background."""
         if s.background.keeps:
             return face.image if s.paste_back else face.crop
         return self._composite(face, s).still
 
-    def compose(self, frame: np.ndarray, face: AvatarFace, s: AnimationSettings) -> np.ndarray:
+    def compose(self, frame: np.ndarray, face: AvatarFace, s: OutputSettings) -> np.ndarray:
         """``frame`` (the output as pasted, or the crop; unmirrored) with the background; then the
         frame's region is shown to the mask tracker for the next frames."""
         if s.background.keeps:
@@ -215,7 +215,7 @@ class BackgroundCompositor:
         return out
 
     # -- device ---------------------------------------------------------------------------------
-    def prepare(self, face: AvatarFace, s: AnimationSettings, device: torch.device | None = None) -> None:
+    def prepare(self, face: AvatarFace, s: OutputSettings, device: torch.device | None = None) -> None:
         """Make what a frame of ``s`` needs that changes only with the avatar, the layout or the
         mode: the layout, the still composite and (with ``device``) the constants of
         ``compose_on_device`` on that device. Call it before a frame's device work is queued: the
@@ -227,7 +227,7 @@ class BackgroundCompositor:
         if device is not None:
             self._device_constants(composite, self._state(face, s.paste_back), torch.device(device))
 
-    def compose_on_device(self, planes: torch.Tensor, face: AvatarFace, s: AnimationSettings,
+    def compose_on_device(self, planes: torch.Tensor, face: AvatarFace, s: OutputSettings,
                           upload: Callable[[str, np.ndarray], torch.Tensor],
                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The region's planes (3 x h x w, 0..255, RGB: the paste-back box or the whole crop) with
@@ -255,7 +255,7 @@ class BackgroundCompositor:
         return region, small
 
     def finish(self, region: np.ndarray, small: np.ndarray | None, face: AvatarFace,
-               s: AnimationSettings) -> np.ndarray:
+               s: OutputSettings) -> np.ndarray:
         """The output from the fetched results of ``compose_on_device`` (BGR on the host)."""
         state = self._state(face, s.paste_back)
         state.tracker.observe(small)
@@ -285,7 +285,7 @@ class BackgroundCompositor:
             state = self._states[paste_back] = _LayoutState(layout, tracker)
         return state
 
-    def _composite(self, face: AvatarFace, s: AnimationSettings) -> _Composite:
+    def _composite(self, face: AvatarFace, s: OutputSettings) -> _Composite:
         state = self._state(face, s.paste_back)
         if state.composite is None or state.composite.mode != s.background:
             layout = state.layout

@@ -25,11 +25,8 @@ import torch
 from ..avatar.face import AvatarFace
 from ..face import crop as fc
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
-from ..settings import AnimationSettings, BackgroundMode
+from ..settings import BackgroundMode, OutputSettings
 from .background import BackgroundCompositor
-
-# Only the output fields of the settings are read (paste_back, mirror, background): the
-# ``AnimationSettings`` parameters below are to become ``OutputSettings`` with the settings split.
 
 # what an output is made of: (background, paste_back, mirror); images kept for one are made anew for another
 OutputKey = tuple[BackgroundMode, bool, bool]
@@ -58,7 +55,7 @@ class OutputFinisher:
         self._last_crop: np.ndarray | None = None
 
     # -- per frame ------------------------------------------------------------------------------
-    def begin(self, s: AnimationSettings, device: torch.device | None = None) -> bool:
+    def begin(self, s: OutputSettings, device: torch.device | None = None) -> bool:
         """Start a frame of ``s``: when its output differs from the last frame's (background,
         paste-back or mirror), the held output is dropped and True returned (drop other images
         kept for the old output too). Then what the frame's compositing needs that changes only
@@ -73,7 +70,7 @@ class OutputFinisher:
         self.background.prepare(self.face, s, device)
         return changed
 
-    def finish(self, crop: np.ndarray, s: AnimationSettings) -> np.ndarray:
+    def finish(self, crop: np.ndarray, s: OutputSettings) -> np.ndarray:
         """The output of an animated crop: pasted into the avatar image (unless ``s`` asks for
         the crop only), with ``s``'s background, mirrored if asked; kept as the held output.
         A crop-only finisher keeps and returns ``crop`` itself."""
@@ -85,14 +82,14 @@ class OutputFinisher:
         self._last_crop = crop
         return self._keep(self.background.compose(image, self.face, s), s)
 
-    def finish_pasted(self, image: np.ndarray, s: AnimationSettings) -> np.ndarray:
+    def finish_pasted(self, image: np.ndarray, s: OutputSettings) -> np.ndarray:
         """The output of a frame pasted and composited elsewhere (the device path; ``image`` is
         unmirrored): mirrored if asked and kept as the held output. No crop is kept for it. Not for
         a crop-only finisher (nothing is pasted for it)."""
         self._last_crop = None
         return self._keep(image, s)
 
-    def still(self, s: AnimationSettings) -> np.ndarray:
+    def still(self, s: OutputSettings) -> np.ndarray:
         """The output with no animation: the avatar image (or its crop) with the background."""
         if self.crop_only:
             return self.face.crop
@@ -104,7 +101,7 @@ class OutputFinisher:
         """The last output, if it was made for the current output (None after a change)."""
         return self._last_image
 
-    def held(self, s: AnimationSettings) -> np.ndarray:
+    def held(self, s: OutputSettings) -> np.ndarray:
         """What a frame without a new crop shows: the last output; after an output change, the
         last crop finished again for the new one; the still output before any crop."""
         if self._last_image is None and self._last_crop is not None:
@@ -122,7 +119,7 @@ class OutputFinisher:
         """Release the person segmenter (a later frame with a background would make a new one)."""
         self.background.close()
 
-    def _keep(self, image: np.ndarray, s: AnimationSettings) -> np.ndarray:
+    def _keep(self, image: np.ndarray, s: OutputSettings) -> np.ndarray:
         self._last_image = mirrored(image) if s.mirror else image
         return self._last_image
 

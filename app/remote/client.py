@@ -234,7 +234,7 @@ class ServerLink:
 
     def _send_settings(self, ws: ClientConnection, s: AnimationSettings) -> None:
         self._revision += 1
-        ws.send(p.text({"type": "settings", "revision": self._revision, "values": p.settings_to_wire(s)}))
+        ws.send(p.text({"type": "settings", "revision": self._revision, "values": p.settings_to_wire(s.motion)}))
         self._settings = s
 
     def _lost(self, ws: ClientConnection, error: BaseException) -> None:
