@@ -19,7 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    name: str
+    """Where output frames go (virtual camera, recorder; the window's preview takes frames from the
+    pipeline's ``on_frame`` instead). Lifecycle: made and opened by its owner before the loop
+    starts or while it runs (``OutputStage.add``); ``send`` is called from the output thread only,
+    once per output frame, with H x W x 3 uint8 BGR and whether a face was tracked; ``close`` is
+    called once, by the ``OutputStage``, at the end of the run, when the sink is removed, or after
+    ``send`` raised (the sink is then dropped and the other sinks go on)."""
+
+    name: str                       # for log lines
 
     def send(self, image: np.ndarray, tracked: bool) -> None: ...
     def close(self) -> None: ...
@@ -162,21 +169,6 @@ class VideoRecorder:
     def _fail(self, reason: str) -> None:
         self.error = reason
         raise RecordingError(reason)
-
-
-class PreviewSink:
-    """Hands frames to a callback (the GUI preview); the callback must not block."""
-
-    name = "preview"
-
-    def __init__(self, callback: Callable[[np.ndarray, bool], None]) -> None:
-        self.callback = callback
-
-    def send(self, image: np.ndarray, tracked: bool) -> None:
-        self.callback(image, tracked)
-
-    def close(self) -> None:
-        pass
 
 
 class OutputStage:

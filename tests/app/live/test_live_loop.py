@@ -22,7 +22,6 @@ from app.live.capture import CameraError, CameraRequest, CameraSource, read_vide
 from app.live.pipeline import FrameQueue, Pipeline
 from app.live.sinks import (
     OutputStage,
-    PreviewSink,
     VideoRecorder,
     VirtualCameraSink,
     VirtualCameraUnavailable,
@@ -234,10 +233,19 @@ def test_a_failing_sink_is_dropped_and_the_others_go_on() -> None:
         def close(self):
             pass
 
-    stage = OutputStage([Broken(), PreviewSink(lambda img, tr: got.append(img))])
+    class Collecting:
+        name = "collecting"
+
+        def send(self, image, tracked):
+            got.append(image)
+
+        def close(self):
+            pass
+
+    stage = OutputStage([Broken(), Collecting()])
     stage.process(np.zeros((4, 4, 3), np.uint8), True)
     stage.process(np.zeros((4, 4, 3), np.uint8), True)
-    assert len(got) == 2 and [s.name for s in stage.sinks] == ["preview"]
+    assert len(got) == 2 and [s.name for s in stage.sinks] == ["collecting"]
 
 
 def test_letterbox_keeps_aspect() -> None:
