@@ -25,11 +25,12 @@ import torch
 from ..avatar.face import AvatarFace
 from ..face import crop as fc
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
-from ..settings import BackgroundMode, OutputSettings
+from ..settings import OutputSettings
 from .background import BackgroundCompositor
 
-# what an output is made of: (background, paste_back, mirror); images kept for one are made anew for another
-OutputKey = tuple[BackgroundMode, bool, bool]
+# what an output is made of: the output settings' values; images kept for one are made anew for another
+OutputKey = tuple[object, ...]
+_OUTPUT_FIELDS = OutputSettings.field_names()
 
 
 class OutputFinisher:
@@ -63,7 +64,7 @@ class OutputFinisher:
         call it before the frame's device work is queued (``BackgroundCompositor.prepare``)."""
         if self.crop_only:
             return False                    # one output, whatever the settings
-        key = (s.background, s.paste_back, s.mirror)
+        key = tuple(getattr(s, name) for name in _OUTPUT_FIELDS)
         changed = key != self._key
         if changed:
             self._key, self._last_image = key, None
