@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import IntEnum
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 import cv2
 import numpy as np
@@ -113,11 +113,14 @@ def _json_object(raw: str | bytes) -> dict[str, Any]:
 
 
 # -- fields ------------------------------------------------------------------------------------
+def _finite_number(value: Any) -> TypeGuard[int | float]:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def number(message: dict[str, Any], key: str, low: float = -math.inf, high: float = math.inf) -> float:
     """A finite number field within [low, high]."""
     value = message.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or not low <= value <= high:
+    if not _finite_number(value) or not low <= value <= high:
         raise ProtocolError(f"{message['type']}.{key}: expected a number in [{low}, {high}]")
     return float(value)
 
@@ -206,10 +209,6 @@ def settings_to_wire(s: MotionSettings) -> dict[str, Any]:
     """Every ``MotionSettings`` field of ``s`` as JSON values (``s`` may be a whole
     ``AnimationSettings``: its output fields are left out)."""
     return {name: list(v) if isinstance(v := getattr(s, name), tuple) else v for name in MotionSettings.field_names()}
-
-
-def _finite_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def _wire_reader(kind: Any) -> Callable[[Any], tuple[bool, Any]]:
