@@ -81,7 +81,7 @@ class OutputFinisher:
         face = self.face
         image = fc.paste_back(crop, face.transform.M_c2o, face.image, face.paste) if s.paste_back else crop
         self._last_crop = crop
-        return self._keep(self.background.compose(image, self.face, s), s)
+        return self._keep(self.background.compose(image, face, s), s)
 
     def finish_pasted(self, image: np.ndarray, s: OutputSettings) -> np.ndarray:
         """The output of a frame pasted and composited elsewhere (the device path; ``image`` is

@@ -28,6 +28,7 @@ from .session import RenderSession
 
 log = logging.getLogger(__name__)
 
+
 class RenderService:
     """``token``: the token clients must present (None: no check, for a server on loopback only).
     ``on_sessions``: told the number of open sessions whenever it changes (the deployment sizes its
