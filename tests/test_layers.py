@@ -108,6 +108,13 @@ def test_export_uses_engines_never_app() -> None:
     assert bad == [], "export/ must not import app/: " + ", ".join(bad)
 
 
+def test_every_app_module_belongs_to_a_part() -> None:
+    """A new folder or module at app's top level gets a place in ``APP_LAYERS`` (and in
+    ARCHITECTURE's table), or the layer check below would not see it."""
+    loose = [module for module, _ in sources("app") if module != "app" and app_layer(module) is None]
+    assert loose == [], "add these to APP_LAYERS: " + ", ".join(loose)
+
+
 def test_app_parts_import_only_parts_below_them() -> None:
     def allowed(module: str, target: str) -> bool:
         mine, theirs = app_layer(module), app_layer(target)
