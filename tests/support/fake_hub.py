@@ -45,7 +45,8 @@ class Fault:
     status_after_cut: int | None = None  # once cut, the CDN answers this status until the fault is cleared
     truncate_to: int | None = None     # the CDN's file has only this many bytes (consistent headers: a short file)
     corrupt: bool = False              # the CDN serves the right size with some bytes changed
-    stall_after: int | None = None     # the CDN stops after this many bytes until ``release`` is set
+    stall_after: int | None = None     # the CDN stops after this many bytes until ``release`` is set, then
+    #                                    drops the connection (once)
     release: threading.Event = field(default_factory=threading.Event)
     stalled: threading.Event = field(default_factory=threading.Event)   # set when the stall begins
 
@@ -262,6 +263,7 @@ class FakeHub:
             req.wfile.flush()
             fault.stalled.set()
             fault.release.wait(STALL_LIMIT_S)
+            fault.stall_after = None            # once: the client's retry then gets the rest
             req.connection.shutdown(socket.SHUT_RDWR)
             req.close_connection = True
         return sent
