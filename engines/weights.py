@@ -205,7 +205,7 @@ def _hf_download(repo_id: str, filename: str, local_dir: str, progress: Download
     # status (the client would retry a 500 for ~25 s, then report "cannot find the requested files").
     meta = get_hf_file_metadata(hf_hub_url(repo_id, filename))
     if meta.size:
-        log.info("downloading %s (%.0f MB)", filename, meta.size / 1e6)
+        log.info("downloading %s (%.*f MB)", filename, 1 if meta.size < 10e6 else 0, meta.size / 1e6)
     options: dict[str, Any] = {}
     if progress is not None and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         options["tqdm_class"] = _progress_bar_class(filename, progress)
@@ -265,8 +265,11 @@ def ensure_weights(weights_dir: Path, *, download: bool = True, downloader: Down
         raise WeightsError(f"cannot download the {weight_set.title} weights: {offline}; {hint}")
     log.info("downloading %d %s checkpoint(s) from %s into %s", len(missing), weight_set.title, weight_set.repo,
              weights_dir)
-    # The hub client logs every retry; the one message that matters is ours.
+    # The hub client logs every retry, its HTTP library every request (at INFO, our console's level);
+    # the one message that matters is ours.
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    for http_library in ("httpx", "httpx2"):
+        logging.getLogger(http_library).setLevel(logging.WARNING)
     for rel in missing:
         try:
             weights_dir.mkdir(parents=True, exist_ok=True)
