@@ -24,7 +24,7 @@ from .select import (
     default_onnx_dir,
     machine_facts,
 )
-from .weights import ensure_weights, resolve_weights_dir
+from .weights import DownloadProgress, ensure_weights, resolve_weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,19 @@ def _tensorrt(request: BackendRequest) -> InferenceBackend:
 
 def make_backend(kind: str = "auto", *, weights: str | Path | None = None, device: str = "auto",
                  download: bool = True, onnx_dir: str | Path | None = None,
-                 engine_dir: str | Path | None = None) -> InferenceBackend:
+                 engine_dir: str | Path | None = None,
+                 download_progress: DownloadProgress | None = None) -> InferenceBackend:
     """The backend the user asked for (``auto``: the fastest installed and validated one, see
-    ``engines.select``); ``stub`` runs no networks (tests, benchmarks). Raises ``ValueError``
+    ``engines.select``); ``stub`` runs no networks (tests, benchmarks). A weights download reports
+    to ``download_progress`` (``ensure_weights``). Raises ``ValueError``
     (unknown kind, unusable choice), ``WeightsError`` or ``CheckpointError`` with one line for the
     user."""
     check_backend_kind(kind)                     # before anything is looked for, let alone downloaded
     resolve_device(device)                       # a clear error for --device cuda without a GPU
     engines = Path(engine_dir) if engine_dir else default_engine_dir()
     onnx = Path(onnx_dir) if onnx_dir else default_onnx_dir()
-    weights_dir = None if kind == "stub" else ensure_weights(resolve_weights_dir(weights), download=download)
+    weights_dir = None if kind == "stub" else ensure_weights(
+        resolve_weights_dir(weights), download=download, progress=download_progress)
     facts = machine_facts(engines, onnx, weights_dir, requested=kind, device=device)
     choice = choose_backend(kind, device, facts)
     if choice.kind == "onnxruntime" and not facts.onnx_verified:

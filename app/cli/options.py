@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from engines.backend import InferenceBackend
 from engines.registry import make_backend
+from engines.weights import DownloadProgress
 
 from ..settings import AnimationSettings, BackgroundMode
 
@@ -57,10 +58,11 @@ def settings_from_args(args: argparse.Namespace) -> AnimationSettings:
     return AnimationSettings(**{f.name: getattr(args, f.name) for f in _flagged_fields()}).validated()
 
 
-def backend_from_args(args: argparse.Namespace) -> InferenceBackend:
-    """``make_backend`` with main.py's engine options."""
+def backend_from_args(args: argparse.Namespace, *,
+                      download_progress: DownloadProgress | None = None) -> InferenceBackend:
+    """``make_backend`` with main.py's engine options (a weights download reports to ``download_progress``)."""
     return make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download,
-                        onnx_dir=args.onnx_dir, engine_dir=args.engine_dir)
+                        onnx_dir=args.onnx_dir, engine_dir=args.engine_dir, download_progress=download_progress)
 
 
 def add_token_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:

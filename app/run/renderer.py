@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from engines.backend import InferenceBackend
+from engines.weights import DownloadProgress
 
 from ..animation.animator import Animator
 from ..animation.frames import AvatarT, FrameAnimator
@@ -154,17 +155,19 @@ def remote_server_from_args(args: argparse.Namespace) -> RemoteServer:
 
 class RendererFactory:
     """The renderer of a "Render on" choice, with the engine and ``--remote-*`` options of
-    ``args``; the backend is made once, on first need."""
+    ``args``; the backend is made once, on first need (a weights download then reports to
+    ``download_progress``, on the thread that asked)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, download_progress: DownloadProgress | None = None) -> None:
         self.args = args
+        self.download_progress = download_progress
         self._backend: InferenceBackend | None = None
 
     def __call__(self, choice: RenderChoice) -> Renderer:
         if choice.remote:
             return RemoteRenderer(choice.server(frame_format=self.args.remote_format, ca_file=self.args.remote_ca))
         if self._backend is None:
-            self._backend = backend_from_args(self.args)
+            self._backend = backend_from_args(self.args, download_progress=self.download_progress)
         return LocalRenderer(self._backend)
 
     def close(self) -> None:

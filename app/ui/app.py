@@ -1,7 +1,8 @@
 """Starting the desktop app: window first, then the networks (or the connection to a render
-server) and the avatar in a worker thread (with the weights download shown in the status bar),
-then the camera. Where the animation runs is ``--remote`` when given, else the remembered
-"Render on" choice; a render server needs no weights here.
+server) and the avatar in a worker thread (a weights download shows its file, percentage and
+megabytes in the status bar while the window stays responsive), then the camera. Where the
+animation runs is ``--remote`` when given, else the remembered "Render on" choice; a render server
+needs no weights here.
 
 ``--screenshot OUT.png --max-frames N`` (the documentation/CI contract): run until N frames were
 animated from a tracked face, save a screenshot of the whole window, exit 0."""
@@ -35,10 +36,16 @@ log = logging.getLogger(__name__)
 
 
 class Starter(QtCore.QObject):
-    """Makes the renderer, the first avatar and its animator off the UI thread."""
+    """Makes the renderer, the first avatar and its animator off the UI thread; a weights download
+    on the way reports through ``download_progress`` (``report_download`` is the callback)."""
 
     ready = QtCore.Signal(object, object, str)     # renderer, animator, avatar path
     failed = QtCore.Signal(str)
+    download_progress = QtCore.Signal(str, object, object)    # repository path, bytes so far, total (any size)
+
+    def report_download(self, path: str, done: int, total: int) -> None:
+        """Called on the worker thread; the signal carries it to the window's thread."""
+        self.download_progress.emit(path, done, total)
 
     def start(self, make_renderer: Callable[[], Renderer], settings: LiveSettings, avatar_path: str) -> None:
         def work() -> None:
@@ -97,8 +104,10 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     else:
         choice = store.render_choice()
     settings = LiveSettings(store.output_choices(base))
-    factory = RendererFactory(args)
+    starter = Starter()
+    factory = RendererFactory(args, download_progress=starter.report_download)
     window = MainWindow(settings, store, renderer_factory=factory)
+    starter.download_progress.connect(window.show_download)
     window.render_panel.show_choice(choice)
     avatar_path = args.avatar or store.last_avatar() or str(DEFAULT_AVATAR)
     camera = args.camera or store.last_camera() or "0"
@@ -165,7 +174,6 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
         window.busy(starting_message(choice))
         starter.start(lambda: factory(choice), settings, avatar_path)
 
-    starter = Starter()
     starter.ready.connect(on_ready)
     starter.failed.connect(on_failed)
     window.start_requested.connect(start)       # a new choice after a failed start

@@ -223,10 +223,30 @@ class MainWindow(QtWidgets.QMainWindow):
         self._show_renderer(session.renderer)
 
     def busy(self, message: str | None) -> None:
-        """Show (or clear) a long-running task in the status bar."""
+        """Show (or clear) a long-running task in the status bar (its bar: busy, without a measure)."""
+        self.progress.setRange(0, 0)
         self.progress.setVisible(message is not None)
         if message:
             self.statusBar().showMessage(message)
+
+    def show_download(self, path: str, done: int, total: int) -> None:
+        """A weights download's progress (file, bytes so far, total) in the status bar and its bar."""
+        name = path.rsplit("/", 1)[-1]
+
+        def mb(n: int) -> str:
+            return f"{n / 1e6:.1f}" if n < 10e6 else f"{n / 1e6:.0f}"
+
+        if total <= 0:
+            self.progress.setRange(0, 0)
+            self.statusBar().showMessage(f"downloading {name} ({mb(done)} MB)…")
+        elif done >= total:
+            self.progress.setRange(0, 0)              # the next file, or loading the networks
+            self.statusBar().showMessage(f"downloaded {name} ({mb(total)} MB); loading…")
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(done * 1000 // total)
+            self.statusBar().showMessage(f"downloading {name}: {100 * done // total}% ({mb(done)} of {mb(total)} MB)…")
+        self.progress.show()
 
     # -- actions -------------------------------------------------------------------------------
     def request_avatar(self, path: str) -> None:

@@ -26,7 +26,7 @@ def test_downloads_only_missing_human_model_files(tmp_path: Path) -> None:
     present.write_bytes(b"x")
     fetched = []
 
-    def fake_download(repo: str, filename: str, local_dir: str) -> str:
+    def fake_download(repo: str, filename: str, local_dir: str, progress: object) -> str:
         fetched.append((repo, filename))
         dest = Path(local_dir) / filename
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ def test_offline_gives_one_line_with_manual_command(tmp_path: Path) -> None:
 
 
 def test_failed_download_is_reported_not_raised_raw(tmp_path: Path) -> None:
-    def broken(repo: str, filename: str, local_dir: str) -> str:
+    def broken(repo: str, filename: str, local_dir: str, progress: object) -> str:
         raise ConnectionError("connection reset by peer.\nlong traceback text")
 
     with pytest.raises(weights.WeightsError, match=r"could not download .*ConnectionError: connection reset by peer"):

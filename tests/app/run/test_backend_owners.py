@@ -40,7 +40,7 @@ def test_the_window_closes_its_backend_at_shutdown_only(monkeypatch: pytest.Monk
     from app.run.renderer import RenderChoice
 
     made: list[ClosingStub] = []
-    monkeypatch.setattr(renderer, "backend_from_args", lambda args: made.append(ClosingStub()) or made[-1])
+    monkeypatch.setattr(renderer, "backend_from_args", lambda args, **options: made.append(ClosingStub()) or made[-1])
     factory = renderer.RendererFactory(parse_args([]))
     first, again = factory(RenderChoice()), factory(RenderChoice())      # a switch back to this computer
     assert first.backend is again.backend and len(made) == 1 and made[0].closes == 0
