@@ -143,6 +143,27 @@ def test_loopback_only_is_refused_where_the_proxies_listen_elsewhere() -> None:
     deployment.check_loopback_only(ServerOptions(token="t" * 16), "0.0.0.0")
 
 
+SERVE_CONFIG_CPU = REPO_ROOT / "deploy" / "serve_config.cpu.yaml"
+
+
+def test_the_cpu_config_is_the_main_one_but_for_its_dry_run_lines() -> None:
+    """deploy/serve_config.cpu.yaml (the cluster dry run) differs from the main file only in the
+    backend, the device, the weights and the resources, as its comments say."""
+    cpu = yaml.safe_load(SERVE_CONFIG_CPU.read_text())
+    ServeDeploySchema.model_validate(cpu)
+    assert unknown_keys(ServeDeploySchema, cpu) == []
+    expected = load_serve_config()
+    (application,) = expected["applications"]
+    application["args"].update(weights=None, backend="stub", device="cpu")
+    (render,) = application["deployments"]
+    render["ray_actor_options"]["num_gpus"] = 0
+    render["max_replicas_per_node"] = 1
+    render["autoscaling_config"].update(min_replicas=2, max_replicas=2)
+    assert cpu == expected
+    dry_run = [line for line in SERVE_CONFIG_CPU.read_text().splitlines() if "# dry run" in line]
+    assert len(dry_run) == 7, dry_run
+
+
 def local_variant(config: dict[str, Any], port: int) -> dict[str, Any]:
     """The config as this machine can run it: loopback, a free port, the stub backend on the CPU,
     no GPU asked for, one replica."""
