@@ -11,14 +11,16 @@ as DEPLOY_FAILED) without a token of at least 16 characters, unless the options 
 ``loopback_only`` and Serve's proxies listen on loopback. The token is read once, where Serve
 builds the application (``$AVATARCAM_TOKEN`` there, or ``main.py serve``'s ``--token``), and
 travels to the replicas in their constructor's arguments; with ``token_file`` each replica reads
-the file on its own node at its start instead, so the token is not kept in Serve's state."""
+the file on its own node at its start instead, so the token is not kept in Serve's state.
+
+``/v1/health`` answers from whichever replica Serve picks: it names that replica and its node and,
+on a cluster, adds the application's sessions on all replicas (``cluster.ClusterView``)."""
 # No ``from __future__ import annotations`` here: FastAPI must see the routes' real parameter
 # types (a ``WebSocket`` annotated as a string turns into a required query parameter). And whatever
 # the deployment class calls is defined above it: Serve captures the class when it is decorated.
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +32,7 @@ from ray.serve import Application
 from ...cli.console import LOG_FORMAT
 from .. import protocol as p
 from .batching import BatchedBackend, RenderRequest, render_batch
+from .cluster import ClusterView, this_replica
 from .options import DEFAULTS, ServerOptions, is_loopback
 from .service import RenderService
 
@@ -89,6 +92,8 @@ class RenderServer:
         self.options = options
         check_loopback_only(options, serve_http_host())
         token = options.replica_token()             # token_file: read here, on this replica's node
+        self.cluster = ClusterView(this_replica())
+        self.cluster.start()
         self.backend = make_backend(options.backend, weights=options.weights, device=options.device,
                                     download=False)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,9 +106,10 @@ class RenderServer:
 
     @api.get(p.HEALTH_PATH)
     async def health(self) -> dict[str, Any]:
-        # the replica's process: which one answered (Serve routes health to any replica)
+        # which replica answered, and where (Serve routes health to any one); the cluster's sessions
+        # from the cached registry table: never waits on another actor
         return {**self.service.health(), "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())},
-                "replica_pid": os.getpid()}
+                **self.cluster.replica, "cluster": self.cluster.health()}
 
     @api.websocket(p.SESSION_PATH)
     async def session(self, ws: WebSocket) -> None:
@@ -124,6 +130,7 @@ class RenderServer:
 
     def _size_batches(self, sessions: int) -> None:
         self._render_batch.set_max_batch_size(max(1, min(self.options.max_batch, sessions)))
+        self.cluster.sessions_changed(sessions)
 
     def __del__(self) -> None:
         if hasattr(self, "service"):          # not when the constructor failed
