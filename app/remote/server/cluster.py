@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,13 @@ SessionRegistry = ray.remote(num_cpus=0, max_restarts=-1)(Registry)
 
 
 def this_replica() -> dict[str, Any]:
-    """Which replica this is (Serve's replica id) and where it runs (Ray node, host, pid)."""
-    context = serve.get_replica_context()
+    """Which replica this is (Serve's replica id) and where it runs (Ray node, host, pid); outside
+    Serve (the class built directly, in tests) the replica, app and node are None."""
+    try:
+        context = serve.get_replica_context()
+    except RayServeException:
+        return {"replica": None, "app": None, "node_id": None, "node_ip": None, "host": socket.gethostname(),
+                "replica_pid": os.getpid()}
     return {"replica": context.replica_id.unique_id, "app": context.app_name,
             "node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
             "host": socket.gethostname(), "replica_pid": os.getpid()}
@@ -73,11 +79,18 @@ class ClusterView:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._refresh_forever(), name="cluster-view")
+        """Report and refresh from now on; nothing outside a Serve replica's event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.replica["replica"] is not None:
+            self._task = loop.create_task(self._refresh_forever(), name="cluster-view")
 
     def sessions_changed(self, sessions: int) -> None:
         self.sessions = sessions
-        self._report()
+        if self._task is not None:
+            self._report()
 
     def health(self) -> dict[str, Any] | None:
         """The application's sessions: the sum and each replica's count (this one's as of now);
