@@ -193,8 +193,9 @@ class ServerLink:
         except InvalidStatus as e:
             code = e.response.status_code
             if code in (401, 403):
-                raise RemoteAuthError(f"the render server at {s.url} refused the token (HTTP {code}); "
-                                      "give the server's --token") from None
+                raise RemoteAuthError(f"the render server at {s.url} refused the token (HTTP {code}); give the "
+                                      "token the server was started with: its --token/--token-file, or on a Ray "
+                                      "cluster the AVATARCAM_TOKEN (or token_file) of its nodes") from None
             raise RemoteError(f"the render server at {s.url} answered HTTP {code}; "
                               "is it an AvatarCam server?") from None
         except (InvalidURI, InvalidHandshake) as e:

@@ -6,7 +6,6 @@ token (required to listen on anything but loopback), the port (free), TLS files,
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -18,11 +17,9 @@ from pathlib import Path
 from ...cli.console import EXIT_INTERRUPTED, EXIT_OK
 from ...cli.options import add_token_arguments, token_from_args
 from .. import protocol as p
-from .options import DEFAULTS, add_server_arguments, server_args
+from .options import DEFAULTS, MIN_TOKEN_LENGTH, add_server_arguments, check_token, is_loopback, server_args
 
 log = logging.getLogger(__name__)
-
-MIN_TOKEN_LENGTH = 16
 
 
 def add_serve_arguments(ap: argparse.ArgumentParser) -> None:
@@ -40,20 +37,7 @@ def add_serve_arguments(ap: argparse.ArgumentParser) -> None:
 
 def read_token(args: argparse.Namespace) -> str | None:
     """The token from ``--token`` or ``--token-file`` (None: neither); ``ValueError`` when too short."""
-    token = token_from_args(args)
-    if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"the token must have at least {MIN_TOKEN_LENGTH} characters "
-                         "(e.g. `python -c \"import secrets; print(secrets.token_urlsafe(24))\"`)")
-    return token
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return check_token(token_from_args(args))
 
 
 def check_serve_args(args: argparse.Namespace) -> str | None:
@@ -114,6 +98,7 @@ def run_server(args: argparse.Namespace) -> int:
             http.update(ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
         serve.start(http_options=http, logging_config={"log_level": "WARNING"})
         app = build_app({"weights": weights, "backend": args.backend, "device": args.device, "token": token,
+                         "loopback_only": is_loopback(args.host),
                          **server_args(args),
                          # as many as this process would use: a CPU server renders as fast as a local
                          # run, and its floating-point sums come out the same (the stub's tiny

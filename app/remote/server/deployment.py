@@ -4,14 +4,23 @@ each hold the networks on one device and serve live sessions over WebSockets (Fa
 ``build_app(args)`` is the application builder that ``python main.py serve`` runs and that a Serve
 config file names (``import_path: app.remote.server.deployment:build_app``, see ``deploy/``). Within a
 replica, the W+G renders of all sessions with a frame waiting run as one batch (``serve.batch``,
-sized to the open sessions, so a lone session never waits for company)."""
+sized to the open sessions, so a lone session never waits for company).
+
+Access fails closed: ``build_app`` refuses to build (a ``ValueError``, which ``serve status`` shows
+as DEPLOY_FAILED) without a token of at least 16 characters, unless the options say
+``loopback_only`` and Serve's proxies listen on loopback. The token is read once, where Serve
+builds the application (``$AVATARCAM_TOKEN`` there, or ``main.py serve``'s ``--token``), and
+travels to the replicas in their constructor's arguments; with ``token_file`` each replica reads
+the file on its own node at its start instead, so the token is not kept in Serve's state.
+
+``/v1/health`` answers from whichever replica Serve picks: it names that replica and its node and,
+on a cluster, adds the application's sessions on all replicas (``cluster.ClusterView``)."""
 # No ``from __future__ import annotations`` here: FastAPI must see the routes' real parameter
 # types (a ``WebSocket`` annotated as a string turns into a required query parameter). And whatever
 # the deployment class calls is defined above it: Serve captures the class when it is decorated.
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +32,8 @@ from ray.serve import Application
 from ...cli.console import LOG_FORMAT
 from .. import protocol as p
 from .batching import BatchedBackend, RenderRequest, render_batch
-from .options import DEFAULTS, ServerOptions
+from .cluster import ClusterView, this_replica
+from .options import DEFAULTS, ServerOptions, is_loopback
 from .service import RenderService
 
 log = logging.getLogger(__name__)
@@ -31,9 +41,32 @@ log = logging.getLogger(__name__)
 BATCH_WAIT_S = 0.003                # how long a frame waits for other sessions' frames, at most
 
 
+def serve_http_host(timeout_s: float = 10.0) -> str | None:
+    """The host Serve's proxies listen on, asked of Serve's controller; None where there is none
+    to ask (no Ray here, or Serve not started)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+        return str(ray.get(controller.get_http_config.remote(), timeout=timeout_s).host)
+    except (ValueError, ray.exceptions.RayError):       # ValueError: no controller (yet)
+        return None
+
+
+def check_loopback_only(options: ServerOptions, host: str | None) -> None:
+    """A ``loopback_only`` server (no token needed) is refused where the proxies listen on ``host``
+    other than loopback (None: not known here; the replica checks again)."""
+    if options.loopback_only and host is not None and not is_loopback(host):
+        raise ValueError(f"render server: loopback_only, but Serve's proxies listen on {host}: give a token "
+                         "(AVATARCAM_TOKEN or token_file) or set http_options.host to 127.0.0.1")
+
+
 def _log_our_lines() -> None:
-    """In a replica, our loggers' INFO lines (sessions opened and closed) go to its standard error,
-    which Ray forwards to the server's console; Ray's own loggers keep their configuration."""
+    """In a replica, our loggers' INFO lines (sessions opened and closed) go to its standard error:
+    the replica's ``worker-*.err`` under the Ray session's ``logs/`` on its node, which Ray also
+    forwards to a driver's console (``main.py serve``'s); Ray's own loggers keep their configuration."""
     ours = logging.getLogger("app")
     if not ours.handlers:
         handler = logging.StreamHandler()
@@ -57,11 +90,15 @@ class RenderServer:
         if options.cpu_threads:
             torch.set_num_threads(options.cpu_threads)
         self.options = options
+        check_loopback_only(options, serve_http_host())
+        token = options.replica_token()             # token_file: read here, on this replica's node
+        self.cluster = ClusterView(this_replica())
+        self.cluster.start()
         self.backend = make_backend(options.backend, weights=options.weights, device=options.device,
                                     download=False)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="render-batch")
-        self.service = RenderService(BatchedBackend(self.backend, self._render_one), token=options.token,
+        self.service = RenderService(BatchedBackend(self.backend, self._render_one), token=token,
                                      max_sessions=options.max_sessions, idle_timeout_s=options.idle_timeout_s,
                                      limits=p.Limits(max_fps=options.max_fps), on_sessions=self._size_batches)
         self.batch_sizes: dict[int, int] = {}
@@ -69,9 +106,10 @@ class RenderServer:
 
     @api.get(p.HEALTH_PATH)
     async def health(self) -> dict[str, Any]:
-        # the replica's process: which one answered (Serve routes health to any replica)
+        # which replica answered, and where (Serve routes health to any one); the cluster's sessions
+        # from the cached registry table: never waits on another actor
         return {**self.service.health(), "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())},
-                "replica_pid": os.getpid()}
+                **self.cluster.replica, "cluster": self.cluster.health()}
 
     @api.websocket(p.SESSION_PATH)
     async def session(self, ws: WebSocket) -> None:
@@ -92,6 +130,7 @@ class RenderServer:
 
     def _size_batches(self, sessions: int) -> None:
         self._render_batch.set_max_batch_size(max(1, min(self.options.max_batch, sessions)))
+        self.cluster.sessions_changed(sessions)
 
     def __del__(self) -> None:
         if hasattr(self, "service"):          # not when the constructor failed
@@ -111,8 +150,11 @@ def uses_gpu(device: str) -> bool:
 
 def build_app(args: dict[str, Any]) -> Application:
     """The Serve application for ``args`` (``ServerOptions`` fields). One GPU per replica where
-    the device is a GPU; replicas, autoscaling and resources can be overridden in a config file."""
+    the device is a GPU; replicas, autoscaling and resources can be overridden in a config file.
+    ``ValueError`` (DEPLOY_FAILED) without a token where one is needed (``check_access``)."""
     options = ServerOptions.from_args(dict(args))
+    options.check_access()
+    check_loopback_only(options, serve_http_host())
     return RenderServer.options(
         ray_actor_options={"num_gpus": 1 if uses_gpu(options.device) else 0},
         max_ongoing_requests=options.max_sessions + 8,     # a session is one ongoing request

@@ -1,17 +1,50 @@
 """What a render server's replica runs with, declared once: ``ServerOptions``, the ``args`` of a
 Serve config file (``deployment.build_app``), whose defaults are ``main.py serve``'s and the render
 service's, and whose fields with a ``flag`` are ``main.py serve``'s options (``add_server_arguments``).
-Imports no Ray: ``main.py serve`` reads it before Ray starts."""
+Imports no Ray: ``main.py serve`` reads it before Ray starts.
+
+It also holds the access rule, once for every way the server starts: a server that is not bound
+to loopback only needs a token of at least ``MIN_TOKEN_LENGTH`` characters (``check_access``);
+without one the application refuses to build, so a cluster deployment fails closed."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from .. import protocol as p
 
-TOKEN_ENV = "AVATARCAM_TOKEN"       # where a replica reads its token when the options carry none
+TOKEN_ENV = "AVATARCAM_TOKEN"       # read where the application is built, when the options carry no token
+MIN_TOKEN_LENGTH = 16
+_TOKEN_HINT = "e.g. `python -c \"import secrets; print(secrets.token_urlsafe(24))\"`"
+
+
+def check_token(token: str | None, where: str = "the token") -> str | None:
+    """``token`` (None stays None); ``ValueError`` naming ``where`` when it is too short."""
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"{where} must have at least {MIN_TOKEN_LENGTH} characters ({_TOKEN_HINT})")
+    return token
+
+
+def read_token_file(path: str) -> str:
+    """The token in the file at ``path`` (its text, stripped), checked; ``ValueError`` in one line."""
+    try:
+        text = open(path, encoding="utf-8").read().strip()
+    except OSError as e:
+        raise ValueError(f"token_file {path}: {e.strerror or e}") from None
+    return check_token(text, f"the token in {path}") or ""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Secret(str):
@@ -34,7 +67,12 @@ class ServerOptions:
     weights: str | None = option(None, help="LivePortrait weights directory (None: the default place)")
     backend: str = option("auto", help="the backend, as main.py's --backend")
     device: str = option("auto", help="the torch device, as main.py's --device")
-    token: Secret | None = option(None, help=f"the token clients must present (None: ${TOKEN_ENV}, else no check)")
+    token: Secret | None = option(None, help=f"the token clients must present (None: ${TOKEN_ENV} where the "
+                                             "application is built, baked into the replicas' arguments)")
+    token_file: str | None = option(None, help="a file holding the token, on every node, read by each replica "
+                                               f"at its start (instead of token or ${TOKEN_ENV})")
+    loopback_only: bool = option(False, help="Serve's proxies listen on loopback only: no token needed "
+                                             "(main.py serve on 127.0.0.1); refused where they listen elsewhere")
     max_sessions: int = option(8, flag="--max-sessions", metavar="N", help="live sessions at once")
     max_batch: int = option(8, flag="--max-batch", metavar="N",
                             help="frames of different sessions rendered as one batch, at most; 1: no batching")
@@ -52,8 +90,28 @@ class ServerOptions:
         unknown = set(args) - known
         if unknown:
             raise ValueError(f"render server: unknown option(s) {', '.join(sorted(unknown))}")
-        token = args.get("token") or os.environ.get(TOKEN_ENV)
+        # a token_file is read by the replicas themselves: the environment's token is not baked in beside it
+        token = args.get("token") or (None if args.get("token_file") else os.environ.get(TOKEN_ENV))
         return cls(**{**args, "token": Secret(token) if token else None})
+
+    def check_access(self) -> None:
+        """Fail closed: ``ValueError`` (one line) unless clients must present a token of at least
+        ``MIN_TOKEN_LENGTH`` characters, or the server is bound to loopback only. Reads
+        ``token_file`` when given (the file must be on every node, this one included)."""
+        if self.token_file:
+            read_token_file(self.token_file)
+            return
+        check_token(self.token, f"the token (${TOKEN_ENV})")
+        if self.token is None and not self.loopback_only:
+            raise ValueError(f"render server: no token, refusing to serve: set {TOKEN_ENV} (at least "
+                             f"{MIN_TOKEN_LENGTH} characters) on every node before `ray start`, or give the "
+                             "token_file option; only loopback_only: true (proxies on 127.0.0.1) goes without")
+
+    def replica_token(self) -> Secret | None:
+        """The token a replica checks: ``token_file``'s content, read now, when given; else ``token``."""
+        if self.token_file:
+            return Secret(read_token_file(self.token_file))
+        return self.token
 
 
 DEFAULTS = ServerOptions()

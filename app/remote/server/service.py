@@ -60,8 +60,8 @@ class RenderService:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "version": p.VERSION, "backend": self.backend.name,
-                "device": str(self.backend.device), "sessions": self.sessions,
-                "max_sessions": self.max_sessions, "sessions_served": self.sessions_served}
+                "device": str(self.backend.device), "token_required": self._token is not None,
+                "sessions": self.sessions, "max_sessions": self.max_sessions, "sessions_served": self.sessions_served}
 
     async def serve(self, ws: WebSocket) -> None:
         """One session, from the handshake to its close."""

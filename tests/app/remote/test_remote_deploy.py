@@ -63,7 +63,8 @@ def _models(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in getattr(annotation, "__args__", ()) for m in _models(arg)]
 
 
-def test_serve_config_follows_rays_schema_and_our_builder() -> None:
+def test_serve_config_follows_rays_schema_and_our_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
     raw = load_serve_config()
     config = ServeDeploySchema.model_validate(raw)
     assert unknown_keys(ServeDeploySchema, raw) == []
@@ -101,6 +102,66 @@ def test_unknown_keys_finds_a_misspelt_option() -> None:
 def test_builder_rejects_an_unknown_arg() -> None:
     with pytest.raises(ValueError, match="unknown option"):
         deployment.build_app({**load_serve_config()["applications"][0]["args"], "max_sesions": 2})
+
+
+def build_config_app() -> Any:
+    """What Ray does with the config file's application: call our builder with its args."""
+    (application,) = ServeDeploySchema.model_validate(load_serve_config()).applications
+    return call_user_app_builder_with_args_if_necessary(import_attr(application.import_path), application.args)
+
+
+def test_builder_fails_closed_without_a_long_enough_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve deploy`` of the file on a cluster without AVATARCAM_TOKEN: the application refuses
+    to build (DEPLOY_FAILED in ``serve status``) instead of serving every session without one."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with pytest.raises(ValueError, match=f"no token, refusing to serve: set {TOKEN_ENV}"):
+        build_config_app()
+    monkeypatch.setenv(TOKEN_ENV, "fifteen-chars-x")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        build_config_app()
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    assert build_config_app()._bound_deployment.name == deployment.RenderServer.name
+
+
+def test_builder_builds_on_loopback_only_or_with_a_token_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    args = load_serve_config()["applications"][0]["args"]
+    (options,) = deployment.build_app({**args, "loopback_only": True})._bound_deployment.init_args
+    assert options.loopback_only and options.token is None
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    (options,) = deployment.build_app({**args, "token_file": str(token_file)})._bound_deployment.init_args
+    assert options.token is None and options.replica_token() == TOKEN       # read by the replica, not baked in
+
+
+def test_loopback_only_is_refused_where_the_proxies_listen_elsewhere() -> None:
+    loopback = ServerOptions(loopback_only=True)
+    for host in ("127.0.0.1", "::1", "localhost", None):           # None: not known where the builder runs
+        deployment.check_loopback_only(loopback, host)
+    with pytest.raises(ValueError, match="loopback_only, but Serve's proxies listen on 0.0.0.0"):
+        deployment.check_loopback_only(loopback, "0.0.0.0")
+    deployment.check_loopback_only(ServerOptions(token="t" * 16), "0.0.0.0")
+
+
+SERVE_CONFIG_CPU = REPO_ROOT / "deploy" / "serve_config.cpu.yaml"
+
+
+def test_the_cpu_config_is_the_main_one_but_for_its_dry_run_lines() -> None:
+    """deploy/serve_config.cpu.yaml (the cluster dry run) differs from the main file only in the
+    backend, the device, the weights and the resources, as its comments say."""
+    cpu = yaml.safe_load(SERVE_CONFIG_CPU.read_text())
+    ServeDeploySchema.model_validate(cpu)
+    assert unknown_keys(ServeDeploySchema, cpu) == []
+    expected = load_serve_config()
+    (application,) = expected["applications"]
+    application["args"].update(weights=None, backend="stub", device="cpu")
+    (render,) = application["deployments"]
+    render["ray_actor_options"]["num_gpus"] = 0
+    render["max_replicas_per_node"] = 1
+    render["autoscaling_config"].update(min_replicas=2, max_replicas=2)
+    assert cpu == expected
+    dry_run = [line for line in SERVE_CONFIG_CPU.read_text().splitlines() if "# dry run" in line]
+    assert len(dry_run) == 7, dry_run
 
 
 def local_variant(config: dict[str, Any], port: int) -> dict[str, Any]:

@@ -51,3 +51,55 @@ def test_the_options_load_without_ray() -> None:
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [m for m in imported if m.split(".")[0] in ("ray", "starlette", "fastapi")]
+
+
+def test_the_token_rule_is_declared_once_and_cli_uses_it() -> None:
+    from app.remote.server import cli
+    from app.remote.server.options import MIN_TOKEN_LENGTH, check_token
+
+    assert cli.MIN_TOKEN_LENGTH is MIN_TOKEN_LENGTH == 16
+    assert check_token(None) is None and check_token("x" * 16) == "x" * 16
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        check_token("x" * 15)
+    args = main.parse_serve_args(["--token", "x" * 15])
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        cli.read_token(args)
+
+
+LONG = "a-token-of-24-characters"
+
+
+@pytest.mark.parametrize(("args", "env", "error"), [
+    ({}, None, "no token, refusing to serve"),                                 # fail closed
+    ({}, "short-token", "at least 16 characters"),
+    ({"loopback_only": True}, "short-token", "at least 16 characters"),       # a token given is a token checked
+    ({"token_file": "/nonexistent/avatarcam-token"}, LONG, "token_file /nonexistent/avatarcam-token"),
+])
+def test_access_fails_closed(monkeypatch: pytest.MonkeyPatch, args: dict, env: str | None, error: str) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    if env is not None:
+        monkeypatch.setenv(TOKEN_ENV, env)
+    opts = ServerOptions.from_args(args)
+    with pytest.raises(ValueError, match=error) as refused:
+        opts.check_access()
+    assert "\n" not in str(refused.value) and (env is None or env not in str(refused.value))
+
+
+def test_access_with_a_token_a_token_file_or_loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    ServerOptions.from_args({"loopback_only": True}).check_access()
+    assert ServerOptions.from_args({"loopback_only": True}).replica_token() is None
+    monkeypatch.setenv(TOKEN_ENV, LONG)
+    opts = ServerOptions.from_args({})
+    opts.check_access()
+    assert opts.replica_token() == LONG
+    # a token file is read by each replica; the environment's token is not baked in beside it
+    token_file = tmp_path / "token"
+    token_file.write_text("from-the-file-0123456789\n")
+    opts = ServerOptions.from_args({"token_file": str(token_file)})
+    opts.check_access()
+    assert opts.token is None and opts.replica_token() == "from-the-file-0123456789"
+    assert "from-the-file" not in repr(opts.replica_token())
+    token_file.write_text("short\n")
+    with pytest.raises(ValueError, match=f"the token in {token_file} must have at least 16"):
+        opts.replica_token()
