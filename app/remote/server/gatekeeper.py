@@ -349,6 +349,9 @@ class TokenBuckets:
         return allowed
 
 
+TOO_MANY = b"too many health requests\n"
+
+
 class GateMiddleware:
     """Health rate limits and the session token, answered in the proxy."""
 
@@ -369,8 +372,9 @@ class GateMiddleware:
                 and not self.health.take(_client(scope)):
             self.drops.count("health requests over the rate limit (429)", _client(scope))
             await send({"type": "http.response.start", "status": 429,
-                        "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"1")]})
-            await send({"type": "http.response.body", "body": b"too many health requests\n"})
+                        "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"1"),
+                                    (b"content-length", str(len(TOO_MANY)).encode())]})
+            await send({"type": "http.response.body", "body": TOO_MANY})
             return
         await self.app(scope, receive, send)
 
