@@ -102,7 +102,7 @@ def test_sessions_and_health_stay_available_under_a_health_flood(server: Serve):
     flood.start()
     try:
         deadline = time.monotonic() + 30
-        while answered[0] < 2000:                                # the flood is on
+        while answered[0] < 100:                                 # the flood is on
             assert time.monotonic() < deadline, answered[0]
             time.sleep(0.1)
         t0 = time.monotonic()
@@ -116,7 +116,10 @@ def test_sessions_and_health_stay_available_under_a_health_flood(server: Serve):
         flood.join(60)
     assert handshake_s < 4.0, handshake_s
     assert health is not None and health["status"] == "ok" and health_s < 2.0, health_s
-    assert any("health requests over the rate limit (429)" in line for line in server.log_tail(100_000).splitlines())
+    deadline = time.monotonic() + 15                              # logged in aggregate, forwarded by Ray
+    while "health requests over the rate limit (429)" not in server.log_tail(100_000):
+        assert time.monotonic() < deadline, server.log_tail()
+        time.sleep(0.2)
 
 
 def test_idle_connections_are_dropped_and_logged_in_aggregate(server: Serve):
