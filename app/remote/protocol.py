@@ -45,6 +45,7 @@ class Close(IntEnum):
     """WebSocket close codes the server ends a session with (4xxx: this protocol's own)."""
 
     NORMAL = 1000
+    GOING_AWAY = 1001          # the server is stopping (sent to every open session before it does)
     POLICY = 1008              # a wrong or missing token (refused before the handshake completes)
     TOO_BIG = 1009             # a message over its size limit
     INTERNAL = 1011            # a bug on the server: this session ends, the server goes on

@@ -21,6 +21,7 @@ on a cluster, adds the application's sessions on all replicas (``cluster.Cluster
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -132,7 +133,35 @@ class RenderServer:
         self._render_batch.set_max_batch_size(max(1, min(self.options.max_batch, sessions)))
         self.cluster.sessions_changed(sessions)
 
-    def __del__(self) -> None:
+    async def drain(self, reason: str = "server stopping") -> int:
+        """Close every open session with 1001 (going away) and refuse new ones; ``main.py serve``
+        calls it through a handle before Ray stops. Returns how many sessions were open."""
+        return await self.service.drain(reason)
+
+    def __del__(self) -> Coroutine[Any, Any, None] | None:
+        # Serve's graceful shutdown calls this on the replica's event loop and awaits what it
+        # returns: the sessions are told 1001 first. Called without a loop (garbage collection),
+        # it can only release.
+        if not hasattr(self, "service"):      # the constructor failed
+            self._release()
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._release()
+            return None
+        return self._drain_and_release()
+
+    async def _drain_and_release(self) -> None:
+        try:
+            await self.service.drain()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.__dict__.get("_released"):    # Serve's call, then garbage collection
+            return
+        self._released = True
         if hasattr(self, "service"):          # not when the constructor failed
             self.service.shutdown()
             self._render_pool.shutdown(wait=False)

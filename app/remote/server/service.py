@@ -49,6 +49,8 @@ class RenderService:
         self.sessions = 0
         self.sessions_served = 0
         self._ids = itertools.count(1)
+        self._open: set[WebSocket] = set()
+        self.draining = False
         self._workers = ThreadPoolExecutor(max_sessions, thread_name_prefix="render-session")
 
     def authorized(self, header: str | None) -> bool:
@@ -70,6 +72,9 @@ class RenderService:
             await ws.close(code=p.Close.POLICY)         # before accept: the client gets HTTP 403
             return
         await ws.accept()
+        if self.draining:
+            await ws.close(code=p.Close.GOING_AWAY, reason="server stopping")
+            return
         if self.sessions >= self.max_sessions:
             await ws.close(code=p.Close.TRY_LATER, reason=f"server full ({self.max_sessions} sessions)")
             return
@@ -80,19 +85,24 @@ class RenderService:
         log.info("session %d opened (%d open)", number, self.sessions)
         session: RenderSession | None = None
         code, reason = p.Close.NORMAL, ""
+        self._open.add(ws)
         try:
             session = await self._hello(ws)
             await self._conversation(ws, session)
         except WebSocketDisconnect:
-            reason = "client left"
+            reason = "server stopping" if self.draining else "client left"
         except p.ProtocolError as e:
             code, reason = e.code, str(e)
         except TimeoutError:
             code, reason = p.Close.IDLE, f"nothing received for {self.idle_timeout_s:g} s"
         except Exception:  # noqa: BLE001 - this session ends; the server and the other sessions go on
-            log.exception("session %d failed", number)
-            code, reason = p.Close.INTERNAL, "internal error"
+            if self.draining:      # a reply to a session that drain has closed meanwhile
+                reason = "server stopping"
+            else:
+                log.exception("session %d failed", number)
+                code, reason = p.Close.INTERNAL, "internal error"
         finally:
+            self._open.discard(ws)
             self.sessions -= 1
             self.on_sessions(self.sessions)
             if session is not None:
@@ -153,6 +163,14 @@ class RenderService:
         if len(data) > self.limits.max_text_bytes:
             raise p.ProtocolError(f"text message of {len(data)} characters is over the limit", p.Close.TOO_BIG)
         return "text", data
+
+    async def drain(self, reason: str = "server stopping") -> int:
+        """Close every open session with 1001 (going away) and refuse new ones, before the server
+        stops; returns how many were open."""
+        self.draining = True
+        sessions = list(self._open)
+        await asyncio.gather(*(_close(ws, p.Close.GOING_AWAY, reason) for ws in sessions))
+        return len(sessions)
 
     def shutdown(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
