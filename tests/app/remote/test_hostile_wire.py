@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -39,3 +40,31 @@ def test_no_time_step_makes_the_one_euro_filter_non_finite(step, kind):
     if step > 1e6:
         return
     assert float(outs[-1][2]) == pytest.approx(-0.5 * 29) and float(outs[-1][0]) > float(outs[0][0])
+
+
+# -- 6. JPEGs that take long to decode ----------------------------------------------------------
+def progressive_jpeg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    return data.tobytes()
+
+
+def with_extra_scans(jpeg: bytes, copies: int) -> bytes:
+    """The JPEG with its last scan (a refinement: its start-of-scan segment and entropy-coded
+    data, up to the end-of-image marker) repeated ``copies`` more times: still decodable."""
+    last = jpeg.rindex(b"\xff\xda")
+    assert jpeg.endswith(b"\xff\xd9")
+    scan = jpeg[last:-2]
+    return jpeg[:-2] + scan * copies + b"\xff\xd9"
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding_and_a_normal_one_decodes():
+    img = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, p.DRIVING_SHAPE, np.uint8), (5, 5), 0)
+    normal = progressive_jpeg(img)
+    assert p.decode_image(normal, "jpeg", p.DRIVING_SHAPE).shape == p.DRIVING_SHAPE
+    hostile = with_extra_scans(normal, 300)
+    assert cv2.imdecode(np.frombuffer(hostile, np.uint8), cv2.IMREAD_COLOR) is not None   # libjpeg would take it
+    with pytest.raises(p.ProtocolError, match="scans"):
+        p.decode_image(hostile, "jpeg", p.DRIVING_SHAPE)
+    assert 1 < p.jpeg_scans(normal) <= p.MAX_JPEG_SCANS
+    assert p.jpeg_scans(p.encode_image(img, "jpeg")) == 1                # baseline
