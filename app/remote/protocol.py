@@ -67,7 +67,7 @@ class Close(IntEnum):
     INTERNAL = 1011            # a bug on the server: this session ends, the server goes on
     TRY_LATER = 1013           # the server holds its maximum number of sessions
     MALFORMED = 4400           # a message that does not follow this protocol
-    IDLE = 4408                # nothing received for the idle timeout
+    IDLE = 4408                # no frame or avatar for the idle timeout
     VERSION = 4426             # a protocol version the server does not speak
     NOT_READING = 4429         # frames sent without reading the answers (see the receipts above)
 
