@@ -1,7 +1,12 @@
 """Temporal smoothing: the One Euro filter (Casiez et al., CHI 2012) and its use on crop framing.
 
 A One Euro filter is a low-pass filter whose cutoff rises with the signal's speed: still signals
-are smoothed hard (no jitter), fast ones barely (no lag)."""
+are smoothed hard (no jitter), fast ones barely (no lag).
+
+Its state stays finite whatever the time steps (the times may come from a render server's client,
+so they may be hostile): a step under ``MIN_STEP_S`` (zero, negative, or below float32's
+resolution, where the speed would divide by zero on a float32 tensor) and a non-finite time leave
+the state as it was, and a step over ``MAX_STEP_S`` counts as that."""
 from __future__ import annotations
 
 import math
@@ -14,6 +19,13 @@ import torch
 from .crop import CropParams
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+# Steps under 0.1 ms are skipped rather than stretched to it: two samples that close are the same
+# instant (no camera runs at 10 kHz), and stretching would inflate their speed, opening the
+# cutoff for a frame. The sample's time is not kept either, so tiny steps add up to a real one.
+MIN_STEP_S = 1e-4
+# Over an hour, the step's weight is 1 to float precision anyway; capping keeps inf out of the math.
+MAX_STEP_S = 3600.0
 
 
 def _alpha(cutoff_hz: Array | float, dt: float) -> Array | float:
@@ -47,11 +59,13 @@ class OneEuroFilter:
             x = np.asarray(x, dtype=np.float64)
         if (self._x is None or self._t is None or x.shape != self._x.shape
                 or type(x) is not type(self._x) or _device(x) != _device(self._x)):
-            self._x, self._dx, self._t = _copy(x), x * 0, t
+            if math.isfinite(t):     # a state starts at a usable time only
+                self._x, self._dx, self._t = _copy(x), x * 0, t
             return _copy(x)
         dt = t - self._t
-        if dt <= 0:            # same or older timestamp: nothing new to integrate
+        if not (math.isfinite(t) and dt >= MIN_STEP_S):    # same, older or nearly the same time: nothing new
             return _copy(self._x)
+        dt = min(dt, MAX_STEP_S)
         dx = (x - self._x) / dt
         a_d = _alpha(self.d_cutoff, dt)
         self._dx = a_d * dx + (1 - a_d) * self._dx

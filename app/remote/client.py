@@ -4,7 +4,8 @@ done by ``python main.py serve`` on another machine. Capture, tracking, paste-ba
 preview and virtual camera stay here; the client needs no weights and no networks.
 
 Per frame it sends the 256 x 256 driving crop (the camera image never leaves this machine), its
-eye/lip ratios and capture time, and waits for the animated 512 x 512 crop. When the server is
+eye/lip ratios and capture time (with the receipt of the last answer read: the protocol's proof
+of reading), and waits for the animated 512 x 512 crop. When the server is
 gone, ``process`` returns at once with the last output (or the still avatar, never the camera) and
 a "reconnecting" status, while a background thread reconnects with backoff and uploads the avatar
 and settings again. A slow server slows the animation stage, whose drop-oldest queue keeps the
@@ -115,6 +116,7 @@ class ServerLink:
         self._reconnecting: threading.Thread | None = None
         self._calibrate = False
         self._seq = 0
+        self._receipt: str | None = None    # of the last result read, sent with the next frame
         self.reference = False          # the server holds a neutral reference (as of the last answer)
         self.connects = 0               # sessions opened (reconnections included)
 
@@ -151,6 +153,8 @@ class ServerLink:
                 ws.send(p.text({"type": "calibrate"}))
             self._seq += 1
             header: dict[str, Any] = {"type": "frame", "seq": self._seq, "t": t, "face": face is not None}
+            if self._receipt is not None:
+                header["receipt"] = self._receipt
             payload = b""
             if face is not None:
                 header["ratios"] = face.open_ratios.tolist()
@@ -159,6 +163,7 @@ class ServerLink:
             reply, body = p.unpack(_binary(ws.recv(timeout=self.server.frame_timeout_s)))
             if reply.get("type") != "result" or reply.get("seq") != self._seq:
                 raise p.ProtocolError("answer out of order")
+            self._receipt = p.receipt(reply)
             rendered = reply.get("rendered") is True
             crop = p.decode_image(body, self.server.frame_format, p.CROP_SHAPE) if rendered else None
             self.reference = reply.get("reference") is True
@@ -180,6 +185,7 @@ class ServerLink:
     def _open(self) -> ClientConnection:
         """A new session: handshake, hello, avatar, settings."""
         s = self.server
+        self._receipt = None
         headers = {"Authorization": f"Bearer {s.token}"} if s.token else None
         context = None
         if s.url.startswith("wss:"):

@@ -1,6 +1,6 @@
-"""The render server's wire protocol, version 1: what a client and a server say to each other over
-one WebSocket per live session at ``/v1/session``. Shared by both sides; imports neither Ray nor a
-WebSocket library.
+"""The render server's wire protocol, version 2: what a client and a server say to each other over
+one WebSocket per live session at ``/v1/session`` (the path is the API's version, the hello's
+``version`` the protocol's). Shared by both sides; imports neither Ray nor a WebSocket library.
 
 Control messages are JSON text. Images travel in binary messages: a 4-byte big-endian header
 length, a JSON header, then the image bytes (JPEG, PNG or raw H x W x 3 uint8 BGR).
@@ -12,12 +12,26 @@ image) any number of times, with ``settings``, ``calibrate`` and a new ``avatar`
 Server -> client: ``welcome`` after ``hello``, ``avatar_ready`` after each avatar, one ``result``
 per ``frame`` (binary: status, whether it rendered, and the animated 512 x 512 crop when it did).
 Anything else ends the session with one of the ``Close`` codes and a one-line reason.
+
+Proof of reading (new in version 2): each ``result`` carries a ``receipt``, a fresh random string,
+and each ``frame`` after the first carries the ``receipt`` of the last result the client has read
+(which acknowledges every earlier result too; a receipt the server does not hold acknowledges
+nothing). A frame that arrives while ``Limits.max_unread`` results are unacknowledged is dropped
+unanswered, before its image is decoded; more than ``Limits.drop_budget`` dropped frames within a
+second end the session with ``Close.NOT_READING``. The server cannot see whether a client reads
+(its answers would pile up in memory); this bounds them. A client that sends a frame and waits
+for its answer, as ours does, never has a frame dropped.
+
+Numbers are JSON numbers; one that is not finite as a float (``1e400``, an integer hundreds of
+digits long) or out of its field's range is a protocol error. A frame's ``t`` is in seconds on the
+client's monotonic clock, within ``TIME_RANGE_S``.
 """
 from __future__ import annotations
 
 import json
 import math
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import IntEnum
@@ -28,9 +42,9 @@ import numpy as np
 
 from ..settings import MotionSettings
 
-VERSION = 1
-SESSION_PATH = f"/v{VERSION}/session"
-HEALTH_PATH = f"/v{VERSION}/health"
+VERSION = 2
+SESSION_PATH = "/v1/session"       # the API's version: kept while the protocol changes (the hello says which)
+HEALTH_PATH = "/v1/health"
 
 DRIVING_SHAPE = (256, 256, 3)      # the frame's driving crop, BGR uint8
 CROP_SHAPE = (512, 512, 3)         # the avatar's crop and the animated crop, BGR uint8
@@ -39,6 +53,9 @@ AVATAR_FORMATS = ("png", "raw")    # the avatar crop goes lossless, once
 
 _HEADER_LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 4096
+TIME_RANGE_S = (0.0, 1e9)          # a frame's t: a monotonic clock's seconds (1e9 s: 31 years of uptime)
+MAX_RECEIPT_CHARS = 64
+MAX_JPEG_SCANS = 32                # baseline JPEG has 1 scan, a progressive one about 10
 
 
 class Close(IntEnum):
@@ -51,8 +68,9 @@ class Close(IntEnum):
     INTERNAL = 1011            # a bug on the server: this session ends, the server goes on
     TRY_LATER = 1013           # the server holds its maximum number of sessions
     MALFORMED = 4400           # a message that does not follow this protocol
-    IDLE = 4408                # nothing received for the idle timeout
+    IDLE = 4408                # no frame or avatar for the idle timeout
     VERSION = 4426             # a protocol version the server does not speak
+    NOT_READING = 4429         # frames sent without reading the answers (see the receipts above)
 
 
 class ProtocolError(ValueError):
@@ -66,12 +84,19 @@ class ProtocolError(ValueError):
 @dataclass(frozen=True)
 class Limits:
     """What one session may send. Sizes in bytes; ``max_fps``: frames rendered per second at most
-    (a frame that comes sooner waits for its turn)."""
+    (a frame that comes sooner waits for its turn); ``max_unread``: results sent and not yet
+    acknowledged by a receipt, beyond which frames are dropped unanswered."""
 
     max_text_bytes: int = 16 * 1024
     max_frame_bytes: int = MAX_HEADER_BYTES + 4 + int(np.prod(DRIVING_SHAPE))
     max_avatar_bytes: int = 8 * 1024 * 1024
     max_fps: float = 120.0
+    max_unread: int = 2
+
+    @property
+    def drop_budget(self) -> int:
+        """Dropped frames a session may have within a second before it is closed: a second's worth."""
+        return max(1, math.ceil(self.max_fps))
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,7 +140,22 @@ def _json_object(raw: str | bytes) -> dict[str, Any]:
 
 # -- fields ------------------------------------------------------------------------------------
 def _finite_number(value: Any) -> TypeGuard[int | float]:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    """A JSON number that is a finite float: not a bool, not NaN or infinite, not an integer
+    beyond float range (which ``math.isfinite`` would raise ``OverflowError`` on)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -_FLOAT_MAX <= value <= _FLOAT_MAX           # an int comparison: never overflows
+    return isinstance(value, float) and math.isfinite(value)
+
+
+_FLOAT_MAX = int(sys.float_info.max)
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for a one-line reason about a hostile value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def number(message: dict[str, Any], key: str, low: float = -math.inf, high: float = math.inf) -> float:
@@ -130,6 +170,16 @@ def integer(message: dict[str, Any], key: str, low: int = 0, high: int = 2**53) 
     value = message.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ProtocolError(f"{message['type']}.{key}: expected an integer in [{low}, {high}]")
+    return value
+
+
+def receipt(message: dict[str, Any]) -> str | None:
+    """A frame's optional ``receipt``: the one of the last result its client has read."""
+    value = message.get("receipt")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_RECEIPT_CHARS:
+        raise ProtocolError(f"{message['type']}.receipt: expected a string of at most {MAX_RECEIPT_CHARS} characters")
     return value
 
 
@@ -170,12 +220,23 @@ def decode_image(payload: bytes, fmt: str, shape: tuple[int, int, int]) -> np.nd
     if declared is not None and declared != (shape[1], shape[0]):
         # checked before decoding: a small file can declare a huge picture
         raise ProtocolError(f"{fmt} image: expected {shape[1]}x{shape[0]}, got {declared[0]}x{declared[1]}")
+    if fmt == "jpeg" and (scans := jpeg_scans(payload)) > MAX_JPEG_SCANS:
+        # checked before decoding: every scan is another pass over the whole picture
+        raise ProtocolError(f"jpeg image: {scans} scans, at most {MAX_JPEG_SCANS} accepted")
     image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR) if declared else None
     if image is None:
         raise ProtocolError(f"{fmt} image could not be decoded")
     if image.shape != shape:
         raise ProtocolError(f"{fmt} image: expected {shape[1]}x{shape[0]}, got {image.shape[1]}x{image.shape[0]}")
     return image
+
+
+def jpeg_scans(payload: bytes) -> int:
+    """How many scans (start-of-scan markers, FF DA) a JPEG has, at most: entropy-coded data never
+    holds FF DA (an FF there is followed by 00 or a restart marker), so counting the bytes counts
+    the scans, plus any FF DA inside metadata (then the count is high: an honest encoder's frame
+    has none). A C-speed byte search: microseconds per frame."""
+    return payload.count(b"\xff\xda")
 
 
 def encoded_size(payload: bytes, fmt: str) -> tuple[int, int] | None:

@@ -77,7 +77,7 @@ class ServerOptions:
     max_batch: int = option(8, flag="--max-batch", metavar="N",
                             help="frames of different sessions rendered as one batch, at most; 1: no batching")
     idle_timeout_s: float = option(30.0, flag="--idle-timeout", metavar="S",
-                                   help="end a session that sends nothing for S seconds")
+                                   help="end a session that sends no frame or avatar for S seconds")
     max_fps: float = option(p.Limits.max_fps, help="frames rendered per second per session, at most")
     cpu_threads: int | None = option(None, help="torch's CPU threads in the replica (Ray starts actors with one); "
                                                 "None: as Ray sets them")

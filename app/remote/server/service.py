@@ -5,9 +5,17 @@ can any ASGI app (the tests use a plain FastAPI app).
 Each connection is authenticated from its ``Authorization: Bearer TOKEN`` header before it is
 accepted (constant-time comparison), then runs ``protocol``'s conversation with a ``RenderSession``
 of its own. The heavy work of a message runs in a worker thread, so one session's frame never
-stalls another's messages. A message that breaks the protocol, is too large or arrives after the
-idle timeout ends that session with a close code; an error inside a session is logged (without
-its images) and ends that session only. Frames and avatars are never written or logged."""
+stalls another's messages. A message that breaks the protocol or is too large, a session that does
+no work (no frame and no avatar) for the idle timeout, and one that sends frames without reading
+the answers end that session with a close code and one log line; an error inside a session is
+logged (without its images) and ends that session only. Frames and avatars are never written or
+logged.
+
+One frame is answered at a time per session, and a session holds at most ``Limits.max_unread``
+answers its client has not acknowledged (``protocol``'s receipts): frames beyond that, and
+pipelined frames over the frame-rate cap, are dropped before their image is decoded
+(``FrameGate``), so neither a client that never reads nor one that floods can make the server
+queue work or answers for it."""
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +32,7 @@ from engines.backend import InferenceBackend
 
 from .. import protocol as p
 from .options import DEFAULTS
-from .session import RenderSession
+from .session import FrameGate, RenderSession
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,8 @@ class RenderService:
         self.on_sessions = on_sessions or (lambda n: None)
         self.sessions = 0
         self.sessions_served = 0
+        self.frames_dropped = 0          # frames dropped unanswered, all sessions together (sessions closed
+                                         # for it not counting the frame that closed them)
         self._ids = itertools.count(1)
         self._open: set[WebSocket] = set()
         self.draining = False
@@ -94,7 +104,7 @@ class RenderService:
         except p.ProtocolError as e:
             code, reason = e.code, str(e)
         except TimeoutError:
-            code, reason = p.Close.IDLE, f"nothing received for {self.idle_timeout_s:g} s"
+            code, reason = p.Close.IDLE, f"no frame or avatar for {self.idle_timeout_s:g} s"
         except Exception:  # noqa: BLE001 - this session ends; the server and the other sessions go on
             if self.draining:      # a reply to a session that drain has closed meanwhile
                 reason = "server stopping"
@@ -111,12 +121,12 @@ class RenderService:
             log.info("session %d closed: %s (%d open)", number, reason or code.name.lower(), self.sessions)
 
     async def _hello(self, ws: WebSocket) -> RenderSession:
-        kind, message = await self._receive(ws)
+        kind, message = await self._receive(ws, asyncio.get_running_loop().time() + self.idle_timeout_s)
         hello = p.parse_text(message) if kind == "text" else {}
         if hello.get("type") != "hello":
             raise p.ProtocolError("expected hello first")
         if hello.get("version") != p.VERSION:
-            raise p.ProtocolError(f"protocol version {hello.get('version')!r} not spoken here "
+            raise p.ProtocolError(f"protocol version {p.shown(hello.get('version'))} not spoken here "
                                   f"(this server speaks {p.VERSION})", p.Close.VERSION)
         session = RenderSession(self.backend, p.choice(hello, "format", p.FRAME_FORMATS),
                                 int(p.number(hello, "quality", 30, 100)) if "quality" in hello else 90, self.limits)
@@ -125,8 +135,12 @@ class RenderService:
 
     async def _conversation(self, ws: WebSocket, session: RenderSession) -> None:
         loop = asyncio.get_running_loop()
+        gate = FrameGate(self.limits)
+        # the idle timeout counts from the last frame or avatar answered (from hello until the
+        # first avatar): settings and calibrate alone do not keep a session, nor its slot, alive
+        idle_at = loop.time() + self.idle_timeout_s
         while True:
-            kind, message = await self._receive(ws)
+            kind, message = await self._receive(ws, idle_at)
             if kind == "text":
                 msg = p.parse_text(message)
                 if msg["type"] == "settings":
@@ -134,22 +148,29 @@ class RenderService:
                 elif msg["type"] == "calibrate":
                     session.calibrate()
                 else:
-                    raise p.ProtocolError(f"unexpected {msg['type']!r} text message")
+                    raise p.ProtocolError(f"unexpected {p.shown(msg['type'])} text message")
                 continue
             header, payload = p.unpack(message)
             if header["type"] == "frame":
-                await asyncio.sleep(session.delay(loop.time()))          # the session's frame-rate cap
-                await ws.send_bytes(await loop.run_in_executor(self._workers, session.frame, header, payload))
+                wait = gate.admit(header, loop.time())
+                if wait is None:                                          # dropped before decoding
+                    self.frames_dropped += 1
+                    continue
+                await asyncio.sleep(wait)                                 # the session's frame-rate cap
+                result = await loop.run_in_executor(self._workers, session.frame, header, payload, gate.issue())
+                await ws.send_bytes(result)
             elif header["type"] == "avatar":
                 ready = await loop.run_in_executor(self._workers, session.set_avatar, header, payload)
                 await ws.send_text(p.text(ready))
             else:
-                raise p.ProtocolError(f"unexpected {header['type']!r} binary message")
+                raise p.ProtocolError(f"unexpected {p.shown(header['type'])} binary message")
+            idle_at = loop.time() + self.idle_timeout_s
 
-    async def _receive(self, ws: WebSocket) -> tuple[str, Any]:
+    async def _receive(self, ws: WebSocket, idle_at: float) -> tuple[str, Any]:
         """The next message as ("text", str) or ("bytes", bytes), its size checked; ``TimeoutError``
-        after the idle timeout, ``WebSocketDisconnect`` when the client has gone."""
-        event = await asyncio.wait_for(ws.receive(), self.idle_timeout_s)
+        when none has come by ``idle_at`` (the event loop's time), ``WebSocketDisconnect`` when the
+        client has gone."""
+        event = await asyncio.wait_for(ws.receive(), max(0.0, idle_at - asyncio.get_running_loop().time()))
         if event["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(event.get("code", 1000))
         if event.get("bytes") is not None:

@@ -6,10 +6,15 @@ turns decoded protocol messages into animated 512 x 512 crops; the WebSocket loo
 The server animates the crop only: paste-back, mirror and background are the client's (its
 settings for them never reach the server). The session's animator is built crop-only for that
 (``Animator(crop_only=True)``), so its output is the bare rendered crop whatever those settings
-are."""
+are.
+
+``FrameGate`` decides which of a session's frames are answered, and when (the proof of reading and
+the frame-rate cap)."""
 from __future__ import annotations
 
+import secrets
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -40,7 +45,6 @@ class RenderSession:
         self.settings = LiveSettings()      # the motion settings; the output ones are the client's
         self.revision = 0
         self.animator: Animator | None = None
-        self._next_frame_at = 0.0
 
     # -- messages (worker thread) --------------------------------------------------------------
     def set_avatar(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
@@ -71,12 +75,12 @@ class RenderSession:
         if self.animator is not None:
             self.animator.calibrate()
 
-    def frame(self, header: dict[str, Any], payload: bytes) -> bytes:
-        """A ``frame`` message -> the binary ``result`` message."""
+    def frame(self, header: dict[str, Any], payload: bytes, receipt: str = "") -> bytes:
+        """A ``frame`` message -> the binary ``result`` message, carrying ``receipt``."""
         if self.animator is None:
             raise p.ProtocolError("frame before avatar")
         seq = p.integer(header, "seq")
-        t = p.number(header, "t")
+        t = p.number(header, "t", *p.TIME_RANGE_S)
         has_face = header.get("face")
         if not isinstance(has_face, bool):
             raise p.ProtocolError("frame.face: expected true or false")
@@ -89,7 +93,7 @@ class RenderSession:
                                eye_ratios=r[None, :2], lip_ratio=r[None, 2:])
         elif payload:
             raise p.ProtocolError("frame: a faceless frame carries no image")
-        result: dict[str, Any] = {"type": "result", "seq": seq, "revision": self.revision}
+        result: dict[str, Any] = {"type": "result", "seq": seq, "revision": self.revision, "receipt": receipt}
         t1 = time.perf_counter()
         out = self.animator.process(face, t)
         t2 = time.perf_counter()
@@ -104,14 +108,60 @@ class RenderSession:
             self.animator.close()
             self.animator = None
 
-    def delay(self, now: float) -> float:
-        """Seconds the next frame must wait to keep the session within ``max_fps`` (one frame of
-        slack, so an uneven stream under the cap is not slowed). Frames over the cap are delayed,
-        never dropped: the client's own queue then drops its oldest, as it does for a slow device."""
-        interval = 1.0 / self.limits.max_fps
-        wait = max(0.0, self._next_frame_at - interval - now)
-        self._next_frame_at = max(now + wait, self._next_frame_at) + interval
+
+class FrameGate:
+    """Which of a session's frames are answered, and when: the proof of reading (``protocol``'s
+    receipts: the results sent and not yet acknowledged) and the frame-rate cap. Called from the
+    event loop only (a few microseconds a frame).
+
+    A frame is answered when fewer than ``max_unread`` results are unacknowledged. A client that
+    has read every answer (one frame at a time, as ours sends) and comes sooner than ``max_fps``
+    allows waits for its turn (one frame of slack, so an uneven stream under the cap is not
+    slowed); that wait is bounded, since such a client waits for its answer, and its own queue
+    drops its oldest frame meanwhile, as for a slow device. A frame sent before the last answer was
+    read and over the cap is dropped rather than kept waiting, so a client that pipelines faster
+    than the cap builds no queue here. Every dropped frame counts: more than ``drop_budget``
+    within a second end the session (``Close.NOT_READING``)."""
+
+    def __init__(self, limits: p.Limits) -> None:
+        self.max_unread = limits.max_unread
+        self.interval = 1.0 / limits.max_fps
+        self._next_frame_at = 0.0
+        self._unread: deque[str] = deque()
+        self._drops: deque[float] = deque(maxlen=limits.drop_budget + 1)     # times of the latest drops
+
+    @property
+    def unread(self) -> int:
+        return len(self._unread)
+
+    def admit(self, header: dict[str, Any], now: float) -> float | None:
+        """A ``frame`` header arrived at ``now`` (seconds): acknowledge its receipt, then the
+        seconds to wait before answering it, or None to drop it unanswered (before its image is
+        decoded). ``ProtocolError(NOT_READING)`` once more than a second's worth have been
+        dropped within a second."""
+        presented = p.receipt(header)
+        if presented is not None and presented in self._unread:
+            while self._unread.popleft() != presented:        # acknowledges every earlier result too
+                pass
+        if len(self._unread) >= self.max_unread:
+            return self._drop(now)
+        wait = max(0.0, self._next_frame_at - self.interval - now)
+        if wait > 0 and self._unread:                         # pipelined and over the cap
+            return self._drop(now)
+        self._next_frame_at = max(now + wait, self._next_frame_at) + self.interval
         return wait
+
+    def issue(self) -> str:
+        """A fresh receipt for the next result, counted unread until the client acknowledges it."""
+        receipt = secrets.token_hex(8)
+        self._unread.append(receipt)
+        return receipt
+
+    def _drop(self, now: float) -> None:
+        self._drops.append(now)
+        if len(self._drops) == self._drops.maxlen and now - self._drops[0] <= 1.0:
+            raise p.ProtocolError("frames sent without reading the answers", p.Close.NOT_READING)
+        return None
 
 
 def _ms(a: float, b: float) -> float:

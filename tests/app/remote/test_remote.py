@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 from support.fakes import ClosingStub
-from support.render_server import running
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from support.render_server import TOKEN, close_code, frame_message, result, running, session, stub_service, wait_for
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from app.animation.animator import Animator
@@ -30,8 +30,6 @@ from app.remote.server.local_server import free_port
 from app.remote.server.service import RenderService
 from app.settings import AnimationSettings, LiveSettings, MotionSettings, OutputSettings
 from engines.backend import StubBackend
-
-TOKEN = "correct-horse-battery-staple"
 
 
 # -- driving data ------------------------------------------------------------------------------
@@ -129,42 +127,6 @@ def test_every_motion_setting_travels_and_no_output_setting_does_and_types_are_c
 
 
 # -- the service -------------------------------------------------------------------------------
-def stub_service(**kw) -> RenderService:
-    kw.setdefault("token", TOKEN)
-    return RenderService(StubBackend(), **kw)
-
-
-def session(url, token=TOKEN, fmt="raw", avatar=None, **kw):
-    """A raw client session past hello (and avatar, when given)."""
-    ws = connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None, legacy=True, **kw)
-    ws.send(p.text({"type": "hello", "version": p.VERSION, "format": fmt}))
-    assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
-    if avatar is not None:
-        ws.send(p.pack({"type": "avatar", "format": "raw", "eye_ratios": [0.3, 0.3], "lip_ratio": [0.0]},
-                       avatar.tobytes()))
-        assert json.loads(ws.recv(timeout=10))["type"] == "avatar_ready"
-    return ws
-
-
-def frame_message(seq, crop, t=None, fmt="raw"):
-    return p.pack({"type": "frame", "seq": seq, "t": seq / 25 if t is None else t, "face": True,
-                   "ratios": [0.3, 0.3, 0.1]}, p.encode_image(crop, fmt))
-
-
-def close_code(ws) -> int:
-    with pytest.raises(ConnectionClosed) as e:
-        for _ in range(5):
-            ws.recv(timeout=5)
-    return e.value.rcvd.code
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_a_session_without_the_right_token_is_refused_before_it_opens():
     service = stub_service()
     with running(service) as url:
@@ -240,20 +202,22 @@ def test_sessions_are_isolated():
     with running(service) as url:
         a, b = session(url, avatar=dark), session(url, avatar=light)
         crop = np.full(p.DRIVING_SHAPE, 90, np.uint8)
-        seen = {"a": [], "b": []}
+        seen: dict[str, list] = {"a": [], "b": []}
+        receipts: dict[str, str | None] = {"a": None, "b": None}
         for seq in range(1, 9):
-            for ws in (a, b):
-                ws.send(frame_message(seq, crop))
-        for name, ws in (("a", a), ("b", b)):
-            for seq in range(1, 9):
-                header, body = p.unpack(ws.recv(timeout=10))
+            for name, ws in (("a", a), ("b", b)):          # both sessions have a frame in flight at once
+                ws.send(frame_message(seq, crop, receipt=receipts[name]))
+            for name, ws in (("a", a), ("b", b)):
+                header, body = result(ws)
                 assert header["seq"] == seq
+                receipts[name] = header["receipt"]
                 if header["rendered"]:
                     seen[name].append(p.decode_image(body, "raw", p.CROP_SHAPE))
         assert seen["a"] and seen["b"]
         # the stub renders the avatar itself: each session sees only its own
         assert all(abs(float(img.mean()) - 40) < 2 for img in seen["a"])
         assert all(abs(float(img.mean()) - 210) < 2 for img in seen["b"])
+        assert service.frames_dropped == 0
         a.close()
         b.close()
 
@@ -277,17 +241,20 @@ def test_idle_and_vanished_clients_free_their_sessions():
         wait_for(lambda: service.sessions == 0, timeout=3)
 
 
-def test_the_frame_rate_cap_slows_a_flood_down_and_loses_nothing():
+def test_the_frame_rate_cap_slows_a_fast_client_down_and_loses_nothing():
     service = stub_service(limits=p.Limits(max_fps=20))
     with running(service) as url:
         ws = session(url, avatar=np.full(p.CROP_SHAPE, 120, np.uint8))
         crop = np.full(p.DRIVING_SHAPE, 90, np.uint8)
         t0 = time.perf_counter()
-        for seq in range(1, 13):                              # all at once, then the answers
-            ws.send(frame_message(seq, crop))
-        seqs = [p.unpack(ws.recv(timeout=10))[0]["seq"] for _ in range(12)]
+        seqs, receipt = [], None
+        for seq in range(1, 13):                              # each as soon as the last is answered
+            ws.send(frame_message(seq, crop, receipt=receipt))
+            header, _ = result(ws)
+            seqs.append(header["seq"])
+            receipt = header["receipt"]
         elapsed = time.perf_counter() - t0
-        assert seqs == list(range(1, 13))
+        assert seqs == list(range(1, 13)) and service.frames_dropped == 0
         assert elapsed >= 10 / 20 - 0.02, elapsed              # 12 frames, 2 of slack, at 20 per second
         ws.close()
 
