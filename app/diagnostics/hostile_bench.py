@@ -106,7 +106,7 @@ def _socket_from(source: str, port: int, timeout: float = 10.0) -> socket.socket
 
 def open_session(target: Target, *, token: str | None = TOKEN, source: str = "127.0.0.1",
                  headers: dict[str, str] | None = None, url: str | None = None,
-                 timeout: float = 10.0) -> ClientConnection:
+                 timeout: float = 10.0, frame_format: str = "jpeg") -> ClientConnection:
     """A WebSocket to the session path past ``hello``/``welcome``."""
     all_headers = dict(headers or {})
     if token is not None:
@@ -114,7 +114,7 @@ def open_session(target: Target, *, token: str | None = TOKEN, source: str = "12
     sock = _socket_from(source, target.port, timeout)
     ws = connect(url or target.url, sock=sock, additional_headers=all_headers, max_size=None,
                  open_timeout=timeout, ping_interval=None, legacy=True)
-    ws.send(p.text({"type": "hello", "version": p.VERSION, "format": "jpeg"}))
+    ws.send(p.text({"type": "hello", "version": p.VERSION, "format": frame_format}))
     welcome = json.loads(ws.recv(timeout=timeout))
     if welcome.get("type") != "welcome":
         raise RuntimeError(f"expected welcome, got {welcome!r}")
@@ -276,13 +276,14 @@ def case_calibrate_only(t: Target) -> tuple[str, str]:
 
 
 def case_never_reads(t: Target) -> tuple[str, str]:
-    ws = open_session(t)
+    ws = open_session(t, frame_format="raw")            # 786 KB per answer: what piles up shows
     send_avatar(ws)
     frames = FrameSender(ws)
+    raw = p.encode_image(DRIVING, "raw")
     sent, peak = 0, t.memory_mb()
     try:
         for _ in range(2000):
-            ws.send(frames.message())
+            ws.send(frames.message(payload=raw))
             sent += 1
             if sent % 200 == 0:
                 peak = max(peak, t.memory_mb())
@@ -290,7 +291,7 @@ def case_never_reads(t: Target) -> tuple[str, str]:
         pass
     time.sleep(2.0)
     peak = max(peak, t.memory_mb())
-    return (f"2,000 frames, no reply read ({sent} sent before the close)",
+    return (f"2,000 raw frames, no reply read ({sent} sent before the close)",
             f"{close_code(ws)}; group memory peak {peak:.0f} MB")
 
 
