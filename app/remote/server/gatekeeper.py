@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import protocol as p
+from .options import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK_PATH = f"{__name__}:proxy_middlewares"
-TOKEN_ENV = "AVATARCAM_TOKEN"
 # uvicorn versions whose protocol classes the guard was written and tested against
 TESTED_UVICORN = ("0.55.",)
 FD_HEADROOM_MIN = 256               # descriptors kept for Ray's own sockets, files and pipes
