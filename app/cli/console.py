@@ -24,6 +24,19 @@ NATIVE_LOG_ENV = {
 }
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def log_app_lines_to_stderr() -> None:
+    """In a Ray process (a replica, Serve's proxy), our loggers' INFO lines go to its standard
+    error, which Ray keeps in the process's log file and forwards to a driver's console; Ray's own
+    loggers keep their configuration. Once per process: a second call adds nothing."""
+    ours = logging.getLogger("app")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
 error_log = logging.getLogger("avatarcam.exit")
 
 

@@ -30,7 +30,7 @@ from fastapi import FastAPI, WebSocket
 from ray import serve
 from ray.serve import Application
 
-from ...cli.console import LOG_FORMAT
+from ...cli.console import log_app_lines_to_stderr
 from .. import protocol as p
 from .batching import BatchedBackend, RenderRequest, render_batch
 from .cluster import ClusterView, this_replica
@@ -64,19 +64,6 @@ def check_loopback_only(options: ServerOptions, host: str | None) -> None:
                          "(AVATARCAM_TOKEN or token_file) or set http_options.host to 127.0.0.1")
 
 
-def _log_our_lines() -> None:
-    """In a replica, our loggers' INFO lines (sessions opened and closed) go to its standard error:
-    the replica's ``worker-*.err`` under the Ray session's ``logs/`` on its node, which Ray also
-    forwards to a driver's console (``main.py serve``'s); Ray's own loggers keep their configuration."""
-    ours = logging.getLogger("app")
-    if not ours.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        ours.addHandler(handler)
-        ours.setLevel(logging.INFO)
-        ours.propagate = False
-
-
 api = FastAPI(title="AvatarCam render server", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -87,7 +74,8 @@ class RenderServer:
     def __init__(self, options: ServerOptions) -> None:
         from engines.registry import make_backend  # loads the networks: in the replica only
 
-        _log_our_lines()
+        # session open/close lines: the replica's worker-*.err under the Ray session's logs/
+        log_app_lines_to_stderr()
         if options.cpu_threads:
             torch.set_num_threads(options.cpu_threads)
         self.options = options

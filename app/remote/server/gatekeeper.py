@@ -406,26 +406,15 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
-def _log_our_lines() -> None:
-    """Our WARNING lines go to the proxy's standard error, which Ray forwards to the server's
-    console and keeps in the proxy's log file."""
-    from ...cli.console import LOG_FORMAT
-
-    ours = logging.getLogger("app")
-    if not ours.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        ours.addHandler(handler)
-        ours.setLevel(logging.INFO)
-        ours.propagate = False
-
-
 def proxy_middlewares() -> list[Any]:
     """Serve's proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): raises the descriptor
     limit, installs the connection guard and returns the middleware."""
     from starlette.middleware import Middleware
 
-    _log_our_lines()
+    # our WARNING lines: the proxy's log file, and the server's console
+    from ...cli.console import log_app_lines_to_stderr
+
+    log_app_lines_to_stderr()
     raise_descriptor_limit()
     settings = GateSettings.from_env()
     drops = DropLog(settings.drop_log_interval_s)
