@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -379,14 +379,21 @@ def case_health_flood(t: Target, connections: int = 400, seconds: float = 15.0) 
             f"{answered}; meanwhile from 127.0.0.1: health {health} in {health_s:.2f} s, client {during}")
 
 
-def _open_idle(port: int, count: int) -> list[socket.socket]:
+@contextlib.contextmanager
+def _idle_sockets(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """Up to ``count`` connections from the attacker's address (fewer when the server stops
+    accepting), all closed when the block ends."""
     sockets = []
-    for _ in range(count):
-        try:
-            sockets.append(_socket_from(ATTACKER, port, timeout=2.0))
-        except OSError:
-            break
-    return sockets
+    try:
+        for _ in range(count):
+            try:
+                sockets.append(_socket_from(ATTACKER, port, timeout=2.0))
+            except OSError:
+                break
+        yield sockets
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _still_open(sockets: list[socket.socket]) -> int:
@@ -403,22 +410,17 @@ def _still_open(sockets: list[socket.socket]) -> int:
 
 
 def case_idle_connections(t: Target, count: int = 2000, wait_s: float = 20.0) -> tuple[str, str]:
-    sockets = _open_idle(t.port, count)
-    try:
+    with _idle_sockets(t.port, count) as sockets:
         during = legit_check(t)
         time.sleep(wait_s)
         alive = _still_open(sockets)
-    finally:
-        for s in sockets:
-            s.close()
     return (f"{count} TCP connections from {ATTACKER} that never send a byte",
             f"{len(sockets)} opened; {alive} still open after {wait_s:g} s; meanwhile client {during}")
 
 
 def case_slowloris(t: Target, count: int = 200, wait_s: float = 20.0) -> tuple[str, str]:
-    sockets = _open_idle(t.port, count)
     header = b"GET " + p.HEALTH_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4096
-    try:
+    with _idle_sockets(t.port, count) as sockets:
         t0 = time.monotonic()
         i = 0
         while time.monotonic() - t0 < wait_s:
@@ -428,9 +430,6 @@ def case_slowloris(t: Target, count: int = 200, wait_s: float = 20.0) -> tuple[s
             i += 1
             time.sleep(1.0)
         alive = _still_open(sockets)
-    finally:
-        for s in sockets:
-            s.close()
     return (f"{count} connections from {ATTACKER} sending their request head one byte a second",
             f"{alive} of {len(sockets)} still open after {wait_s:g} s")
 
