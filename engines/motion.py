@@ -392,3 +392,35 @@ def animate_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingM
         x_d = apply_driving_multiplier(x_s, x_d, driving_multiplier)
     return StitchedMotion(before_stitching=before,
                           final=require_finite("driving keypoints", x_d) if check_finite else x_d)
+
+
+# --------------------------------------------------------------------------- animal avatars
+def animal_keypoints(source: KeypointInfo, driving: DrivingMotion) -> torch.Tensor:
+    """The official animal pipeline's driving keypoints before rescaling: the driver's *absolute*
+    rotation and expression on the source's scale and canonical keypoints, with the driver's
+    translation (t_z = 0): ``x = s_s * (kp_s @ R_d + exp_d) + t_d``. B x K x 3."""
+    t = torch.cat([driving.t[..., :2], torch.zeros_like(driving.t[..., 2:])], dim=-1)
+    return source.scale[..., None] * (source.kp @ driving.R + driving.exp) + t[:, None, :]
+
+
+def animate_animal_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingMotion,
+                             x_d_ref: torch.Tensor, motion_multiplier: float, *,
+                             stitching_net: Network | None = None, driving_multiplier: float = 1.0,
+                             check_finite: bool = True) -> torch.Tensor:
+    """The driving keypoints of one frame for an animal avatar, as the official animal pipeline
+    computes them (the kit's ``glue_animal_motion``):
+
+    x_d = (animal_keypoints(driving) - x_d_ref) * motion_multiplier + x_s -> stitching (if
+    ``stitching_net``, the human S) -> driving multiplier.
+
+    ``x_d_ref`` is ``animal_keypoints`` of the reference frame (the official pipeline's first
+    driving frame; the live app's neutral reference) and ``motion_multiplier`` is
+    ``expression_motion_multiplier(x_s, x_d_ref)``, both computed once per reference. There is no
+    eye/lip retargeting and no lip normalisation. Non-finite keypoints raise ``ValueError`` unless
+    ``check_finite`` is False (nothing here then reads a tensor value into Python)."""
+    x_d = (animal_keypoints(source, driving) - x_d_ref) * motion_multiplier + x_s
+    if stitching_net is not None:
+        x_d = apply_stitching(stitching_net, x_s, x_d)
+    if driving_multiplier != 1.0:
+        x_d = apply_driving_multiplier(x_s, x_d, driving_multiplier)
+    return require_finite("driving keypoints", x_d) if check_finite else x_d

@@ -43,6 +43,15 @@ def test_glue_functions_match_official(parity_dir: Path) -> None:
         assert f"{name}=PASS" in out
 
 
+def test_animal_motion_matches_official(parity_dir: Path) -> None:
+    """The animal pipeline's formula: the kit checks this fixture only when it is named."""
+    out = run_kit(parity_dir, "--glue", "glue_animal_motion", "--func", ADAPTER, "--factory", "engines.models:build")
+    assert "glue_animal_motion=PASS" in out
+    rows = {line.split()[1]: line for line in out.splitlines() if line.strip().startswith("glue_animal_motion ")}
+    for name in ("x_d_plain_m1p0", "x_d_plain_m1p75", "x_d_stitched_m1p0", "x_d_stitched_m1p75", "motion_multiplier"):
+        assert rows[name].rstrip().endswith("PASS"), rows.get(name)
+
+
 def test_checkpoint_loader_reads_official_layout(parity_dir: Path) -> None:
     out = run_kit(parity_dir, "--module", "all", "--loader", "engines.checkpoints:load_liveportrait_file")
     assert out.count("weights: loader(") == 7

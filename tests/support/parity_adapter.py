@@ -143,6 +143,31 @@ def _pipeline_motion(inp, nets):
     }
 
 
+def _animal_motion(inp, nets):
+    """The animal pipeline's formula: the source as the kit gives it (canonical keypoints and scale;
+    only those two enter the formula), frame 0 as the reference."""
+    source_kp, source_scale = _t(inp["src_kp"]), _t(inp["src_scale"])
+    zeros = torch.zeros_like(source_scale)
+    source = motion.KeypointInfo(pitch=zeros, yaw=zeros, roll=zeros, t=torch.zeros(1, 3),
+                                 exp=torch.zeros_like(source_kp), scale=source_scale, kp=source_kp)
+    x_s = _t(inp["x_s"])
+    frames = [motion.DrivingMotion(R=_t(r), exp=_t(e), scale=torch.ones(1, 1), t=_t(t))
+              for r, e, t in zip(inp["drv_R"], inp["drv_exp"], inp["drv_t"], strict=True)]
+    with torch.no_grad():
+        x_d_ref = motion.animal_keypoints(source, frames[0])
+        multiplier = motion.expression_motion_multiplier(x_s, x_d_ref)
+        out = {}
+        for stitched in (False, True):
+            for strength, suffix in ((1.0, "m1p0"), (1.75, "m1p75")):
+                x_d = [motion.animate_animal_keypoints(source, x_s, f, x_d_ref, multiplier,
+                                                       stitching_net=nets["stitching"] if stitched else None,
+                                                       driving_multiplier=strength, check_finite=False)
+                       for f in frames]
+                out[f"x_d_{'stitched' if stitched else 'plain'}_{suffix}"] = np.stack([_np(x) for x in x_d])
+    out["motion_multiplier"] = np.array([multiplier])
+    return out
+
+
 _GLUE = {
     "glue_headpose": _headpose,
     "glue_rotation": _rotation,
@@ -151,6 +176,7 @@ _GLUE = {
     "glue_ratios": _ratios,
     "glue_crop_paste": _crop_paste,
     "glue_pipeline_motion": _pipeline_motion,
+    "glue_animal_motion": _animal_motion,      # checked by name only (`--glue glue_animal_motion`)
 }
 
 
