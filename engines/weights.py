@@ -62,6 +62,19 @@ class WeightSet:
 
 LIVEPORTRAIT = WeightSet("LivePortrait", HF_REPO, CHECKPOINT_FILES)
 
+# The animal F, M, W, G (v1.1, the official default) have the human networks' architectures and
+# state-dict layouts; the official animal pipeline uses the human stitching and retargeting file.
+ANIMAL_BASE_DIR = "liveportrait_animals/base_models_v1.1"
+ANIMAL_CHECKPOINT_FILES: dict[str, str] = {
+    **{name: f"{ANIMAL_BASE_DIR}/{Path(rel).name}" for name, rel in CHECKPOINT_FILES.items()
+       if name != "stitching_retargeting_module"},
+    "stitching_retargeting_module": CHECKPOINT_FILES["stitching_retargeting_module"],
+}
+LIVEPORTRAIT_ANIMALS = WeightSet("LivePortrait animal", HF_REPO, ANIMAL_CHECKPOINT_FILES)
+
+# avatar kind -> the weights its networks load
+WEIGHT_SETS: dict[str, WeightSet] = {"human": LIVEPORTRAIT, "animal": LIVEPORTRAIT_ANIMALS}
+
 # (repository path, bytes so far, total bytes); called on the downloading thread
 DownloadProgress = Callable[[str, int, int], None]
 Downloader = Callable[[str, str, str, "DownloadProgress | None"], str]

@@ -15,6 +15,7 @@ from ..face.ratios import eye_open_ratios, lip_open_ratio
 from ..face.tracker import LandmarkSource
 from ..imaging.image_io import MAX_AVATAR_SIDE, limit_size, load_image
 from ..imaging.segmentation import PersonSegmenter
+from .framing import AvatarBox, AvatarKind
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class AvatarFace:
     paste: fc.PasteMask
     num_faces: int               # faces found; the largest is used
     person_mask: np.ndarray | None = None   # H x W float32 person probability in [0, 1], if segmented
+    kind: AvatarKind = "human"              # which weight set animates it
+    box: AvatarBox | None = None            # the region that became the crop (None: a server's bare crop)
 
 
 def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: LandmarkSource, *,
