@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 AvatarKind = Literal["human", "animal"]
@@ -51,3 +52,13 @@ class AvatarBox:
     @property
     def center(self) -> tuple[float, float]:
         return self.x + self.size / 2, self.y + self.size / 2
+
+
+@dataclass(frozen=True)
+class AvatarChoice:
+    """The user's choice of avatar, as the window remembers it and the command line gives it: the
+    image file, its kind, and its face box (None: found by face detection)."""
+
+    path: Path
+    kind: AvatarKind = "human"
+    box: AvatarBox | None = None
