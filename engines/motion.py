@@ -398,9 +398,8 @@ def animate_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingM
 def animal_keypoints(source: KeypointInfo, driving: DrivingMotion) -> torch.Tensor:
     """The official animal pipeline's driving keypoints before rescaling: the driver's *absolute*
     rotation and expression on the source's scale and canonical keypoints, with the driver's
-    translation (t_z = 0): ``x = s_s * (kp_s @ R_d + exp_d) + t_d``. B x K x 3."""
-    t = torch.cat([driving.t[..., :2], torch.zeros_like(driving.t[..., 2:])], dim=-1)
-    return source.scale[..., None] * (source.kp @ driving.R + driving.exp) + t[:, None, :]
+    translation (t_z = 0): Eqn. 2 with ``s_s``, ``kp_s`` and the driver's R, exp, t. B x K x 3."""
+    return transform_keypoints(source.kp, driving.R, driving.exp, source.scale, driving.t)
 
 
 def animate_animal_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingMotion,
