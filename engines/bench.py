@@ -3,11 +3,14 @@
     python -m engines.bench                        # torch on every available device
     python -m engines.bench --backends torch --devices cuda --precisions fp32,fp16 --json out.json
     python -m engines.bench --backends onnxruntime --onnx-dir build/onnx
+    python -m engines.bench --weights DIR --weight-set animal   # the animal networks' own files
 
 For each backend / device / precision: milliseconds per network (median over ``--runs`` after
 ``--warmup``), the per-frame total (M + S + W+G, what every webcam frame costs), frames/s from that
 total and the peak GPU memory. Weights do not change the timings, so the networks are freshly
-initialised unless ``--weights`` is given.
+initialised unless ``--weights`` is given (then ``--weight-set`` picks the set; its ONNX graphs and
+engines are read from ``--onnx-dir`` / ``--engine-dir`` per ``engines.select.weight_set_dir``).
+Load time and memory per set: ``python -m engines.load_bench``.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .checkpoints import LivePortraitNetworks, load_networks
 from .device import median_ms
 from .models import build
 from .options import add_engine_arguments
+from .select import weight_set_dir
 
 log = logging.getLogger("engines.bench")
 
@@ -74,9 +78,9 @@ def bench_backend(backend: InferenceBackend, precision: str, runs: int, warmup: 
     return res
 
 
-def make_torch_backend(device: str, precision: str, weights: str | None) -> TorchBackend:
+def make_torch_backend(device: str, precision: str, weights: str | None, weight_set: str = "human") -> TorchBackend:
     if weights:
-        nets = load_networks(weights)
+        nets = load_networks(weights, weight_set=weight_set)
     else:
         nets = LivePortraitNetworks(appearance=build("appearance_feature_extractor"), motion=build("motion_extractor"),
                                     warping=build("warping_module"), generator=build("spade_generator"),
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", default=",".join(available_devices()), help="comma list of cpu, cuda")
     ap.add_argument("--precisions", default="fp32", help="comma list of fp32, fp16 (fp16 on CUDA only)")
     add_engine_arguments(ap, backend=None, device=None, weights="freshly initialised networks",
-                         onnx_dir="onnxruntime backend", engine_dir=True)
+                         onnx_dir="onnxruntime backend", engine_dir=True, weight_set=True)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -161,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def make_backend_for_bench(name: str, device: str, precision: str, args: argparse.Namespace) -> InferenceBackend:
     if name == "torch":
-        return make_torch_backend(device, precision, args.weights)
+        return make_torch_backend(device, precision, args.weights, args.weight_set)
     if name == "onnxruntime":
         if not args.onnx_dir:
             raise ValueError("--onnx-dir is required")
-        return OnnxRuntimeBackend(args.onnx_dir, device=device, precision=precision)
+        return OnnxRuntimeBackend(weight_set_dir(args.onnx_dir, args.weight_set), device=device, precision=precision)
     if name == "tensorrt":
         if not args.engine_dir:
             raise ValueError("--engine-dir is required")
-        return TensorRTBackend(args.engine_dir)
+        return TensorRTBackend(weight_set_dir(args.engine_dir, args.weight_set))
     raise ValueError(f"unknown backend {name!r}")
 
 

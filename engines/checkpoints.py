@@ -20,7 +20,7 @@ from torch import nn
 from .models import build
 from .models.spade_generator import remap_new_style_spectral_norm_keys
 from .models.stitching_retargeting import strip_ddp_prefix
-from .weights import CHECKPOINT_FILES, checkpoint_path
+from .weights import CHECKPOINT_FILES, LIVEPORTRAIT, WeightSet, as_weight_set, checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +135,19 @@ class LivePortraitNetworks:
         return self
 
 
-def load_networks(weights_dir: str | Path, device: torch.device | str = "cpu") -> LivePortraitNetworks:
-    """All seven networks from a weights directory in the official layout."""
+def load_networks(weights_dir: str | Path, device: torch.device | str = "cpu",
+                  weight_set: WeightSet | str = LIVEPORTRAIT) -> LivePortraitNetworks:
+    """All seven networks of ``weight_set`` (a ``WeightSet`` or its name in ``WEIGHT_SETS``: the
+    human set by default, or the animal F, M, W, G with the human stitching file) from a weights
+    directory in the official layout."""
     weights_dir = Path(weights_dir)
+    weight_set = as_weight_set(weight_set)
     base = {}
     for name in BASE_NETWORKS:
-        path = checkpoint_path(weights_dir, name)
+        path = checkpoint_path(weights_dir, name, weight_set)
         log.debug("loading %s", path)
         base[name] = load_base_network(name, path)
-    mlps = load_stitching_file(checkpoint_path(weights_dir, "stitching_retargeting_module"))
+    mlps = load_stitching_file(checkpoint_path(weights_dir, "stitching_retargeting_module", weight_set))
     nets = LivePortraitNetworks(
         appearance=base["appearance_feature_extractor"], motion=base["motion_extractor"],
         warping=base["warping_module"], generator=base["spade_generator"],

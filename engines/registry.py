@@ -3,7 +3,13 @@
 ``make_backend`` resolves ``--backend auto`` (``engines.select``), makes sure the weights are
 there, and calls the kind's builder from ``BACKEND_BUILDERS``. A new backend is one module with
 the ``InferenceBackend`` methods and one builder registered here (``register_backend``); its
-kind must also be one ``engines.select.choose_backend`` knows."""
+kind must also be one ``engines.select.choose_backend`` knows.
+
+A backend runs one weight set (``weight_set="human"`` or ``"animal"``, the keys of
+``engines.weights.WEIGHT_SETS``): its files are fetched on first use like the human ones, and its
+ONNX graphs and TensorRT engines are looked for in that set's folders (``engines.select.weight_set_dir``:
+the folder itself for the human set, ``<folder>/animal`` for the animal one, whether the folder is
+the default or ``--onnx-dir`` / ``--engine-dir``)."""
 from __future__ import annotations
 
 import logging
@@ -23,21 +29,24 @@ from .select import (
     default_engine_dir,
     default_onnx_dir,
     machine_facts,
+    weight_set_dir,
 )
-from .weights import DownloadProgress, ensure_weights, resolve_weights_dir
+from .weights import LIVEPORTRAIT, DownloadProgress, WeightSet, ensure_weights, resolve_weights_dir, weight_set_named
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BackendRequest:
-    """What a builder gets: the resolved choice (kind, device, precision) and where its files are.
-    ``weights_dir`` is None for the stub."""
+    """What a builder gets: the resolved choice (kind, device, precision), the weight set and where
+    its files are (``onnx_dir`` and ``engine_dir`` are the set's own folders). ``weights_dir`` is
+    None for the stub."""
 
     choice: BackendChoice
     weights_dir: Path | None
     onnx_dir: Path
     engine_dir: Path
+    weight_set: WeightSet = LIVEPORTRAIT
 
 
 BackendBuilder = Callable[[BackendRequest], InferenceBackend]
@@ -66,7 +75,7 @@ def _stub(request: BackendRequest) -> InferenceBackend:
 @register_backend("torch")
 def _torch(request: BackendRequest) -> InferenceBackend:
     assert request.weights_dir is not None
-    return TorchBackend(load_networks(request.weights_dir), request.choice.device,
+    return TorchBackend(load_networks(request.weights_dir, weight_set=request.weight_set), request.choice.device,
                         precision=request.choice.precision)
 
 
@@ -83,36 +92,44 @@ def _tensorrt(request: BackendRequest) -> InferenceBackend:
 
     assert request.weights_dir is not None
     # the PyTorch networks check every engine at start and stand in for any that fails
-    return TensorRTBackend(request.engine_dir, request.choice.device, fallback=load_networks(request.weights_dir),
-                           validate=True)
+    return TensorRTBackend(request.engine_dir, request.choice.device,
+                           fallback=load_networks(request.weights_dir, weight_set=request.weight_set), validate=True)
 
 
 def make_backend(kind: str = "auto", *, weights: str | Path | None = None, device: str = "auto",
                  download: bool = True, onnx_dir: str | Path | None = None,
                  engine_dir: str | Path | None = None,
-                 download_progress: DownloadProgress | None = None) -> InferenceBackend:
+                 download_progress: DownloadProgress | None = None,
+                 weight_set: str = "human") -> InferenceBackend:
     """The backend the user asked for (``auto``: the fastest installed and validated one, see
-    ``engines.select``); ``stub`` runs no networks (tests, benchmarks). A weights download reports
-    to ``download_progress`` (``ensure_weights``). Raises ``ValueError``
-    (unknown kind, unusable choice), ``WeightsError`` or ``CheckpointError`` with one line for the
-    user."""
+    ``engines.select``) running ``weight_set``'s networks (a key of ``WEIGHT_SETS``: ``human`` or
+    ``animal``); ``stub`` runs no networks (tests, benchmarks). Missing weights of the set are
+    downloaded (``ensure_weights``, reporting to ``download_progress``); ``onnx_dir`` and
+    ``engine_dir`` are base folders, the set's graphs and engines lie in ``weight_set_dir`` of
+    them. Raises ``ValueError`` (unknown kind or set, unusable choice), ``WeightsError`` or
+    ``CheckpointError`` with one line for the user."""
     check_backend_kind(kind)                     # before anything is looked for, let alone downloaded
+    chosen_set = weight_set_named(weight_set)
     resolve_device(device)                       # a clear error for --device cuda without a GPU
-    engines = Path(engine_dir) if engine_dir else default_engine_dir()
-    onnx = Path(onnx_dir) if onnx_dir else default_onnx_dir()
+    engine_base = Path(engine_dir) if engine_dir else default_engine_dir()
+    onnx_base = Path(onnx_dir) if onnx_dir else default_onnx_dir()
+    engines, onnx = weight_set_dir(engine_base, chosen_set), weight_set_dir(onnx_base, chosen_set)
     weights_dir = None if kind == "stub" else ensure_weights(
-        resolve_weights_dir(weights), download=download, progress=download_progress)
-    facts = machine_facts(engines, onnx, weights_dir, requested=kind, device=device)
+        resolve_weights_dir(weights), download=download, progress=download_progress, weight_set=chosen_set)
+    facts = machine_facts(engines, onnx, weights_dir, requested=kind, device=device, weight_set=chosen_set)
     choice = choose_backend(kind, device, facts)
     if choice.kind == "onnxruntime" and not facts.onnx_verified:
-        raise ValueError(f"{onnx}: no ONNX graphs verified for the weights in {weights_dir}; make them with "
-                         f"`python -m export onnx --weights {weights_dir} --out {onnx}`")
-    log.info("backend: %s on %s (%s): %s", choice.kind, choice.device, choice.precision, choice.reason)
+        set_option = "" if weight_set == "human" else f" --weight-set {weight_set}"
+        raise ValueError(f"{onnx}: no ONNX graphs verified for the {chosen_set.title} weights in {weights_dir}; "
+                         f"make them with `python -m export onnx --weights {weights_dir} --out {onnx_base}"
+                         f"{set_option}`")
+    log.info("backend: %s on %s (%s), %s weights: %s", choice.kind, choice.device, choice.precision, weight_set,
+             choice.reason)
     builder = BACKEND_BUILDERS.get(choice.kind)
     if builder is None:
         raise ValueError(f"no backend builder registered for {choice.kind!r}")
     t0 = time.perf_counter()
-    backend = builder(BackendRequest(choice, weights_dir, onnx, engines))
+    backend = builder(BackendRequest(choice, weights_dir, onnx, engines, chosen_set))
     if choice.kind != "stub":
-        log.info("networks ready (%s) in %.1f s", backend.name, time.perf_counter() - t0)
+        log.info("networks ready (%s, %s weights) in %.1f s", backend.name, weight_set, time.perf_counter() - t0)
     return backend

@@ -2,7 +2,13 @@
 validated on this machine, and says which and why.
 
 The decision is a pure function of facts about the machine (``MachineFacts``), so it is tested
-without GPUs; ``machine_facts`` gathers them for real."""
+without GPUs; ``machine_facts`` gathers them for real.
+
+Exported graphs and built engines belong to one weight set: the human set's lie in the ONNX or
+engine folder itself (where they always were), another set's in a subfolder named after it
+(``weight_set_dir``: ``onnx/animal``, ``engines/animal``). The rule holds for the default folders
+and for ones the user names (``--onnx-dir DIR``, ``--engine-dir DIR``, the exporters' ``--out DIR``),
+so the folder given to an exporter is the one given to the app."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +20,15 @@ from pathlib import Path
 from .backend_onnx import CUDA_PROVIDER, MANIFEST
 from .device import DeviceFacts, choose_device, wants_cuda
 from .tensorrt_runtime import ENGINES_JSON
-from .weights import default_weights_dir, missing_checkpoints, weights_fingerprint
+from .weights import (
+    LIVEPORTRAIT,
+    WeightSet,
+    as_weight_set,
+    default_weights_dir,
+    missing_checkpoints,
+    weight_set_name,
+    weights_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +41,13 @@ def default_onnx_dir() -> Path:
 
 def default_engine_dir() -> Path:
     return default_weights_dir().parent / "engines"
+
+
+def weight_set_dir(base: str | Path, weight_set: WeightSet | str = LIVEPORTRAIT) -> Path:
+    """The folder of ``weight_set``'s graphs or engines under ``base``: ``base`` itself for the
+    human set, ``base/<set name>`` for another (``base/animal``)."""
+    name = weight_set_name(as_weight_set(weight_set))
+    return Path(base) if name == "human" else Path(base) / name
 
 
 @dataclass(frozen=True)
@@ -93,9 +114,11 @@ def choose_backend(requested: str, device: str, facts: MachineFacts) -> BackendC
     return BackendChoice("torch", "cuda", "fp16", f"PyTorch CUDA fp16 with CUDA graphs; {hint}")
 
 
-def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
-    """The graphs in ``onnx_dir`` were exported from the weights in ``weights_dir`` and every fp32
-    graph passed its check against PyTorch (``manifest.json`` written by ``python -m export onnx``)."""
+def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None, weight_set: WeightSet | str = LIVEPORTRAIT) -> bool:
+    """The graphs in ``onnx_dir`` were exported from ``weight_set``'s weights in ``weights_dir`` and
+    every fp32 graph passed its check against PyTorch (``manifest.json`` written by ``python -m
+    export onnx``; the fingerprint covers the set's file paths, so one set's graphs never count for
+    another)."""
     try:
         manifest = json.loads((onnx_dir / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -104,21 +127,23 @@ def onnx_graphs_verified(onnx_dir: Path, weights_dir: Path | None) -> bool:
     passed = bool(fp32) and all(v.get("status") == "PASS" for g in fp32 for v in g.get("verification", {}).values())
     if not passed or weights_dir is None:
         return False
-    if missing_checkpoints(weights_dir):
+    if missing_checkpoints(weights_dir, weight_set):
         return False
-    return manifest.get("weights", {}).get("sha256") == weights_fingerprint(weights_dir)
+    return manifest.get("weights", {}).get("sha256") == weights_fingerprint(weights_dir, weight_set)
 
 
 def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
-                  weights_dir: Path | None = None, *, requested: str = "auto", device: str = "auto") -> MachineFacts:
-    """The facts ``choose_backend(requested, device, ...)`` needs. Exported ONNX graphs are checked
-    against ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes every weight
-    file."""
+                  weights_dir: Path | None = None, *, requested: str = "auto", device: str = "auto",
+                  weight_set: WeightSet | str = LIVEPORTRAIT) -> MachineFacts:
+    """The facts ``choose_backend(requested, device, ...)`` needs, for ``weight_set``'s graphs and
+    engines: ``engine_dir`` and ``onnx_dir`` are that set's own folders (``weight_set_dir``; the
+    defaults are the default folders' ones). Exported ONNX graphs are checked against
+    ``weights_dir`` only when ONNX Runtime could be chosen: the check hashes every weight file."""
     device_facts = DeviceFacts.probe()
     cuda = device_facts.cuda
     trt = any(importlib.util.find_spec(m) is not None for m in ("tensorrt_rtx", "tensorrt"))
     engines = False
-    path = (engine_dir or default_engine_dir()) / ENGINES_JSON
+    path = (engine_dir or weight_set_dir(default_engine_dir(), weight_set)) / ENGINES_JSON
     if path.is_file():
         try:
             engines = "warping_spade" in json.loads(path.read_text()).get("engines", {})
@@ -131,6 +156,7 @@ def machine_facts(engine_dir: Path | None = None, onnx_dir: Path | None = None,
 
         ort_cuda = CUDA_PROVIDER in onnxruntime.get_available_providers()
     onnx_may_serve = requested == "onnxruntime" or (requested == "auto" and not wants_cuda(device, cuda))
-    verified = ort and onnx_may_serve and onnx_graphs_verified(onnx_dir or default_onnx_dir(), weights_dir)
+    verified = ort and onnx_may_serve and onnx_graphs_verified(
+        onnx_dir or weight_set_dir(default_onnx_dir(), weight_set), weights_dir, weight_set)
     return MachineFacts(cuda=cuda, tensorrt=trt, engines_built=engines, onnxruntime_cuda=ort_cuda,
                         onnx_verified=verified, mps=device_facts.mps)

@@ -10,6 +10,11 @@ made with ``hf download`` works as is::
     DIR/liveportrait/base_models/spade_generator.pth
     DIR/liveportrait/retargeting_models/stitching_retargeting_module.pth
 
+That is the human weight set (``LIVEPORTRAIT``). The animal set (``LIVEPORTRAIT_ANIMALS``) lives in
+the same directory and repository, under ``DIR/liveportrait_animals/base_models_v1.1/`` (F, M, W, G
+with the same file names), and shares the human stitching file. ``WEIGHT_SETS`` names the sets
+(``human``, ``animal``); functions that take a set accept the ``WeightSet`` or its name.
+
 Missing files are fetched one by one with ``huggingface_hub.hf_hub_download`` (honouring
 ``HF_ENDPOINT``): it writes each into a temporary file and moves it into place only when complete, so
 a final path never holds half a file. Each file arrives checked against the hub's own record (size,
@@ -110,16 +115,39 @@ def resolve_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
     return default_weights_dir()
 
 
-def checkpoint_path(weights_dir: Path, name: str) -> Path:
+def weight_set_named(name: str) -> WeightSet:
+    """The weight set of ``WEIGHT_SETS`` called ``name``; a ``ValueError`` naming the choices otherwise."""
     try:
-        return Path(weights_dir) / CHECKPOINT_FILES[name]
+        return WEIGHT_SETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown weight set {name!r}; expected one of {', '.join(WEIGHT_SETS)}") from None
+
+
+def weight_set_name(weight_set: WeightSet) -> str:
+    """The key of ``weight_set`` in ``WEIGHT_SETS`` (what the command line and manifests call it)."""
+    for name, candidate in WEIGHT_SETS.items():
+        if candidate == weight_set:
+            return name
+    raise ValueError(f"weight set {weight_set.title!r} is not one of WEIGHT_SETS ({', '.join(WEIGHT_SETS)})")
+
+
+def as_weight_set(weight_set: WeightSet | str) -> WeightSet:
+    """A ``WeightSet`` given as itself or by its name in ``WEIGHT_SETS``."""
+    return weight_set if isinstance(weight_set, WeightSet) else weight_set_named(weight_set)
+
+
+def checkpoint_path(weights_dir: Path, name: str, weight_set: WeightSet | str = LIVEPORTRAIT) -> Path:
+    """Where checkpoint ``name`` (a key of ``CHECKPOINT_FILES``) of ``weight_set`` lies in ``weights_dir``."""
+    files = as_weight_set(weight_set).files
+    try:
+        return Path(weights_dir) / files[name]
     except KeyError:
-        raise ValueError(f"unknown checkpoint {name!r}; expected one of {', '.join(CHECKPOINT_FILES)}") from None
+        raise ValueError(f"unknown checkpoint {name!r}; expected one of {', '.join(files)}") from None
 
 
-def missing_checkpoints(weights_dir: Path, weight_set: WeightSet = LIVEPORTRAIT) -> list[str]:
-    """Repository paths of the checkpoint files not present in ``weights_dir``."""
-    return [rel for rel in weight_set.files.values() if not (Path(weights_dir) / rel).is_file()]
+def missing_checkpoints(weights_dir: Path, weight_set: WeightSet | str = LIVEPORTRAIT) -> list[str]:
+    """Repository paths of the checkpoint files of ``weight_set`` not present in ``weights_dir``."""
+    return [rel for rel in as_weight_set(weight_set).files.values() if not (Path(weights_dir) / rel).is_file()]
 
 
 def _hash_file(h: hashlib._Hash, path: str | os.PathLike) -> None:
@@ -135,11 +163,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def weights_fingerprint(weights_dir: str | os.PathLike) -> str:
-    """sha256 over the five checkpoint files (their paths in the official layout, then their
-    bytes): identifies the weights that exported graphs and engines were made from."""
+def weights_fingerprint(weights_dir: str | os.PathLike, weight_set: WeightSet | str = LIVEPORTRAIT) -> str:
+    """sha256 over the five checkpoint files of ``weight_set`` (their paths in the official layout,
+    then their bytes): identifies the weights that exported graphs and engines were made from. The
+    paths are hashed too, so two sets never share a fingerprint, even on identical bytes."""
     h = hashlib.sha256()
-    for rel in CHECKPOINT_FILES.values():
+    for rel in as_weight_set(weight_set).files.values():
         h.update(rel.encode() + b"\0")
         _hash_file(h, Path(weights_dir) / rel)
     return h.hexdigest()

@@ -1,11 +1,13 @@
 """``python -m export onnx``: the LivePortrait networks as ONNX graphs, verified against PyTorch.
 
-    python -m export onnx --weights DIR --out DIR [--no-fp16] [--image PNG]
+    python -m export onnx --weights DIR --out DIR [--weight-set human|animal] [--no-fp16] [--image PNG]
 
-Loads the official checkpoints (``engines.checkpoints.load_networks``) and writes to OUT, opset 20,
+Loads the official checkpoints of the weight set (``engines.checkpoints.load_networks``; default
+the human one) and writes to OUT (for another set, to OUT/<set>, e.g. OUT/animal: the folder the
+app and ``make_backend`` look in when given the same OUT as ``--onnx-dir``), opset 20,
 batch 1, static shapes, the six graphs of ``engines.graphs.GRAPH_SPECS`` (F, M, W+G fused, S,
 R_lip, R_eyes), each also as ``<name>.fp16.onnx``, plus ``manifest.json`` (files, sha256, opset,
-versions, weights fingerprint, verification figures).
+versions, weight set and its fingerprint, verification figures).
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript). The legacy TorchScript
 exporter works too, but its W+G graph is full of Shape/Gather/Concat/Where chains around every
@@ -53,6 +55,7 @@ from engines.checkpoints import CheckpointError, load_networks
 from engines.graphs import GRAPH_SPECS, GraphSpec, graph_modules, run_module
 from engines.ops.grid_sample3d import onnx_translation_table
 from engines.options import add_engine_arguments
+from engines.select import weight_set_dir
 from engines.verification import (
     FAIL,
     PROFILES,
@@ -64,7 +67,15 @@ from engines.verification import (
     failed_graph,
     reference_inputs,
 )
-from engines.weights import CHECKPOINT_FILES, file_sha256, missing_checkpoints, weights_fingerprint
+from engines.weights import (
+    LIVEPORTRAIT,
+    WeightSet,
+    as_weight_set,
+    file_sha256,
+    missing_checkpoints,
+    weight_set_name,
+    weights_fingerprint,
+)
 
 from .files import write_atomic
 
@@ -387,32 +398,39 @@ def check_packages() -> None:
         raise ExportError(f"{', '.join(missing)} not installed: pip install -r requirements.txt")
 
 
-def check_weights_dir(weights_dir: Path) -> None:
+def check_weights_dir(weights_dir: Path, weight_set: WeightSet | str = LIVEPORTRAIT) -> None:
     if not weights_dir.is_dir():
         raise ExportError(f"weights directory {weights_dir} not found")
-    missing = missing_checkpoints(weights_dir)
+    files = as_weight_set(weight_set).files
+    missing = missing_checkpoints(weights_dir, weight_set)
     if missing:
+        folders: dict[str, list[str]] = {}
+        for rel in files.values():
+            folders.setdefault(rel.rsplit("/", 1)[0], []).append(rel)
+        layout = " and ".join(f"{folder}/*.pth" if len(rels) > 1 else rels[0] for folder, rels in folders.items())
         raise ExportError(f"weights directory {weights_dir} lacks {', '.join(missing)} "
-                          "(expected the official layout: liveportrait/base_models/*.pth and "
-                          "liveportrait/retargeting_models/stitching_retargeting_module.pth)")
+                          f"(expected the official layout: {layout})")
 
 
 def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, fp16: bool = True,
-                image: str | Path = DEFAULT_IMAGE, graphs: Sequence[str] | None = None) -> ExportReport:
-    """Export, verify and describe the graphs; see the module docstring. Raises ``ExportError`` or
+                image: str | Path = DEFAULT_IMAGE, graphs: Sequence[str] | None = None,
+                weight_set: WeightSet | str = LIVEPORTRAIT) -> ExportReport:
+    """Export, verify and describe ``weight_set``'s graphs into ``out_dir`` itself (the command line
+    adds the set's subfolder); see the module docstring. Raises ``ExportError`` or
     ``CheckpointError`` for unusable weights; verification failures are in the report."""
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
+    weight_set = as_weight_set(weight_set)
     check_packages()
-    check_weights_dir(weights_dir)
+    check_weights_dir(weights_dir, weight_set)
     names = list(graphs or GRAPH_SPECS)
     unknown = set(names) - set(GRAPH_SPECS)
     if unknown:
         raise ExportError(f"unknown graph(s) {', '.join(sorted(unknown))}; expected {', '.join(GRAPH_SPECS)}")
     crop = load_face_crop(Path(image))
     t0 = time.perf_counter()
-    fingerprint = weights_fingerprint(weights_dir)
-    nets = load_networks(weights_dir)
-    log.info("loaded the networks from %s in %.1f s", weights_dir, time.perf_counter() - t0)
+    fingerprint = weights_fingerprint(weights_dir, weight_set)
+    nets = load_networks(weights_dir, weight_set=weight_set)
+    log.info("loaded the %s networks from %s in %.1f s", weight_set.title, weights_dir, time.perf_counter() - t0)
     out_dir.mkdir(parents=True, exist_ok=True)
     modules = graph_modules(nets)
     inputs = reference_inputs(nets, crop)
@@ -423,7 +441,7 @@ def export_onnx(weights_dir: str | Path, out_dir: str | Path, *, fp16: bool = Tr
             records.append(rec)
             checks += graph_checks
             refs_all[name] = refs
-    manifest = write_manifest(out_dir, records, checks, weights_dir, fingerprint)
+    manifest = write_manifest(out_dir, records, checks, weights_dir, fingerprint, weight_set)
     return ExportReport(out_dir, records, checks, manifest, {n: inputs[n] for n in names}, refs_all)
 
 
@@ -461,7 +479,7 @@ def _export_one(name: str, module: nn.Module, inputs: Mapping[str, torch.Tensor]
 
 
 def write_manifest(out_dir: Path, records: Sequence[GraphRecord], checks: Sequence[GraphCheck],
-                   weights_dir: Path, fingerprint: str) -> Path:
+                   weights_dir: Path, fingerprint: str, weight_set: WeightSet = LIVEPORTRAIT) -> Path:
     import onnx
     import onnxruntime
 
@@ -484,8 +502,8 @@ def write_manifest(out_dir: Path, records: Sequence[GraphRecord], checks: Sequen
         "opset": OPSET,
         "exporter": "torch.onnx.export(dynamo=True) + onnxscript optimizer",
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-        "weights": {"dir": str(weights_dir.resolve()), "sha256": fingerprint,
-                    "files": list(CHECKPOINT_FILES.values())},
+        "weights": {"dir": str(weights_dir.resolve()), "set": weight_set_name(weight_set), "sha256": fingerprint,
+                    "files": list(weight_set.files.values())},
         "tolerances": {"fp32": asdict(FP32_TOL), "fp16": asdict(FP16_TOL)},
         "graphs": graphs,
     }
@@ -518,8 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m export onnx",
         description="Export the LivePortrait networks to ONNX (opset 20, batch 1, fp32 and fp16) and "
                     "verify every graph against PyTorch with ONNX Runtime on the CPU.")
-    add_engine_arguments(ap, backend=None, device=None, weights=None, path_type=Path)
-    ap.add_argument("--out", required=True, type=Path, help="output directory for the graphs and manifest.json")
+    add_engine_arguments(ap, backend=None, device=None, weights=None, weight_set=True, path_type=Path)
+    ap.add_argument("--out", required=True, type=Path,
+                    help="output directory for the graphs and manifest.json (another weight set's: OUT/<set>)")
     ap.add_argument("--no-fp16", action="store_true", help="skip the fp16 graphs")
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE,
                     help="portrait whose centre crop drives the verification (default: our default avatar)")
@@ -532,8 +551,9 @@ def main_onnx(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = export_onnx(args.weights, args.out, fp16=not args.no_fp16, image=args.image,
-                             graphs=args.graphs.split(",") if args.graphs else None)
+        report = export_onnx(args.weights, weight_set_dir(args.out, args.weight_set), fp16=not args.no_fp16,
+                             image=args.image, graphs=args.graphs.split(",") if args.graphs else None,
+                             weight_set=args.weight_set)
     except (ExportError, CheckpointError) as e:
         log.error("%s", e)
         return EXIT_USAGE

@@ -1,15 +1,21 @@
 """``python -m export tensorrt``: TensorRT engines from the ONNX graphs of ``python -m export onnx``.
 
-    python -m export tensorrt --weights DIR --out DIR [--onnx-dir DIR] [--fp32-only]
-                              [--target-cc 8.6,8.9,12.0] [--force]
+    python -m export tensorrt --weights DIR --out DIR [--onnx-dir DIR] [--weight-set human|animal]
+                              [--fp32-only] [--target-cc 8.6,8.9,12.0] [--force]
 
 One engine per graph, written to OUT as ``<graph>.engine`` and described in ``OUT/engines.json``
 (cache key, source ONNX, precision, build seconds, size, I/O). With TensorRT for RTX the build is
 ahead of time and needs no GPU; the default target is any RTX-class GPU (see ``trt_compat``).
 
 Engines are cached: the key is the TensorRT flavour and version, the target GPUs, the source ONNX
-file's sha256 (which covers the weights) and ``BUILD_RECIPE``. An engine whose key is unchanged
-(and whose file is intact) is not rebuilt, and the log says so.
+file's sha256 (which covers the weights), the fingerprint of the weight set the graphs were exported
+from (from the ONNX ``manifest.json``) and ``BUILD_RECIPE``. An engine whose key is unchanged (and
+whose file is intact) is not rebuilt, and the log says so.
+
+Weight sets: ``--weight-set animal`` builds the animal networks' engines into OUT/animal from the
+graphs in ONNX_DIR/animal (ONNX_DIR defaults to OUT/onnx), the folders ``make_backend`` looks in
+when given OUT as ``--engine-dir`` (``engines.select.weight_set_dir``); the human set stays in OUT.
+Graphs whose manifest names another set are refused.
 """
 from __future__ import annotations
 
@@ -28,8 +34,10 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from engines.backend_onnx import MANIFEST
 from engines.graphs import GRAPH_SPECS, MLP_GRAPHS
 from engines.options import add_engine_arguments
+from engines.select import weight_set_dir
 from engines.tensorrt_runtime import ENGINES_JSON, ENGINES_JSON_FORMAT, read_engines_json
 from engines.weights import file_sha256
 
@@ -85,6 +93,8 @@ class EngineRecord:
     size_bytes: int
     sha256: str
     io: dict[str, Any] = field(default_factory=dict)
+    weight_set: str = "human"
+    weights_sha256: str = ""        # the set's fingerprint from the ONNX manifest ("" without one)
 
 
 @dataclass(frozen=True)
@@ -137,10 +147,12 @@ def onnx_fingerprint(onnx_path: str | Path) -> str:
 
 
 def engine_cache_key(flavour: str, version: str, target_key: str, onnx_sha256: str,
-                     recipe: int = BUILD_RECIPE) -> str:
-    """The cache key of one engine: any change of these inputs means a rebuild."""
+                     recipe: int = BUILD_RECIPE, weights_sha256: str = "") -> str:
+    """The cache key of one engine: any change of these inputs means a rebuild. ``weights_sha256``
+    is the weight set's fingerprint (``engines.weights.weights_fingerprint``) the graph was exported
+    from, "" when unknown."""
     fields = {"flavour": flavour, "version": version, "target": target_key, "onnx_sha256": onnx_sha256,
-              "recipe": recipe}
+              "recipe": recipe, "weights_sha256": weights_sha256}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -169,23 +181,27 @@ def _display_path(path: Path, out_dir: Path) -> str:
 
 
 def build_one(api: TensorRTBuilder, job: BuildJob, out_dir: Path, target: BuildTarget, onnx_sha256: str,
-              key: str) -> EngineRecord:
+              key: str, source: ExportedWeights | None = None) -> EngineRecord:
     """Build ``job``'s engine into ``out_dir`` and describe it."""
     start = time.perf_counter()
     data, io = api.build_engine(job.onnx, target)
     seconds = time.perf_counter() - start
     file = f"{job.name}.engine"
     write_atomic(out_dir / file, data)
+    source = source or ExportedWeights()
     return EngineRecord(name=job.name, file=file, key=key, onnx=_display_path(job.onnx, out_dir),
                         onnx_sha256=onnx_sha256, precision=job.precision, flavour=api.flavour,
                         version=api.version, target=target.key, build_seconds=round(seconds, 2),
-                        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), io=io)
+                        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), io=io,
+                        weight_set=source.weight_set, weights_sha256=source.sha256)
 
 
 def build_engines(api: TensorRTBuilder, jobs: Sequence[BuildJob], out_dir: str | Path, target: BuildTarget,
-                  force: bool = False) -> list[BuildOutcome]:
-    """Build every job's engine into ``out_dir`` unless its cached engine has the same key;
-    ``engines.json`` is rewritten after each engine, so an interrupted run keeps what it built."""
+                  force: bool = False, source: ExportedWeights | None = None) -> list[BuildOutcome]:
+    """Build every job's engine into ``out_dir`` unless its cached engine has the same key
+    (``source``: the weights the graphs were exported from, part of the key); ``engines.json`` is
+    rewritten after each engine, so an interrupted run keeps what it built."""
+    source = source or ExportedWeights()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, Any] = dict(read_engines_json(out_dir)["engines"])
@@ -194,13 +210,13 @@ def build_engines(api: TensorRTBuilder, jobs: Sequence[BuildJob], out_dir: str |
     with logging_redirect_tqdm():
         for job in tqdm(jobs, desc="engines", unit="engine", disable=None):
             onnx_sha = onnx_fingerprint(job.onnx)
-            key = engine_cache_key(api.flavour, api.version, target.key, onnx_sha)
+            key = engine_cache_key(api.flavour, api.version, target.key, onnx_sha, weights_sha256=source.sha256)
             if not force and _cached(records.get(job.name), key, out_dir):
                 log.info("%s: unchanged (key %s), kept %s", job.name, key[:12], records[job.name]["file"])
                 outcomes.append(BuildOutcome(EngineRecord(**records[job.name]), built=False))
                 continue
             log.info("%s: building from %s (%s) ...", job.name, job.onnx.name, job.precision)
-            record = build_one(api, job, out_dir, target, onnx_sha, key)
+            record = build_one(api, job, out_dir, target, onnx_sha, key, source)
             log.info("%s: built in %.1f s, %.1f MB -> %s", job.name, record.build_seconds,
                      record.size_bytes / 1e6, out_dir / record.file)
             records[job.name] = record
@@ -210,6 +226,26 @@ def build_engines(api: TensorRTBuilder, jobs: Sequence[BuildJob], out_dir: str |
 
 
 # --------------------------------------------------------------------------- ONNX graphs
+@dataclass(frozen=True)
+class ExportedWeights:
+    """The weights a folder of ONNX graphs was exported from, as its ``manifest.json`` records them."""
+
+    weight_set: str = "human"
+    sha256: str = ""                # "" for graphs without a manifest (made elsewhere)
+
+
+def exported_weights(onnx_dir: str | Path) -> ExportedWeights:
+    """What ``onnx_dir``'s manifest says about the weights (manifests older than weight sets
+    name none: those graphs are the human set's)."""
+    try:
+        weights = json.loads((Path(onnx_dir) / MANIFEST).read_text()).get("weights", {})
+    except (OSError, ValueError, AttributeError):
+        return ExportedWeights()
+    if not isinstance(weights, dict):
+        return ExportedWeights()
+    return ExportedWeights(str(weights.get("set", "human")), str(weights.get("sha256", "")))
+
+
 def plan_jobs(onnx_dir: str | Path, fp32_only: bool = False,
               graphs: Iterable[str] = GRAPHS) -> tuple[list[BuildJob], list[str]]:
     """Which ONNX file each engine is built from: the fp16 graph unless ``fp32_only`` or the graph
@@ -229,8 +265,9 @@ def plan_jobs(onnx_dir: str | Path, fp32_only: bool = False,
     return jobs, missing
 
 
-def export_onnx_graphs(weights: str | Path | None, onnx_dir: Path) -> None:
-    """Produce the ONNX graphs with ``export.onnx_export`` (imported only when needed)."""
+def export_onnx_graphs(weights: str | Path | None, onnx_dir: Path, weight_set: str = "human") -> None:
+    """Produce ``weight_set``'s ONNX graphs in ``onnx_dir`` (that set's folder) with
+    ``export.onnx_export`` (imported only when needed)."""
     if weights is None:
         raise BuildSetupError(f"the ONNX graphs are not in {onnx_dir}; pass --weights DIR to export them "
                               "(or --onnx-dir with the output of `python -m export onnx`)")
@@ -240,8 +277,9 @@ def export_onnx_graphs(weights: str | Path | None, onnx_dir: Path) -> None:
         raise BuildSetupError(f"the ONNX graphs are not in {onnx_dir} and the ONNX exporter "
                               f"(export/onnx_export.py) cannot be imported ({e}); run `python -m export onnx` "
                               "first and pass its output as --onnx-dir") from None
-    log.info("exporting the ONNX graphs to %s ...", onnx_dir)
-    status = onnx_export.main_onnx(["--weights", str(weights), "--out", str(onnx_dir)])
+    log.info("exporting the %s ONNX graphs to %s ...", weight_set, onnx_dir)
+    base = onnx_dir if weight_set == "human" else onnx_dir.parent      # the exporter adds the set's folder
+    status = onnx_export.main_onnx(["--weights", str(weights), "--out", str(base), "--weight-set", weight_set])
     if status:
         raise BuildSetupError(f"the ONNX export into {onnx_dir} failed (exit status {status})")
 
@@ -251,8 +289,10 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m export tensorrt",
                                  description="Build TensorRT engines from the ONNX graphs (cached).")
     add_engine_arguments(ap, backend=None, device=None, weights="none; needed only to export missing ONNX graphs",
-                         onnx_dir="default: OUT/onnx", path_type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="folder for the engines and engines.json")
+                         onnx_dir="default: OUT/onnx; another weight set's graphs in DIR/<set>", weight_set=True,
+                         path_type=Path)
+    ap.add_argument("--out", type=Path, required=True,
+                    help="folder for the engines and engines.json (another weight set's: OUT/<set>)")
     ap.add_argument("--fp32-only", action="store_true", help="build every engine from its fp32 graph")
     ap.add_argument("--target-cc", default="",
                     help="TensorRT-RTX: comma list of compute capabilities, e.g. 8.6,8.9,12.0 "
@@ -270,15 +310,21 @@ def run_build(args: argparse.Namespace) -> list[BuildOutcome]:
     """The whole command: ensure the ONNX graphs, resolve the target, build, return the outcomes."""
     api = trt_compat.load()
     target = api.resolve_target([c for c in args.target_cc.split(",") if c.strip()])
-    onnx_dir = args.onnx_dir or args.out / "onnx"
+    weight_set = getattr(args, "weight_set", "human")
+    onnx_dir = weight_set_dir(args.onnx_dir or args.out / "onnx", weight_set)
     jobs, missing = plan_jobs(onnx_dir, args.fp32_only)
     if missing:
         log.info("missing in %s: %s", onnx_dir, ", ".join(missing))
-        export_onnx_graphs(args.weights, onnx_dir)
+        export_onnx_graphs(args.weights, onnx_dir, weight_set)
         jobs, missing = plan_jobs(onnx_dir, args.fp32_only)
         if missing:
             raise BuildSetupError(f"the ONNX export did not write {', '.join(missing)} into {onnx_dir}")
-    return build_engines(api, jobs, args.out, target, force=args.force)
+    source = exported_weights(onnx_dir)
+    if source.weight_set != weight_set:
+        raise BuildSetupError(f"the graphs in {onnx_dir} were exported from the {source.weight_set} weights, "
+                              f"not the {weight_set} ones; export them with `python -m export onnx "
+                              f"--weight-set {weight_set}`")
+    return build_engines(api, jobs, weight_set_dir(args.out, weight_set), target, force=args.force, source=source)
 
 
 def main_tensorrt(argv: Sequence[str] | None = None) -> int:
@@ -293,7 +339,8 @@ def main_tensorrt(argv: Sequence[str] | None = None) -> int:
         log.error("error: %s", e)
         return EXIT_BUILD
     built = sum(o.built for o in outcomes)
-    log.info("%d engine(s) built, %d unchanged; %s", built, len(outcomes) - built, args.out / ENGINES_JSON)
+    log.info("%d engine(s) built, %d unchanged; %s", built, len(outcomes) - built,
+             weight_set_dir(args.out, args.weight_set) / ENGINES_JSON)
     return 0
 
 

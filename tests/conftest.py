@@ -49,6 +49,28 @@ def synthetic_weights_dir(parity_dir: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
+def synthetic_animal_weights_dir(synthetic_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The animal weight set's layout (``liveportrait_animals/base_models_v1.1/{F,M,W,G}.pth`` and the
+    human stitching file) holding the kit's synthetic human files, hard-linked (copied where links
+    fail): the networks' architectures and layouts are the same, so only the paths differ. The human
+    layout is absent, so a test cannot pass by reading the human files."""
+    import os
+    import shutil
+
+    from engines.weights import LIVEPORTRAIT, LIVEPORTRAIT_ANIMALS
+
+    out = tmp_path_factory.mktemp("synthetic_animal_weights")
+    for name, rel in LIVEPORTRAIT_ANIMALS.files.items():
+        source, target = synthetic_weights_dir / LIVEPORTRAIT.files[name], out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    return out
+
+
+@pytest.fixture(scope="session")
 def exported_onnx(synthetic_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """All ONNX graphs (fp32 and fp16) of the synthetic weights, exported and verified once per run
     (about a minute on 2 cores); shared by the ONNX and TensorRT tests."""

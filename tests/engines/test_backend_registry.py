@@ -56,3 +56,45 @@ def test_a_builder_is_registered_once_and_for_a_known_kind_only() -> None:
 def test_the_stub_is_built_through_the_registry() -> None:
     backend = registry.make_backend("stub", device="cpu")
     assert isinstance(backend, StubBackend) and str(backend.device) == "cpu"
+
+
+def test_an_unknown_weight_set_is_one_value_error_before_the_weights(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    def no_weights(*args: object, **options: object) -> Path:
+        raise AssertionError("weights looked for")
+
+    monkeypatch.setattr(registry, "ensure_weights", no_weights)
+    with pytest.raises(ValueError, match=r"^unknown weight set 'cats'; expected one of human, animal$"):
+        registry.make_backend("torch", weights=tmp_path, device="cpu", weight_set="cats")
+
+
+@pytest.mark.parametrize("weight_set, sub", [("human", ""), ("animal", "animal")])
+def test_a_builder_gets_the_set_and_its_own_graph_and_engine_folders(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path, weight_set: str,
+                                                                     sub: str) -> None:
+    from engines.weights import WEIGHT_SETS
+
+    requests: list[registry.BackendRequest] = []
+    monkeypatch.setitem(registry.BACKEND_BUILDERS, "stub",
+                        lambda request: requests.append(request) or StubBackend(request.choice.device))
+    registry.make_backend("stub", device="cpu", onnx_dir=tmp_path / "onnx", engine_dir=tmp_path / "engines",
+                          weight_set=weight_set)
+    (request,) = requests
+    assert request.weight_set is WEIGHT_SETS[weight_set]
+    assert (request.onnx_dir, request.engine_dir) == (tmp_path / "onnx" / sub, tmp_path / "engines" / sub)
+
+
+def test_onnxruntime_without_the_sets_graphs_names_the_export_command(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from engines.weights import LIVEPORTRAIT_ANIMALS
+
+    for rel in LIVEPORTRAIT_ANIMALS.files.values():
+        (tmp_path / "w" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "w" / rel).write_bytes(b"x")
+    with pytest.raises(ValueError) as err:
+        registry.make_backend("onnxruntime", weights=tmp_path / "w", device="cpu", download=False,
+                              onnx_dir=tmp_path / "onnx", weight_set="animal")
+    assert str(err.value) == (
+        f"{tmp_path / 'onnx' / 'animal'}: no ONNX graphs verified for the LivePortrait animal weights in "
+        f"{tmp_path / 'w'}; make them with `python -m export onnx --weights {tmp_path / 'w'} "
+        f"--out {tmp_path / 'onnx'} --weight-set animal`")

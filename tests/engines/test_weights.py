@@ -124,3 +124,69 @@ def test_spade_checkpoint_with_new_style_spectral_norm_keys_loads(tmp_path: Path
     torch.save(renamed, path)
     net = checkpoints.load_base_network("spade_generator", path)
     assert all(torch.equal(net.state_dict()[k], v) for k, v in legacy.items())
+
+
+# --------------------------------------------------------------------------- weight sets
+ANIMAL_FILES = [f"liveportrait_animals/base_models_v1.1/{n}.pth" for n in
+                ("appearance_feature_extractor", "motion_extractor", "warping_module", "spade_generator")]
+STITCHING_FILE = "liveportrait/retargeting_models/stitching_retargeting_module.pth"
+
+
+def test_weight_sets_by_name_and_their_paths(tmp_path: Path) -> None:
+    assert weights.weight_set_named("animal") is weights.LIVEPORTRAIT_ANIMALS
+    assert weights.weight_set_name(weights.LIVEPORTRAIT) == "human"
+    with pytest.raises(ValueError, match=r"^unknown weight set 'cat'; expected one of human, animal$"):
+        weights.weight_set_named("cat")
+    assert weights.checkpoint_path(tmp_path, "warping_module", "animal") == tmp_path / ANIMAL_FILES[2]
+    assert weights.checkpoint_path(tmp_path, "stitching_retargeting_module", weights.LIVEPORTRAIT_ANIMALS) == \
+        tmp_path / STITCHING_FILE
+    assert weights.checkpoint_path(tmp_path, "warping_module") == \
+        tmp_path / "liveportrait/base_models/warping_module.pth"
+    with pytest.raises(ValueError, match="unknown checkpoint 'eyes'"):
+        weights.checkpoint_path(tmp_path, "eyes", "animal")
+
+
+def _write_set(root: Path, weight_set: weights.WeightSet) -> None:
+    for name, rel in weight_set.files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(name.encode())          # the same bytes in both sets
+
+
+def test_fingerprint_covers_the_sets_files_and_tells_the_sets_apart(tmp_path: Path) -> None:
+    _write_set(tmp_path, weights.LIVEPORTRAIT)
+    _write_set(tmp_path, weights.LIVEPORTRAIT_ANIMALS)
+    human, animal = weights.weights_fingerprint(tmp_path), weights.weights_fingerprint(tmp_path, "animal")
+    assert human == weights.weights_fingerprint(tmp_path, weights.LIVEPORTRAIT) and human != animal
+    (tmp_path / ANIMAL_FILES[1]).write_bytes(b"other animal M")
+    assert weights.weights_fingerprint(tmp_path, "animal") != animal
+    assert weights.weights_fingerprint(tmp_path) == human            # the human set does not read it
+
+
+def test_missing_animal_files_are_one_line_naming_the_hf_download_of_the_animal_files(tmp_path: Path) -> None:
+    from engines import registry
+
+    _write_set(tmp_path, weights.LIVEPORTRAIT)           # the human set alone: the stitching file is shared
+    with pytest.raises(weights.WeightsError) as err:
+        registry.make_backend("torch", weights=tmp_path, device="cpu", download=False, weight_set="animal")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"4 LivePortrait animal checkpoint(s) missing in {tmp_path} ({', '.join(ANIMAL_FILES)})")
+    assert (f"hf download KwaiVGI/LivePortrait {' '.join(ANIMAL_FILES)} {STITCHING_FILE} --local-dir {tmp_path} "
+            f"(expected layout: {tmp_path}/liveportrait_animals/base_models_v1.1/*.pth and "
+            f"{tmp_path}/{STITCHING_FILE})") in message
+
+
+def test_animal_files_are_downloaded_like_the_human_ones(tmp_path: Path) -> None:
+    fetched = []
+
+    def fake_download(repo: str, filename: str, local_dir: str, progress: object) -> str:
+        fetched.append((repo, filename))
+        (Path(local_dir) / filename).parent.mkdir(parents=True, exist_ok=True)
+        (Path(local_dir) / filename).write_bytes(b"x")
+        return str(Path(local_dir) / filename)
+
+    _write_set(tmp_path, weights.LIVEPORTRAIT)
+    weights.ensure_weights(tmp_path, downloader=fake_download, connectivity_check=lambda: None,
+                           weight_set=weights.LIVEPORTRAIT_ANIMALS)
+    assert fetched == [("KwaiVGI/LivePortrait", rel) for rel in ANIMAL_FILES]     # the stitching file is there
+    assert not weights.missing_checkpoints(tmp_path, "animal")

@@ -4,8 +4,8 @@ download), the client pointed at the fake hub by patching the endpoint it read a
 child-process path with ``HF_ENDPOINT`` and the kit's real checkpoint files is in
 ``test_weights_download_e2e.py``.
 
-Every test runs once per weight set in ``WEIGHT_SETS``: a new set of files (the animal weights, once
-they exist) is one more entry there."""
+Every test runs once per weight set in ``WEIGHT_SETS``: the human files and the animal ones (its
+F, M, W, G under ``liveportrait_animals/base_models_v1.1/`` and the human stitching file)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +18,8 @@ from support.fake_hub import FakeHub, Fault
 
 from engines import weights
 
-WEIGHT_SETS = [pytest.param(weights.LIVEPORTRAIT, id="liveportrait")]
+WEIGHT_SETS = [pytest.param(weights.LIVEPORTRAIT, id="liveportrait"),
+               pytest.param(weights.LIVEPORTRAIT_ANIMALS, id="liveportrait-animals")]
 MIB = 1 << 20
 HUB_CHUNK = 10 * MIB      # the client writes what it receives in 10 MiB pieces and resumes from the last one
 

@@ -242,3 +242,46 @@ def test_provider_choice() -> None:
         choose_providers("cuda", cpu_only)
     with pytest.raises(ValueError, match="device"):
         choose_providers("gpu", with_cuda)
+
+
+# --------------------------------------------------------------------------- weight sets
+@pytest.fixture(scope="module")
+def animal_export(synthetic_animal_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python -m export onnx --weight-set animal`` (fp32 only) into a fresh OUT; returns OUT."""
+    from export.onnx_export import main_onnx
+
+    out = tmp_path_factory.mktemp("onnx_sets")
+    assert main_onnx(["--weights", str(synthetic_animal_weights_dir), "--out", str(out), "--weight-set", "animal",
+                      "--no-fp16", "--log-level", "WARNING"]) == 0
+    return out
+
+
+def test_animal_export_lands_in_its_own_folder_with_its_fingerprint(animal_export: Path,
+                                                                    synthetic_animal_weights_dir: Path) -> None:
+    from engines.weights import LIVEPORTRAIT_ANIMALS
+
+    assert [p.name for p in animal_export.iterdir()] == ["animal"]          # the human folder stays untouched
+    manifest = json.loads((animal_export / "animal" / MANIFEST).read_text())
+    assert manifest["weights"]["set"] == "animal"
+    assert manifest["weights"]["sha256"] == weights_fingerprint(synthetic_animal_weights_dir, "animal")
+    assert manifest["weights"]["files"] == list(LIVEPORTRAIT_ANIMALS.files.values())
+    assert {g["file"] for g in manifest["graphs"]} == {s.file("fp32") for s in GRAPH_SPECS.values()}
+    assert all(v["status"] == "PASS" for g in manifest["graphs"] for v in g["verification"].values())
+
+
+def test_onnxruntime_backend_of_the_animal_set_finds_its_graphs(animal_export: Path, synthetic_animal_weights_dir: Path,
+                                                                synthetic_weights_dir: Path) -> None:
+    from engines.registry import make_backend
+
+    backend = make_backend("onnxruntime", weights=synthetic_animal_weights_dir, device="cpu", download=False,
+                           onnx_dir=animal_export, weight_set="animal")
+    try:
+        assert isinstance(backend, OnnxRuntimeBackend) and backend.model_dir == animal_export / "animal"
+        info = backend.motion(torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0)))
+        assert info.kp.shape == (1, 21, 3) and torch.isfinite(info.kp).all()
+    finally:
+        backend.close()
+    # the human set given the same folder finds no graphs of its own there
+    with pytest.raises(ValueError, match=r"no ONNX graphs verified for the LivePortrait weights"):
+        make_backend("onnxruntime", weights=synthetic_weights_dir, device="cpu", download=False,
+                      onnx_dir=animal_export)

@@ -159,7 +159,7 @@ def test_cache_key_covers_flavour_version_target_and_onnx():
     key = tb.engine_cache_key(**base)
     assert key == tb.engine_cache_key(**base)
     for change in ({"flavour": "tensorrt"}, {"version": "1.7.2.0"}, {"target_key": "cc:8.6"},
-                   {"onnx_sha256": "cd" * 32}):
+                   {"onnx_sha256": "cd" * 32}, {"weights_sha256": "ef" * 32}):
         assert tb.engine_cache_key(**{**base, **change}) != key, change
     assert tb.engine_cache_key(**base, recipe=tb.BUILD_RECIPE + 1) != key
 
@@ -266,6 +266,37 @@ def test_cli_builds_every_graph_of_an_onnx_dir_then_skips(api, tmp_path, caplog)
     caplog.clear()
     assert tb.main_tensorrt(argv) == 0
     assert "0 engine(s) built, 6 unchanged" in caplog.text
+
+
+def test_cli_builds_the_animal_set_into_its_own_folder_keyed_by_its_fingerprint(api, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="export")
+    onnx_base, out = tmp_path / "onnx", tmp_path / "out"
+    onnx_dir = onnx_base / "animal"                 # where `python -m export onnx --weight-set animal` writes
+    onnx_dir.mkdir(parents=True)
+    for i, name in enumerate(tb.GRAPHS):
+        make_gridsample_graph(onnx_dir / f"{name}.onnx", seed=i)
+
+    def manifest(weight_set: str, sha: str) -> None:
+        (onnx_dir / "manifest.json").write_text(json.dumps({"weights": {"set": weight_set, "sha256": sha}}))
+
+    manifest("animal", "ab" * 32)
+    argv = ["--out", str(out), "--onnx-dir", str(onnx_base), "--weight-set", "animal", "--fp32-only"]
+    assert tb.main_tensorrt(argv) == 0
+    assert not (out / tb.ENGINES_JSON).exists()     # the human set's folder is left alone
+    engines = json.loads((out / "animal" / tb.ENGINES_JSON).read_text())["engines"]
+    assert set(engines) == set(tb.GRAPHS)
+    for entry in engines.values():
+        assert (entry["weight_set"], entry["weights_sha256"]) == ("animal", "ab" * 32)
+        assert entry["key"] == tb.engine_cache_key(entry["flavour"], entry["version"], entry["target"],
+                                                   entry["onnx_sha256"], weights_sha256="ab" * 32)
+    assert tb.main_tensorrt(argv) == 0 and "0 engine(s) built, 6 unchanged" in caplog.text
+    caplog.clear()
+    manifest("animal", "cd" * 32)                   # other weights recorded: every engine is rebuilt
+    assert tb.main_tensorrt(argv) == 0 and "6 engine(s) built, 0 unchanged" in caplog.text
+    caplog.clear()
+    manifest("human", "cd" * 32)                    # the human set's graphs in the animal folder
+    assert tb.main_tensorrt(argv) == tb.EXIT_USAGE
+    assert "exported from the human weights, not the animal ones" in caplog.text
 
 
 def test_cli_errors_are_one_clear_line(api, tmp_path, caplog, monkeypatch):
@@ -632,3 +663,13 @@ def test_backend_validates_engines_against_pytorch_on_the_gpu(built_engines):
     assert feature.shape == (1, 32, 16, 64, 64) and info.kp.shape == (1, 21, 3)
     assert backend.render(feature, x_s, x_s).shape == (1, 3, 512, 512)
     assert backend.stitching(torch.cat([x_s.reshape(1, -1)] * 2, dim=1)).shape == (1, 65)
+
+
+def test_both_exporters_take_the_weight_set_by_name():
+    from export.onnx_export import build_parser as onnx_parser
+
+    for parser, argv in ((tb._parser(), ["--out", "o"]), (onnx_parser(), ["--weights", "w", "--out", "o"])):
+        assert parser.parse_args(argv).weight_set == "human"
+        assert parser.parse_args([*argv, "--weight-set", "animal"]).weight_set == "animal"
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--weight-set", "cat"])
