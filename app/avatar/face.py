@@ -1,5 +1,10 @@
-"""The avatar's face, prepared once: image, landmarks, 512 crop and 256 network input, eye/lip
-ratios, the paste-back transform and mask, and (given a segmenter) the image's person mask."""
+"""The avatar's face, prepared once: image, landmarks (when found), 512 crop and 256 network input,
+eye/lip ratios (when there are landmarks), the paste-back transform and mask, and (given a
+segmenter) the image's person mask.
+
+The crop comes from one of three places: a human face found by the face mesh (the official
+framing), a face box given by the user (any face: cartoons, animals), or, for an animal avatar
+without a box, the cat-face detector (``suggest.py``)."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +20,8 @@ from ..face.ratios import eye_open_ratios, lip_open_ratio
 from ..face.tracker import LandmarkSource
 from ..imaging.image_io import MAX_AVATAR_SIDE, limit_size, load_image
 from ..imaging.segmentation import PersonSegmenter
-from .framing import AvatarBox, AvatarKind
+from .framing import AvatarBox, AvatarKind, check_avatar_kind
+from .suggest import cat_crop_box, find_cat_face
 
 log = logging.getLogger(__name__)
 
@@ -27,59 +33,133 @@ class NoFaceError(ValueError):
 @dataclass(frozen=True)
 class AvatarFace:
     image: np.ndarray            # H x W x 3 BGR, downscaled to MAX_AVATAR_SIDE at most
-    landmarks: np.ndarray        # N x 2, image pixels
+    landmarks: np.ndarray        # N x 2 float32, image pixels; N = 0 without landmarks
     layout: LandmarkLayout
     transform: fc.CropTransform  # image <-> 512 crop
     crop: np.ndarray             # 512 x 512 x 3 BGR
     network_input: np.ndarray    # 256 x 256 x 3 BGR (area-resized crop)
-    eye_ratios: np.ndarray       # 1 x 2 [left, right]
-    lip_ratio: np.ndarray        # 1 x 1
+    eye_ratios: np.ndarray | None   # 1 x 2 [left, right]; None without landmarks
+    lip_ratio: np.ndarray | None    # 1 x 1; None without landmarks
     paste: fc.PasteMask
-    num_faces: int               # faces found; the largest is used
+    num_faces: int               # faces found; the largest is used (0: the crop came from a box alone)
     person_mask: np.ndarray | None = None   # H x W float32 person probability in [0, 1], if segmented
     kind: AvatarKind = "human"              # which weight set animates it
-    box: AvatarBox | None = None            # the region that became the crop (None: a server's bare crop)
+    box: AvatarBox | None = None            # the region that became the crop, in the pixels of the image
+                                            # given (the file's, before downscaling); None: a server's bare crop
+    image_scale: float = 1.0                # ``image`` pixels per pixel of the image given (<= 1)
+
+    @property
+    def has_landmarks(self) -> bool:
+        """Whether the face's landmarks were found, so eye/lip ratios exist (retargeting can run). A
+        render server's face has the client's ratios without the landmarks themselves."""
+        return self.eye_ratios is not None and self.lip_ratio is not None
 
 
-def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: LandmarkSource, *,
+def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: LandmarkSource | None, *,
+                        kind: AvatarKind = "human", box: AvatarBox | None = None,
                         mask_crop: np.ndarray | None = None, max_side: int = MAX_AVATAR_SIDE,
                         segmenter: PersonSegmenter | None = None) -> AvatarFace:
-    """Load (if a path), downscale large images, find the largest face, crop it in the official
-    source framing (512, scale 2.3, vy -0.125) and prepare the paste-back mask; with a
-    ``segmenter``, also the image's person mask (for the output background modes)."""
+    """Load (if a path), downscale large images (longest side ``max_side``), find the face, crop
+    it to 512 and prepare the paste-back mask; with a ``segmenter``, also the image's person mask
+    (for the output background modes).
+
+    ``box`` (the given image's pixels, scaled here with the downscaling) is the crop's square,
+    padded with the edge colour where it leaves the image. Without it, a human face is framed
+    officially from its landmarks (512, scale 2.3, vy -0.125; black outside the image) and an
+    animal's from the cat-face detector. Landmarks and eye/lip ratios are kept only for kind
+    "human" and a face (of ``source``) whose centre lies in the crop's box; the face mesh is not
+    run for animals (``source`` may be None then). Raises ImageError, NoFaceError, or ValueError
+    for a box that misses the image."""
+    kind = check_avatar_kind(kind)
     if isinstance(image_or_path, np.ndarray):
         name, image = "avatar image", image_or_path
     else:
         name, image = str(image_or_path), load_image(image_or_path)
+    height, width = image.shape[:2]
     image = limit_size(image, max_side)
-    faces = source.detect_faces(image)
-    if not faces:
-        raise NoFaceError(f"{name}: no face found; use a clear, frontal portrait photo "
-                          "(cartoons and animals are usually not detected)")
-    if len(faces) > 1:
-        log.info("%s: %d faces found, using the largest", name, len(faces))
-    landmarks = faces[0]
-    transform = fc.crop_transform(landmarks, source.layout, fc.AVATAR_CROP)
-    crop = fc.warp_to_crop(image, transform, precise=True)
+    # limit_size keeps the aspect up to rounding: one factor for both axes is exact enough
+    scale = (image.shape[1] / width + image.shape[0] / height) / 2
+    if kind == "human" and source is None:
+        raise ValueError("a human avatar needs a landmark source")
+
+    landmarks, layout, num_faces = np.zeros((0, 2), np.float32), MEDIAPIPE_478, 0
+    if box is not None:
+        if not _overlaps(box, width, height):
+            raise ValueError(f"{name}: the avatar box {box} lies outside the {width}x{height} image")
+        params = fc.params_from_box(box.x * scale, box.y * scale, box.size * scale)
+        if kind == "human":
+            assert source is not None
+            layout = source.layout
+            faces = source.detect_faces(image)
+            inside = [f for f in faces if _inside(f.mean(axis=0), params)]
+            num_faces = len(faces)
+            if inside:
+                landmarks = inside[0]
+            else:
+                log.info("%s: no face detected in the box %s; no eye/lip retargeting", name, box)
+    elif kind == "animal":
+        rect = find_cat_face(image)
+        if rect is None:
+            raise NoFaceError(f"{name}: no cat face found; give the face's square with --avatar-box X,Y,SIZE")
+        params = fc.params_from_box(*cat_crop_box(rect))
+        num_faces = 1
+    else:
+        assert source is not None
+        layout = source.layout
+        faces = source.detect_faces(image)
+        if not faces:
+            raise NoFaceError(f"{name}: no face found; for a cartoon give the face's square with "
+                              "--avatar-box X,Y,SIZE, for an animal use --avatar-kind animal")
+        if len(faces) > 1:
+            log.info("%s: %d faces found, using the largest", name, len(faces))
+        landmarks, num_faces = faces[0], len(faces)
+        params = fc.crop_params(landmarks, layout, fc.AVATAR_CROP)
+
+    # the official framing keeps its black border (parity); a box is padded with the edge colour
+    border: fc.BorderMode = "zeros" if box is None and kind == "human" else "replicate"
+    transform = fc.transform_from_params(params, fc.AVATAR_CROP.dsize)
+    crop = fc.warp_to_crop(image, transform, precise=True, border=border)
     mask = feathered_square_mask(fc.AVATAR_CROP.dsize) if mask_crop is None else mask_crop
     paste = fc.prepare_paste_mask(mask, transform.M_c2o, (image.shape[1], image.shape[0]))
-    return AvatarFace(image=image, landmarks=landmarks, layout=source.layout, transform=transform, crop=crop,
-                      network_input=fc.resize_for_network(crop), eye_ratios=eye_open_ratios(landmarks, source.layout),
-                      lip_ratio=lip_open_ratio(landmarks, source.layout), paste=paste, num_faces=len(faces),
-                      person_mask=None if segmenter is None else segmenter.segment(image))
+    if box is None:
+        x, y, side = fc.box_from_params(params)
+        box = AvatarBox(x / scale, y / scale, side / scale)
+    found = landmarks.shape[0] > 0
+    return AvatarFace(image=image, landmarks=landmarks, layout=layout, transform=transform, crop=crop,
+                      network_input=fc.resize_for_network(crop),
+                      eye_ratios=eye_open_ratios(landmarks, layout) if found else None,
+                      lip_ratio=lip_open_ratio(landmarks, layout) if found else None,
+                      paste=paste, num_faces=num_faces,
+                      person_mask=None if segmenter is None else segmenter.segment(image),
+                      kind=kind, box=box, image_scale=scale)
 
 
-def avatar_face_from_crop(crop: np.ndarray, eye_ratios: np.ndarray, lip_ratio: np.ndarray) -> AvatarFace:
+def avatar_face_from_crop(crop: np.ndarray, eye_ratios: np.ndarray | None, lip_ratio: np.ndarray | None, *,
+                          kind: AvatarKind = "human", box: AvatarBox | None = None) -> AvatarFace:
     """An ``AvatarFace`` that is its own 512 crop (identity transform, no landmarks): what a render
     server makes of the crop and ratios a client uploads. Its network input is made exactly as the
-    client's is; its paste-back fields are valid but unused (the client pastes back)."""
+    client's is; its paste-back fields are valid but unused (the client pastes back). The ratios
+    come both or neither (a face without landmarks); ``box`` is only carried along."""
     side = fc.AVATAR_CROP.dsize
     if crop.shape != (side, side, 3) or crop.dtype != np.uint8:
         raise ValueError(f"avatar crop: expected {side}x{side}x3 uint8, got {crop.shape} {crop.dtype}")
+    if (eye_ratios is None) != (lip_ratio is None):
+        raise ValueError("avatar ratios: expected both eye and lip ratios, or neither")
+    kind = check_avatar_kind(kind)
     identity = np.eye(3, dtype=np.float64)[:2]
     transform = fc.CropTransform(M_o2c=identity, M_c2o=identity.copy(), dsize=side)
     return AvatarFace(image=crop, landmarks=np.zeros((0, 2), np.float32), layout=MEDIAPIPE_478,
                       transform=transform, crop=crop, network_input=fc.resize_for_network(crop),
-                      eye_ratios=np.asarray(eye_ratios, np.float32).reshape(1, 2),
-                      lip_ratio=np.asarray(lip_ratio, np.float32).reshape(1, 1),
-                      paste=fc.prepare_paste_mask(feathered_square_mask(side), identity, (side, side)), num_faces=1)
+                      eye_ratios=None if eye_ratios is None else np.asarray(eye_ratios, np.float32).reshape(1, 2),
+                      lip_ratio=None if lip_ratio is None else np.asarray(lip_ratio, np.float32).reshape(1, 1),
+                      paste=fc.prepare_paste_mask(feathered_square_mask(side), identity, (side, side)), num_faces=1,
+                      kind=kind, box=box)
+
+
+def _overlaps(box: AvatarBox, width: int, height: int) -> bool:
+    return box.x < width and box.y < height and box.x + box.size > 0 and box.y + box.size > 0
+
+
+def _inside(point: np.ndarray, params: fc.CropParams) -> bool:
+    half = params.side / 2
+    return bool(abs(point[0] - params.center_x) <= half and abs(point[1] - params.center_y) <= half)

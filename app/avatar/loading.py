@@ -13,6 +13,7 @@ from engines.backend import InferenceBackend
 from ..face.tracker import LandmarkSource, MediaPipeFaceMesh
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from .face import AvatarFace, prepare_avatar_face
+from .framing import AvatarChoice
 from .prepared import PreparedAvatar, prepare_avatar
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,23 @@ def person_segmenter() -> PersonSegmenter | None:
         return None
 
 
-def load_avatar_face(path: str | Path, source: LandmarkSource | None = None) -> AvatarFace:
-    """Avatar file -> its face, cropped and segmented (raises ImageError / NoFaceError): all a
-    client of a render server prepares itself (no networks)."""
-    own = source is None
-    source = source or MediaPipeFaceMesh()
+def load_avatar_face(choice: AvatarChoice | str | Path, source: LandmarkSource | None = None) -> AvatarFace:
+    """The chosen avatar file -> its face, cropped (from its box, if it has one) and segmented
+    (raises ImageError / NoFaceError / ValueError): all a client of a render server prepares itself
+    (no networks). The face mesh runs only for a human avatar (``source``, or one made here). A
+    bare path is a human avatar whose face is found by detection."""
+    if not isinstance(choice, AvatarChoice):
+        choice = AvatarChoice(Path(choice))
+    own = source is None and choice.kind == "human"
+    if own:
+        source = MediaPipeFaceMesh()
     segmenter = person_segmenter()
     try:
-        return prepare_avatar_face(path, source, segmenter=segmenter)
+        return prepare_avatar_face(choice.path, source, kind=choice.kind, box=choice.box, segmenter=segmenter)
     finally:
         if segmenter is not None:
             segmenter.close()
-        if own:
+        if own and source is not None:
             source.close()
 
 
@@ -50,7 +56,7 @@ def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSou
     """Avatar file -> everything the animator needs (raises ImageError / NoFaceError); the image
     is segmented here too, once, for the output background modes."""
     t0 = time.perf_counter()
-    face = load_avatar_face(path, source)
+    face = load_avatar_face(AvatarChoice(Path(path)), source)
     with torch.inference_mode():
         avatar = prepare_avatar(face, backend)
     log.info("avatar %s prepared in %.2f s (%dx%d)", path, time.perf_counter() - t0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -33,6 +34,10 @@ class CropConfig:
     vy_ratio: float
     vx_ratio: float = 0.0
 
+
+# What a crop shows where it reaches outside the image: black (the official framing's warp) or the
+# image's edge pixels repeated (a face box placed by hand or by a detector: padded, never squashed).
+BorderMode = Literal["zeros", "replicate"]
 
 AVATAR_CROP = CropConfig(dsize=512, scale=2.3, vy_ratio=-0.125)   # source portrait
 DRIVING_CROP = CropConfig(dsize=512, scale=2.2, vy_ratio=-0.1)    # webcam frames
@@ -117,22 +122,47 @@ def crop_transform(landmarks: np.ndarray, layout: LandmarkLayout, config: CropCo
     return transform_from_params(crop_params(landmarks, layout, config), config.dsize)
 
 
+def params_from_box(x: float, y: float, size: float) -> CropParams:
+    """The upright crop whose square is the box with top-left corner (``x``, ``y``) and side
+    ``size`` (image pixels; the box may reach outside the image)."""
+    if not all(math.isfinite(v) for v in (x, y, size)) or size <= 1e-3:
+        raise ValueError(f"crop box: expected finite numbers and a positive side, got {x},{y},{size}")
+    return CropParams(x + size / 2, y + size / 2, float(size), 0.0)
+
+
+def box_from_params(params: CropParams) -> tuple[float, float, float]:
+    """(x, y, size) of the upright square with the crop's centre and side: the crop itself when
+    its angle is 0, else the upright box a display can draw for it."""
+    half = params.side / 2
+    return params.center_x - half, params.center_y - half, params.side
+
+
+def transform_from_box(x: float, y: float, size: float, dsize: int = AVATAR_CROP.dsize) -> CropTransform:
+    """Image -> ``dsize`` crop of an upright square box (top-left ``x``, ``y``, side ``size``,
+    image pixels): the box's corners go to the crop's corners (0, 0) and (dsize, dsize), no
+    rotation. Warp it with ``border="replicate"`` so that a box reaching outside the image is padded."""
+    return transform_from_params(params_from_box(x, y, size), dsize)
+
+
 def transform_points(points: np.ndarray, M: np.ndarray) -> np.ndarray:
     """Apply a 3x3 (or 2x3) affine matrix to N x 2 points."""
     pts = np.asarray(points)
     return (pts[..., :2] @ M[:2, :2].T + M[:2, 2]).astype(np.float32)
 
 
-def warp_to_crop(image: np.ndarray, transform: CropTransform, *, precise: bool = False) -> np.ndarray:
-    """The crop image (bilinear, black outside the original image).
+def warp_to_crop(image: np.ndarray, transform: CropTransform, *, precise: bool = False,
+                 border: BorderMode = "zeros") -> np.ndarray:
+    """The crop image (bilinear). Outside the original image it is black (``border="zeros"``, the
+    official framing) or the image's nearest edge pixel (``"replicate"``, for face boxes).
 
     ``precise=True`` interpolates in floating point and rounds (as OpenCV 5 does; ~5x slower):
     use it for the avatar crop, made once. The default uses OpenCV 4's fixed-point warp (sample
     positions on a 1/32-pixel lattice, at most a few grey levels off), fast enough per frame."""
     size = (transform.dsize, transform.dsize)
     if precise:
-        return warp_affine_precise(image, transform.M_o2c, size)
-    return cv2.warpAffine(image, transform.M_o2c[:2], size, flags=cv2.INTER_LINEAR)
+        return warp_affine_precise(image, transform.M_o2c, size, border=border)
+    mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(image, transform.M_o2c[:2], size, flags=cv2.INTER_LINEAR, borderMode=mode)
 
 
 def crop_for_network(image: np.ndarray, params: CropParams, size: int = NETWORK_INPUT_SIZE) -> np.ndarray:
@@ -169,13 +199,24 @@ def _source_box(M_c2o: np.ndarray, dsize: tuple[int, int], shape: tuple[int, int
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def warp_affine_precise(image: np.ndarray, M: np.ndarray, dsize: tuple[int, int]) -> np.ndarray:
+def warp_affine_precise(image: np.ndarray, M: np.ndarray, dsize: tuple[int, int], *,
+                        border: BorderMode = "zeros") -> np.ndarray:
     """``cv2.warpAffine(image, M, dsize, INTER_LINEAR)`` with exact bilinear weights and
-    rounding, zeros outside the image. image: H x W (x C) uint8; M: 2x3 or 3x3; dsize: (w, h)."""
+    rounding; outside the image zeros (``border="zeros"``) or the nearest edge pixel
+    (``"replicate"``, OpenCV's BORDER_REPLICATE). image: H x W (x C) uint8; M: 2x3 or 3x3;
+    dsize: (w, h)."""
     w, h = dsize
+    if border not in ("zeros", "replicate"):
+        raise ValueError(f"border: expected 'zeros' or 'replicate', got {border!r}")
     inv = cv2.invertAffineTransform(np.asarray(M, np.float64)[:2])
     # Only the source region the crop touches is converted.
     x0, y0, x1, y1 = _source_box(inv, dsize, image.shape[:2])
+    if border == "replicate":
+        # The region is clamped to the image, so its edges are the image's wherever the crop
+        # reaches outside; "border" padding then repeats them (even for a crop wholly outside).
+        height, width = image.shape[:2]
+        x0, y0 = min(x0, width - 1), min(y0, height - 1)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((h, w) + image.shape[2:], image.dtype)
     roi = image[y0:y1, x0:x1]
@@ -190,7 +231,8 @@ def warp_affine_precise(image: np.ndarray, M: np.ndarray, dsize: tuple[int, int]
     gx = theta[0, 0] * xs[None, :] + theta[0, 1] * ys[:, None] + theta[0, 2]
     gy = theta[1, 0] * xs[None, :] + theta[1, 1] * ys[:, None] + theta[1, 2]
     grid = torch.from_numpy(np.stack([gx, gy], axis=-1).astype(np.float32))[None]
-    out = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    padding = "border" if border == "replicate" else "zeros"
+    out = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode=padding, align_corners=True)
     out = out[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
     return out.reshape((h, w) + image.shape[2:])
 

@@ -120,3 +120,60 @@ def test_feathered_mask_profile() -> None:
     assert np.array_equal(m[..., 0], m[..., 0].T) and np.array_equal(m[..., 0], m[::-1, ::-1, 0])
     with pytest.raises(ValueError):
         feathered_square_mask(64, feather=40)
+
+
+def edge_coloured_image() -> np.ndarray:
+    """100 x 160 image whose four borders have four colours, with a noisy inside."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(40, 200, (100, 160, 3), dtype=np.uint8)
+    img[0, :], img[-1, :] = (255, 0, 0), (0, 255, 0)
+    img[:, 0], img[:, -1] = (0, 0, 255), (255, 255, 0)
+    return img
+
+
+def test_box_transform_maps_the_box_corners_to_the_crop_corners() -> None:
+    for x, y, size in ((10.0, 20.0, 100.0), (-50.0, -30.0, 400.0), (3.5, 7.25, 17.0)):
+        t = fc.transform_from_box(x, y, size)
+        corners = fc.transform_points(np.array([[x, y], [x + size, y], [x, y + size], [x + size, y + size]]), t.M_o2c)
+        assert np.allclose(corners, [[0, 0], [512, 0], [0, 512], [512, 512]], atol=1e-3)
+        assert np.allclose(t.M_o2c @ t.M_c2o, np.eye(3), atol=1e-4)
+        assert fc.box_from_params(fc.params_from_box(x, y, size)) == pytest.approx((x, y, size))
+    with pytest.raises(ValueError, match="positive side"):
+        fc.transform_from_box(0, 0, 0)
+    with pytest.raises(ValueError, match="finite"):
+        fc.transform_from_box(float("nan"), 0, 10)
+
+
+def test_a_box_reaching_outside_the_image_is_padded_with_its_edge_colour() -> None:
+    """Box (-80, -100, 320) over a 160 x 100 image: the image lands, unsquashed, in the crop's
+    [128, 384) x [160, 320) and the rest repeats the nearest edge pixel (no black)."""
+    img = edge_coloured_image()
+    t = fc.transform_from_box(-80, -100, 320)
+    for precise in (True, False):
+        crop = fc.warp_to_crop(img, t, precise=precise, border="replicate")
+        assert crop.shape == (512, 512, 3)
+        assert (crop.reshape(-1, 3).max(axis=1) > 0).all()                     # no black pixel
+        # top left and bottom right: the corner pixels; above the image: its top row, stretched 1.6x
+        assert (crop[:150, :120] == img[0, 0]).all() and (crop[330:, 395:] == img[-1, -1]).all()
+        assert (crop[:150, 200:300] == (255, 0, 0)).all()
+        # inside: the image scaled uniformly by 512 / 320 (a resize of it, within interpolation error)
+        inside = crop[164:316, 132:380].astype(int)
+        expected = cv2.resize(img, (256, 160), interpolation=cv2.INTER_LINEAR)[4:156, 4:252].astype(int)
+        assert np.abs(inside - expected).mean() < 12
+    # the default keeps the official framing's black outside
+    black = fc.warp_to_crop(img, t, precise=True)
+    assert (black[:150, :120] == 0).all() and (black[:150, 200:300] == 0).all()
+    # a box wholly outside the image still gives the nearest edge colour
+    away = fc.warp_to_crop(img, fc.transform_from_box(500, 400, 64), precise=True, border="replicate")
+    assert (away == img[-1, -1]).all()
+    with pytest.raises(ValueError, match="border"):
+        fc.warp_affine_precise(img, t.M_o2c, (512, 512), border="wrap")  # type: ignore[arg-type]
+
+
+def test_replicated_border_matches_opencv() -> None:
+    img = cv2.GaussianBlur(edge_coloured_image(), (3, 3), 1)
+    M = cv2.getRotationMatrix2D((80, 50), 17, 1.9)
+    M[:, 2] += (60, 90)
+    ours = fc.warp_affine_precise(img, M, (300, 280), border="replicate").astype(int)
+    cv = cv2.warpAffine(img, M, (300, 280), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(int)
+    assert np.abs(ours - cv).max() <= 2
