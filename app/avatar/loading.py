@@ -13,6 +13,7 @@ from engines.backend import InferenceBackend
 from ..face.tracker import LandmarkSource, MediaPipeFaceMesh
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from .face import AvatarFace, prepare_avatar_face
+from .framing import AvatarChoice
 from .prepared import PreparedAvatar, prepare_avatar
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,15 @@ def load_avatar_face(path: str | Path, source: LandmarkSource | None = None) -> 
             source.close()
 
 
-def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSource | None = None) -> PreparedAvatar:
-    """Avatar file -> everything the animator needs (raises ImageError / NoFaceError); the image
-    is segmented here too, once, for the output background modes."""
+def load_avatar(choice: AvatarChoice, backend: InferenceBackend,
+                source: LandmarkSource | None = None) -> PreparedAvatar:
+    """Avatar file with its kind and face box -> everything the animator needs (raises ImageError /
+    NoFaceError); the image is segmented here too, once, for the output background modes.
+    ``backend`` holds the networks of ``choice.kind``."""
     t0 = time.perf_counter()
-    face = load_avatar_face(path, source)
+    face = load_avatar_face(choice, source)
     with torch.inference_mode():
         avatar = prepare_avatar(face, backend)
-    log.info("avatar %s prepared in %.2f s (%dx%d)", path, time.perf_counter() - t0,
+    log.info("%s avatar %s prepared in %.2f s (%dx%d)", choice.kind, choice.path, time.perf_counter() - t0,
              face.image.shape[1], face.image.shape[0])
     return avatar
