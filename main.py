@@ -26,6 +26,7 @@ def _size(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from app.avatar.loading import DEFAULT_AVATAR
     from app.cli.options import add_settings_arguments, add_token_arguments
+    from app.run.avatar_options import add_avatar_arguments
     from app.settings import DEFAULT_FRAME_SIZE
     from engines.options import add_engine_arguments
 
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     io = ap.add_argument_group("input and output")
     io.add_argument("--avatar",
                     help=f"portrait image to animate (default: the last one used, else {DEFAULT_AVATAR.name})")
+    add_avatar_arguments(io)
     io.add_argument("--camera", help="camera index or video file (default: the last one used, else 0)")
     io.add_argument("--camera-size", type=_size, metavar="WxH",
                     help="requested camera resolution (default {}x{})".format(*DEFAULT_FRAME_SIZE))

@@ -183,6 +183,13 @@ class MotionSettings(_SettingsPart):
         (45.0, 60.0, 45.0), remember="avatar", help="cap on the relative head angle per axis, degrees (0-90)")
     translation_lock: bool = setting(False, flag="--translation-lock", remember="avatar",
                                      help="keep the avatar's position")
+    # animal avatars (the official animal pipeline's options)
+    motion_strength: float = setting(
+        1.75, flag="--motion-strength", remember="avatar",
+        help="animal avatars: how strongly the motion drives them (the official driving_multiplier, 0-3)")
+    animal_stitching: bool = setting(
+        False, flag="--animal-stitching", remember="avatar",
+        help="animal avatars: stitching, off by default as in the official animal example")
     # eye / lip retargeting: off, follow the user's own ratios, or a fixed open-ratio target
     eye_mode: RetargetMode = setting("off", flag="--eye-mode", remember="avatar", help="eye retargeting")
     eye_target: float = setting(0.35, flag="--eye-target", remember="avatar",
@@ -212,6 +219,7 @@ class MotionSettings(_SettingsPart):
         check("eye_target", 0.0 <= self.eye_target <= 0.8, "expected 0..0.8")
         check("lip_target", 0.0 <= self.lip_target <= 0.8, "expected 0..0.8")
         check("expression_multiplier", 0.0 <= self.expression_multiplier <= 3.0, "expected 0..3")
+        check("motion_strength", 0.0 <= self.motion_strength <= 3.0, "expected 0..3")
         check("rotation_multiplier", len(self.rotation_multiplier) == 3
               and all(0.0 <= m <= 3.0 for m in self.rotation_multiplier), "expected three values in 0..3")
         check("rotation_limit_deg", len(self.rotation_limit_deg) == 3

@@ -14,6 +14,14 @@ while a neutral reference is taken (a few frames) does the motion come to the ho
 background (``AnimationSettings.background``) is composited last, on the device where the
 paste-back runs there (``app.compositing.background``), else on the host with the paste-back and
 the mirror (``app.compositing.finishing``); still, held and neutral frames get it too.
+
+An animal avatar (``PreparedAvatar.kind``; the animator's backend then holds the animal networks)
+is driven by the official animal formula (``motion.animate_animal_keypoints``) with the neutral
+reference as its first frame: the reference's keypoints and the convex-hull multiplier are made
+when the reference changes (the multiplier on the host: only while the reference is taken, whose
+frames read the motion back anyway), never on a live frame. Smoothing, the face-lost states, the
+background and the outputs are the same for both kinds; an avatar without open ratios (no
+landmarks, or an animal) gets no eye/lip retargeting and no lip normalisation.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from ..settings import AnimationSettings, LiveSettings
 from . import driver_motion as driver
 from .face_lost import FaceLostState
 from .frames import AnimatedFrame, Status
-from .retargeting import Retargeting, undriven_keypoints
+from .retargeting import Retargeting, undriven_keypoints, without_retargeting
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,10 @@ class Animator:
         self._last_raw: torch.Tensor | None = None        # driver vector of the last valid frame
         self.finisher = OutputFinisher(avatar.face, segmenter, crop_only=crop_only)
         self._controls: tuple[AnimationSettings, motion.MotionControls] | None = None
+        # the settings as they apply to the avatar (retargeting off without its open ratios)
+        self._applied: tuple[AnimationSettings, PreparedAvatar, AnimationSettings] | None = None
+        # an animal avatar's reference keypoints and multiplier: (avatar, reference vector, x_d_ref, multiplier)
+        self._animal_reference: tuple[PreparedAvatar, torch.Tensor, torch.Tensor, float] | None = None
 
     # -- control (any thread) ------------------------------------------------------------------
     def set_avatar(self, avatar: PreparedAvatar) -> None:
@@ -112,8 +124,8 @@ class Animator:
     # -- per frame (inference thread) ----------------------------------------------------------
     @torch.inference_mode()
     def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
-        s = self.settings.snapshot()
         self._apply_requests()
+        s = self._settings_for_avatar(self.settings.snapshot())
         # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
         # is queued: an upload from pageable memory waits for the device to finish what is queued
         self.smoother.tune(s)
@@ -142,6 +154,13 @@ class Animator:
             self.finisher.reset(avatar.face)
         if calibrate:
             self.reference.reset()
+
+    def _settings_for_avatar(self, s: AnimationSettings) -> AnimationSettings:
+        """``s`` as it applies to the current avatar, the same object while neither changes (the
+        per-settings constants are keyed on its identity)."""
+        if self._applied is None or self._applied[0] is not s or self._applied[1] is not self.avatar:
+            self._applied = (s, self.avatar, without_retargeting(s, self.avatar))
+        return self._applied[2]
 
     def _driver_motion(self, face: DrivingFace, s: AnimationSettings) -> tuple[torch.Tensor | None, ...]:
         """This frame's driver vector on the device and its validity flag (None: no flag needed),
@@ -240,10 +259,18 @@ class Animator:
 
     def _driving_keypoints(self, v: torch.Tensor, s: AnimationSettings) -> torch.Tensor:
         """x_d from the (smoothed) driver vector, all on the device: ``motion.animate_keypoints``
-        with the settings' controls, relative to the neutral reference."""
+        with the settings' controls, relative to the neutral reference (an animal avatar:
+        ``motion.animate_animal_keypoints``, stitching if ``animal_stitching``, the driving
+        multiplier ``motion_strength``)."""
         a = self.avatar
         # for the type checker: the reference's first frame set both before any frame is rendered
         assert self.reference.motion is not None and self.reference.vector is not None
+        if a.kind == "animal":
+            x_d_ref, multiplier = self._animal_reference_keypoints()
+            return motion.animate_animal_keypoints(
+                a.info, a.x_s, driver.driving_motion(v), x_d_ref, multiplier,
+                stitching_net=self.backend.stitching if s.animal_stitching else None,
+                driving_multiplier=s.motion_strength, check_finite=False)
         return motion.animate_keypoints(
             a.info, a.x_s, driver.driving_motion(v), self.reference.motion,
             stitching_net=self.backend.stitching if s.stitching else None, option=s.driving_option,
@@ -251,3 +278,23 @@ class Animator:
             lip_delta=a.lip_normalization if s.normalize_lip and s.lip_mode == "off" else None,
             R_s=a.R_s, controls=self._motion_controls(s), check_finite=False,
             retargeting=self.retargeting.offsets(v, self.reference.vector, a, self.backend, s)).final
+
+    def _animal_reference_keypoints(self) -> tuple[torch.Tensor, float]:
+        """The animal formula's reference keypoints (the neutral reference's, on the avatar) and its
+        convex-hull multiplier, made anew only when the reference or the avatar changes: the
+        multiplier is read on the host, which only frames that take the reference do anyway."""
+        a, vector, reference = self.avatar, self.reference.vector, self.reference.motion
+        assert vector is not None and reference is not None
+        cached = self._animal_reference
+        if cached is None or cached[0] is not a or cached[1] is not vector:
+            x_d_ref = motion.animal_keypoints(a.info, reference)
+            try:
+                multiplier = motion.expression_motion_multiplier(a.x_s, x_d_ref)
+            except ValueError as e:     # flat keypoints: the motion as it is, unscaled
+                log.warning("animal motion unscaled: %s", e)
+                multiplier = 1.0
+            if not np.isfinite(multiplier):
+                log.warning("animal motion unscaled: the reference's keypoints span no volume")
+                multiplier = 1.0
+            cached = self._animal_reference = (a, vector, x_d_ref, multiplier)
+        return cached[2], cached[3]

@@ -1,8 +1,13 @@
 """Eye and lip retargeting in the live animator: the R_eyes / R_lip keypoint offsets for the
 modes that are on, with the target open ratio either following the user (on the avatar's scale)
 or fixed by the settings. The retargeted keypoints keep the avatar's own expression
-(``undriven_keypoints``), so the networks alone set their openness (no double counting)."""
+(``undriven_keypoints``), so the networks alone set their openness (no double counting).
+
+Both need the avatar's own open ratios (its landmarks): an avatar without them (a face box on a face
+MediaPipe cannot read, an animal) gets no offsets, whatever the settings (``without_retargeting``)."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -18,6 +23,14 @@ def undriven_keypoints(s: AnimationSettings) -> tuple[int, ...]:
     """The implicit keypoints whose expression the driver does not move under these settings."""
     return ((motion.EYE_KEYPOINTS if s.eye_mode != "off" else ())
             + (motion.LIP_KEYPOINTS if s.lip_mode != "off" else ()))
+
+
+def without_retargeting(s: AnimationSettings, avatar: PreparedAvatar) -> AnimationSettings:
+    """``s`` as it applies to ``avatar``: eye/lip retargeting off when the avatar has no open
+    ratios (no landmarks, or an animal); ``s`` itself otherwise (callers key caches on it)."""
+    if avatar.has_ratios or (s.eye_mode == "off" and s.lip_mode == "off"):
+        return s
+    return replace(s, eye_mode="off", lip_mode="off")
 
 
 def follow_eye_target(v: torch.Tensor, reference: torch.Tensor, avatar_eyes: torch.Tensor) -> torch.Tensor:
@@ -48,10 +61,14 @@ class Retargeting:
     def offsets(self, v: torch.Tensor, reference: torch.Tensor, avatar: PreparedAvatar, backend: InferenceBackend,
                 s: AnimationSettings) -> list[torch.Tensor]:
         """B x K x 3 offsets to add to the driving keypoints: R_eyes if ``s.eye_mode`` is on, then
-        R_lip if ``s.lip_mode`` is. ``v``, ``reference``: driver vectors on the device."""
+        R_lip if ``s.lip_mode`` is; none for an avatar without open ratios. ``v``, ``reference``:
+        driver vectors on the device."""
         self.prepare(s)
+        assert self._fixed is not None
         _, eye_fixed, lip_fixed = self._fixed
-        offsets = []
+        offsets: list[torch.Tensor] = []
+        if avatar.eye_ratios is None or avatar.lip_ratio is None:
+            return offsets
         if s.eye_mode != "off":
             target = eye_fixed if s.eye_mode == "fixed" else follow_eye_target(v, reference, avatar.eye_ratios)
             offsets.append(motion.eye_retarget_delta(backend.eye, avatar.x_s,

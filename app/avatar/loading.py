@@ -52,13 +52,15 @@ def load_avatar_face(choice: AvatarChoice | str | Path, source: LandmarkSource |
             source.close()
 
 
-def load_avatar(path: str | Path, backend: InferenceBackend, source: LandmarkSource | None = None) -> PreparedAvatar:
-    """Avatar file -> everything the animator needs (raises ImageError / NoFaceError); the image
-    is segmented here too, once, for the output background modes."""
+def load_avatar(choice: AvatarChoice, backend: InferenceBackend,
+                source: LandmarkSource | None = None) -> PreparedAvatar:
+    """Avatar file with its kind and face box -> everything the animator needs (raises ImageError /
+    NoFaceError); the image is segmented here too, once, for the output background modes.
+    ``backend`` holds the networks of ``choice.kind``."""
     t0 = time.perf_counter()
-    face = load_avatar_face(AvatarChoice(Path(path)), source)
+    face = load_avatar_face(choice, source)
     with torch.inference_mode():
         avatar = prepare_avatar(face, backend)
-    log.info("avatar %s prepared in %.2f s (%dx%d)", path, time.perf_counter() - t0,
+    log.info("%s avatar %s prepared in %.2f s (%dx%d)", choice.kind, choice.path, time.perf_counter() - t0,
              face.image.shape[1], face.image.shape[0])
     return avatar

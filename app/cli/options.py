@@ -58,11 +58,13 @@ def settings_from_args(args: argparse.Namespace) -> AnimationSettings:
     return AnimationSettings(**{f.name: getattr(args, f.name) for f in _flagged_fields()}).validated()
 
 
-def backend_from_args(args: argparse.Namespace, *,
+def backend_from_args(args: argparse.Namespace, *, weight_set: str = "human",
                       download_progress: DownloadProgress | None = None) -> InferenceBackend:
-    """``make_backend`` with main.py's engine options (a weights download reports to ``download_progress``)."""
+    """``make_backend`` with main.py's engine options for the networks of ``weight_set`` (an
+    avatar kind: ``engines.weights.WEIGHT_SETS``; a weights download reports to ``download_progress``)."""
     return make_backend(args.backend, weights=args.weights, device=args.device, download=not args.no_download,
-                        onnx_dir=args.onnx_dir, engine_dir=args.engine_dir, download_progress=download_progress)
+                        onnx_dir=args.onnx_dir, engine_dir=args.engine_dir, download_progress=download_progress,
+                        weight_set=weight_set)
 
 
 def add_token_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:

@@ -34,6 +34,7 @@ from engines.options import add_engine_arguments
 from engines.registry import make_backend
 
 from ..animation.animator import Animator
+from ..avatar.framing import AvatarChoice
 from ..avatar.loading import DEFAULT_AVATAR, load_avatar
 from ..avatar.prepared import PreparedAvatar
 from ..cli.console import native_output_silenced
@@ -278,12 +279,12 @@ def _run(args: argparse.Namespace, backend: InferenceBackend, frames: list[np.nd
     source: LandmarkSource
     if args.tracking == "replay" and args.landmarks:
         source = load_landmarks(args.landmarks, expected_frames=len(frames)).source()
-        avatar = load_avatar(args.avatar, backend, source)
+        avatar = load_avatar(AvatarChoice(Path(args.avatar)), backend, source)
     elif args.tracking == "replay":
-        avatar = load_avatar(args.avatar, backend)
+        avatar = load_avatar(AvatarChoice(Path(args.avatar)), backend)
         source = record_landmarks(frames, Path(args.avatar), video=args.video.name).source()
     else:
-        avatar = load_avatar(args.avatar, backend)
+        avatar = load_avatar(AvatarChoice(Path(args.avatar)), backend)
         source = MediaPipeFaceMesh()
     return run_loop(backend, avatar, frames, source, lossless_frames=args.frames, seconds=args.seconds,
                     fps=args.fps, soak_minutes=args.soak_minutes)

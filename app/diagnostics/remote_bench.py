@@ -44,6 +44,7 @@ from engines.options import add_engine_arguments
 from engines.registry import make_backend
 
 from ..animation.animator import Animator
+from ..avatar.framing import AvatarChoice
 from ..avatar.loading import DEFAULT_AVATAR, load_avatar, load_avatar_face
 from ..cli.console import native_output_silenced
 from ..face.driving import DrivingFace
@@ -178,7 +179,7 @@ def part_stub(a: argparse.Namespace, frames: list[np.ndarray], recording: Landma
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # as app.diagnostics.bench with the stub: tiny tensor operations only
     backend = make_backend("stub", device="cpu")
-    avatar = load_avatar(a.avatar, backend, recording.source())
+    avatar = load_avatar(AvatarChoice(Path(a.avatar)), backend, recording.source())
     paces = {"full": a.fps, "live": a.live_fps}
     runs: dict[tuple[str, str], list[dict]] = {(where, pace): [] for where in ("local", "remote") for pace in paces}
     server = start_server(workdir, "stub", ["--backend", "stub", "--device", "cpu"])
@@ -262,7 +263,7 @@ def part_networks(a: argparse.Namespace, frames: list[np.ndarray], recording: La
     if a.threads:
         torch.set_num_threads(a.threads)
     backend = make_backend("torch", weights=a.weights, device="cpu")
-    animator = Animator(backend, LiveSettings(), load_avatar(a.avatar, backend, recording.source()))
+    animator = Animator(backend, LiveSettings(), load_avatar(AvatarChoice(Path(a.avatar)), backend, recording.source()))
     try:
         local, local_s = animate_frames(animator, faces, a.frames)
     finally:

@@ -7,7 +7,6 @@ import logging
 from engines.backend import InferenceBackend
 
 from ..animation.frames import FrameAnimator
-from ..avatar.loading import DEFAULT_AVATAR
 from ..cli.console import EXIT_INTERRUPTED, EXIT_OK
 from ..cli.options import backend_from_args
 from ..cli.output_paths import check_output_file
@@ -15,6 +14,7 @@ from ..live.capture import CameraRequest, CameraSource
 from ..live.sinks import OutputStage, RecordingError, Sink, VideoRecorder, VirtualCameraSink, VirtualCameraUnavailable
 from ..live.wiring import build_pipeline
 from ..settings import DEFAULT_FRAME_SIZE, AnimationSettings, LiveSettings
+from .avatar_options import avatar_choice_from_args
 from .renderer import LocalRenderer, RemoteRenderer, remote_server_from_args
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ def run_headless(args: argparse.Namespace, settings: AnimationSettings) -> int:
     end (a recording that failed, a video file without a face)."""
     if args.record:
         check_output_file(args.record, VideoRecorder.SUFFIXES, "--record")
-    backend = None if args.remote else backend_from_args(args)     # the run's own: closed at its end
+    # the run's own, with the networks of the avatar's kind: closed at its end
+    backend = None if args.remote else backend_from_args(args, weight_set=avatar_choice_from_args(args).kind)
     try:
         return _animate(args, make_animator(args, LiveSettings(settings), backend))
     finally:
@@ -84,11 +85,11 @@ def _animate(args: argparse.Namespace, animator: FrameAnimator) -> int:
 
 
 def make_animator(args: argparse.Namespace, live: LiveSettings, backend: InferenceBackend | None) -> FrameAnimator:
-    """The local animator on ``backend`` (avatar from ``args``), or with ``--remote`` (``backend``
-    None) one that animates on a render server, connected (``RemoteError`` when the server cannot
-    be used)."""
+    """The local animator on ``backend`` (which holds the networks of the avatar's kind; the avatar,
+    its kind and box from ``args``), or with ``--remote`` (``backend`` None) one that animates on a
+    render server, connected (``RemoteError`` when the server cannot be used)."""
     renderer = RemoteRenderer(remote_server_from_args(args)) if backend is None else LocalRenderer(backend)
-    return renderer.animator(live, renderer.load_avatar(args.avatar or DEFAULT_AVATAR))
+    return renderer.animator(live, renderer.load_avatar(avatar_choice_from_args(args)))
 
 
 def check_tracked_frames(video: str, frames: int, tracked: int, wanted: int | None) -> None:

@@ -4,7 +4,9 @@ none of which stops the animation for longer than a camera re-open.
 
 The session owns one animator (avatar state, neutral reference, filters) across camera changes:
 an ``Animator`` on this computer or a ``RemoteAnimator`` on a render server, made by the session's
-``Renderer`` (``app.run.renderer``), which also prepares the avatars it is handed. Slow work (loading
+``Renderer`` (``app.run.renderer``), which also prepares the avatars it is handed; an avatar of
+another kind that the renderer cannot hand to the running animator (a local one holds one kind's
+networks) gets a new animator, with the loop stopped while the other kind's networks load. Slow work (loading
 an avatar, opening a camera, connecting to a server or loading the networks) runs in worker
 threads; results and failures come back through callbacks, which the window marshals onto the Qt
 thread."""
@@ -15,11 +17,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from ..animation.frames import AnimatedAvatar, AvatarT, FrameAnimator
 from ..avatar.face import AvatarFace
+from ..avatar.framing import AvatarChoice
+from ..avatar.loading import load_avatar_face
 from ..face.driving import DrivingFace
 from ..live.capture import CameraError, CameraRequest, CameraSource
 from ..live.pipeline import OutputFrame, Pipeline, PipelineStats
@@ -67,7 +70,8 @@ class LiveSession:
         self.settings = animator.settings
         self.callbacks = callbacks or SessionCallbacks()
         self.avatar_path = avatar_path
-        self._avatar_face: AvatarFace = animator.avatar.face      # the newest avatar asked for
+        # the face of the newest avatar handed to the animator (its kind: the animator's)
+        self._avatar_face: AvatarFace = animator.avatar.face
         self.vcam_size, self.vcam_fps, self.vcam_backend = vcam_size, vcam_fps, vcam_backend
         self.vcam_state = VirtualCameraState.OFF
         self.vcam_message = ""
@@ -80,7 +84,9 @@ class LiveSession:
         self._closed = False
         self._openings = 0                 # camera openings queued or running (open_camera_async)
         self._openings_lock = threading.Lock()
-        self._switching = threading.Lock()   # one renderer switch at a time
+        self._switching = threading.RLock()   # one renderer or animator switch at a time
+        self._paused = False                # the loop is stopped for an animator switch: no restart
+        self._loading = threading.Lock()    # avatars load in turn: a kind change is seen by the next
 
     # -- camera --------------------------------------------------------------------------------
     def open_camera(self, request: CameraRequest) -> None:
@@ -93,8 +99,11 @@ class LiveSession:
             self._start_pipeline(request)
 
     def _start_pipeline(self, request: CameraRequest) -> None:
-        """Open ``request`` and run the loop on it (the lock held, no pipeline running)."""
+        """Open ``request`` and run the loop on it (the lock held, no pipeline running); while an
+        animator switch has the loop stopped, only note it (the switch starts it)."""
         self._camera = request
+        if self._paused:
+            return
         try:
             camera = CameraSource(request)
         except CameraError as e:
@@ -136,25 +145,94 @@ class LiveSession:
         return self.pipeline.stats if self.pipeline else None
 
     # -- avatar --------------------------------------------------------------------------------
-    def load_avatar_async(self, path: str | Path) -> threading.Thread:
+    def load_avatar_async(self, choice: AvatarChoice) -> threading.Thread:
         """Prepare the avatar in a worker thread; on success it replaces the current one between two
-        frames, on failure the current avatar stays and the error callback gets one line."""
+        frames (after a pause of the loop when it needs a new animator: another kind's networks),
+        on failure the current avatar stays and the error callback gets one line."""
         def work() -> None:
-            renderer = self.renderer
             try:
-                avatar = renderer.load_avatar(path)
-                while not self._hand_over_avatar(renderer, avatar):
-                    # the renderer changed meanwhile: prepare the same face for the new one
-                    renderer = self.renderer
-                    avatar = renderer.adopt(avatar.face)
+                with self._loading:
+                    avatar = self._load_avatar(choice)
             except Exception as e:  # noqa: BLE001 - any failure leaves the old avatar in place
-                self.callbacks.error(str(e) if isinstance(e, ValueError) else f"{path}: {e}")
+                self.callbacks.error(str(e) if isinstance(e, ValueError) else f"{choice.path}: {e}")
                 return
-            self.avatar_path = str(path)
-            self.callbacks.avatar_loaded(str(path), avatar)
+            self.avatar_path = str(choice.path)
+            self.callbacks.avatar_loaded(str(choice.path), avatar)
         t = threading.Thread(target=work, name="avatar-loader", daemon=True)
         t.start()
         return t
+
+    def _load_avatar(self, choice: AvatarChoice) -> AnimatedAvatar:
+        renderer = self.renderer
+        if renderer.needs_new_animator(self._avatar_face, choice.kind):
+            # the image's problems first, while the loop still runs
+            return self._hand_over_face(load_avatar_face(choice))
+        avatar = renderer.load_avatar(choice)
+        if self._hand_over_avatar(renderer, avatar):
+            return avatar
+        return self._hand_over_face(avatar.face)    # the renderer changed meanwhile
+
+    def _hand_over_face(self, face: AvatarFace) -> AnimatedAvatar:
+        """``face`` prepared by the session's renderer and handed to its animator, or to a new
+        animator when the renderer needs one for the face's kind (``_switch_animator``)."""
+        while True:
+            renderer = self.renderer
+            if renderer.needs_new_animator(self._avatar_face, face.kind):
+                avatar = self._switch_animator(renderer, face)
+            else:
+                avatar = renderer.adopt(face)
+                if not self._hand_over_avatar(renderer, avatar):
+                    avatar = None
+            if avatar is not None:
+                return avatar
+            # the renderer changed meanwhile: prepare the same face for the new one
+
+    def _switch_animator(self, renderer: Renderer[Any], face: AvatarFace) -> AnimatedAvatar | None:
+        """A new animator of ``renderer`` for ``face``, the loop stopped first (preparing ``face``
+        may close the networks the current animator uses) and started again on the same camera;
+        None when ``renderer`` is no longer the session's. On failure the current avatar is
+        prepared again (its networks may have been closed) and the error raised."""
+        with self._switching:
+            with self._lock:
+                if self.renderer is not renderer:
+                    return None
+                if self._closed:
+                    raise RuntimeError("the session is closed")
+                self._stop_pipeline()
+                self._paused = True
+            try:
+                try:
+                    avatar = renderer.adopt(face)
+                    animator = renderer.animator(self.settings, avatar)
+                except Exception as error:
+                    log.info("a new animator failed (%s); preparing the current avatar again", error)
+                    try:
+                        self._replace_animator(renderer.animator(self.settings, renderer.adopt(self._avatar_face)),
+                                               self._avatar_face)
+                    except Exception as again:  # noqa: BLE001 - the first error is the user's
+                        log.warning("the current avatar could not be prepared again: %s", again)
+                    raise error from None
+                self._replace_animator(animator, face)
+                log.info("animating a %s avatar", face.kind)
+                return avatar
+            finally:
+                with self._lock:
+                    if self._paused:       # nothing could be made: the loop stays stopped
+                        self._paused = False
+                        self.callbacks.camera_changed("stopped: the avatar's networks could not be loaded")
+
+    def _replace_animator(self, animator: FrameAnimator[Any], face: AvatarFace) -> None:
+        """``animator`` (for ``face``) in place of the current one, the loop (stopped) started again."""
+        with self._lock:
+            self._paused = False
+            if self._closed:
+                animator.close()
+                return
+            old, self.animator = self.animator, animator
+            self._avatar_face = face
+            old.close()                 # no frame is in flight once the pipeline has stopped
+            if self._camera is not None:
+                self._start_pipeline(self._camera)
 
     def _hand_over_avatar(self, renderer: Renderer[AvatarT], avatar: AvatarT) -> bool:
         """``avatar`` (prepared by ``renderer``) to the animator; False when ``renderer`` is no
@@ -189,12 +267,14 @@ class LiveSession:
                         return
                     self._stop_pipeline()
                     old, self.renderer, self.animator = self.animator, renderer, animator
+                    # the new animator's avatar; one loaded for the old renderer meanwhile follows
+                    newest, self._avatar_face = self._avatar_face, face
                     old.close()             # no frame is in flight once the pipeline has stopped
                     if self._camera is not None:
                         self._start_pipeline(self._camera)
-                if self._avatar_face is not face:      # an avatar loaded for the old renderer meanwhile
+                if newest is not face:
                     try:
-                        self._hand_over_avatar(renderer, renderer.adopt(self._avatar_face))
+                        self._hand_over_face(newest)
                     except Exception as e:  # noqa: BLE001 - the switch stands; the earlier avatar stays
                         self.callbacks.error(f"avatar: {e}")
                 log.info("animating on %s", renderer.where)

@@ -63,3 +63,20 @@ def test_every_field_has_help_and_a_known_memory() -> None:
 def test_live_settings_take_lists_for_tuple_fields() -> None:
     s = LiveSettings().update(rotation_multiplier=[1, 0.5, 2], rotation_limit_deg=[10, 20, 30])
     assert s.rotation_multiplier == (1.0, 0.5, 2.0) and s.rotation_limit_deg == (10.0, 20.0, 30.0)
+
+
+def test_the_animal_settings_default_to_the_official_example_and_travel() -> None:
+    from app.remote.protocol import settings_from_wire, settings_to_wire
+
+    s = MotionSettings()
+    assert (s.motion_strength, s.animal_stitching) == (1.75, False)       # the official animal example
+    assert {"motion_strength", "animal_stitching"} <= set(remembered_fields("avatar"))
+    for bad in (-0.01, 3.01):
+        with pytest.raises(ValueError, match="setting motion_strength: expected 0..3"):
+            AnimationSettings(motion_strength=bad).validated()
+    changed = AnimationSettings(motion_strength=2.5, animal_stitching=True)
+    wire = settings_to_wire(changed)
+    assert (wire["motion_strength"], wire["animal_stitching"]) == (2.5, True)
+    assert LiveSettings().update(**settings_from_wire(wire)) == changed
+    with pytest.raises(ValueError):
+        settings_from_wire({**wire, "animal_stitching": "yes"})

@@ -115,6 +115,31 @@ def test_steady_frames_read_nothing_back_before_the_fetch(avatar_face, settings,
     assert all(f.rendered and f.status == Status.LIVE for f in frames)
 
 
+@pytest.mark.parametrize("settings", [{}, {"animal_stitching": True, "motion_strength": 2.0, "mirror": True},
+                                      {"background": "color:#00ff00", "paste_back": False}],
+                         ids=["default", "stitching+strength+mirror", "crop-only+key"])
+@pytest.mark.parametrize("paste_on_device", [False, True], ids=["opencv-paste", "device-paste"])
+def test_animal_frames_read_nothing_back_before_the_fetch(avatar_face, settings, paste_on_device) -> None:
+    """An animal avatar's reference keypoints and hull multiplier are made while the reference is
+    taken; a live frame reads nothing back."""
+    from dataclasses import replace
+
+    backend = ScriptedBackend()
+    anim, _ = make_animator(replace(avatar_face, kind="animal"), backend, paste_on_device=paste_on_device,
+                            reference_frames=3, **settings)
+    for i in range(3):
+        anim.process(fake_face(), i / 30)
+    assert anim.has_reference and anim.avatar.kind == "animal"
+    with HostReads() as mode:
+        frames = []
+        for i in range(3, 8):
+            backend.pose = (i * 2.0, -i * 3.0, i * 1.0)
+            backend.exp_offset = 0.01 * i
+            frames.append(anim.process(fake_face(eye=0.2 + 0.01 * i, lip=0.05 * i), i / 30))
+    assert mode.reads == []
+    assert all(f.rendered and f.status == Status.LIVE for f in frames)
+
+
 def test_background_constants_are_ready_before_the_frame_is_queued(avatar_face) -> None:
     """The compositing constants (which go up from pageable memory) are made before the frame's
     first device work, also on the frame right after a mode or layout change."""

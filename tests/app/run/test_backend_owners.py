@@ -16,7 +16,7 @@ from main import parse_args
 
 def run_headless(monkeypatch: pytest.MonkeyPatch, backend: ClosingStub, camera: str) -> int:
     """``run_headless`` on ``camera``, with ``backend`` as the backend it makes."""
-    monkeypatch.setattr(headless, "backend_from_args", lambda args: backend)
+    monkeypatch.setattr(headless, "backend_from_args", lambda args, weight_set: backend)
     args = parse_args(["--headless", "--backend", "stub", "--camera", camera, "--max-frames", "1",
                        "--no-virtual-camera"])
     return headless.run_headless(args, AnimationSettings())
@@ -43,7 +43,7 @@ def test_the_window_closes_its_backend_at_shutdown_only(monkeypatch: pytest.Monk
     monkeypatch.setattr(renderer, "backend_from_args", lambda args, **options: made.append(ClosingStub()) or made[-1])
     factory = renderer.RendererFactory(parse_args([]))
     first, again = factory(RenderChoice()), factory(RenderChoice())      # a switch back to this computer
-    assert first.backend is again.backend and len(made) == 1 and made[0].closes == 0
+    assert first.backend("human") is again.backend("human") and len(made) == 1 and made[0].closes == 0
     factory.close()
     factory.close()
     assert made[0].closes == 1
