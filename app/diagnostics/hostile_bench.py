@@ -127,8 +127,8 @@ DRIVING_JPEG = p.encode_image(DRIVING, "jpeg")
 
 
 def send_avatar(ws: ClientConnection, timeout: float = 30.0) -> None:
-    ws.send(p.pack({"type": "avatar", "format": "png", "eye_ratios": [0.3, 0.3], "lip_ratio": [0.0]},
-                   p.encode_image(AVATAR, "png")))
+    header = p.avatar_header("png", "human", None, np.array([0.3, 0.3]), np.array([0.0]))
+    ws.send(p.pack(header, p.encode_image(AVATAR, "png")))
     ready = json.loads(ws.recv(timeout=timeout))
     if ready.get("type") != "avatar_ready":
         raise RuntimeError(f"expected avatar_ready, got {ready!r}")

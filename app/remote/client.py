@@ -3,6 +3,8 @@ live loop (same ``process``, ``set_avatar``, ``calibrate``, ``close``), with the
 done by ``python main.py serve`` on another machine. Capture, tracking, paste-back, background,
 preview and virtual camera stay here; the client needs no weights and no networks.
 
+The avatar goes once per session (and on each change) as its 512 x 512 crop with its kind
+(``human`` or ``animal``: the weight set the server animates it with), face box and eye/lip ratios.
 Per frame it sends the 256 x 256 driving crop (the camera image never leaves this machine), its
 eye/lip ratios and capture time (with the receipt of the last answer read: the protocol's proof
 of reading), and waits for the animated 512 x 512 crop. When the server is
@@ -231,9 +233,12 @@ class ServerLink:
         return ws
 
     def _upload_avatar(self, ws: ClientConnection, face: AvatarFace) -> None:
-        header = {"type": "avatar", "format": "png",
-                  "eye_ratios": [float(v) for v in face.eye_ratios.reshape(-1)[:2]],
-                  "lip_ratio": [float(face.lip_ratio.reshape(-1)[0])]}
+        # an avatar without landmarks (a boxed cartoon or animal) has no ratios: they go as null
+        eye: np.ndarray | None = face.eye_ratios
+        lip: np.ndarray | None = face.lip_ratio
+        if eye is None or lip is None:
+            eye = lip = None
+        header = p.avatar_header("png", face.kind, face.box, eye, lip)
         ws.send(p.pack(header, p.encode_image(face.crop, "png")))
         ready = p.parse_text(_text(ws.recv(timeout=self.server.frame_timeout_s)))
         if ready.get("type") != "avatar_ready":

@@ -1,4 +1,4 @@
-"""The render server's wire protocol, version 2: what a client and a server say to each other over
+"""The render server's wire protocol, version 3: what a client and a server say to each other over
 one WebSocket per live session at ``/v1/session`` (the path is the API's version, the hello's
 ``version`` the protocol's). Shared by both sides; imports neither Ray nor a WebSocket library.
 
@@ -6,14 +6,21 @@ Control messages are JSON text. Images travel in binary messages: a 4-byte big-e
 length, a JSON header, then the image bytes (JPEG, PNG or raw H x W x 3 uint8 BGR).
 
 Client -> server, in this order at the start: ``hello`` (text), ``avatar`` (binary: the avatar's
-512 x 512 crop as PNG or raw, and its eye/lip ratios), ``settings`` (text); then ``frame``
+512 x 512 crop as PNG or raw, its kind, face box and eye/lip ratios), ``settings`` (text); then ``frame``
 (binary: the 256 x 256 driving crop, its eye/lip ratios and capture time; a faceless frame has no
 image) any number of times, with ``settings``, ``calibrate`` and a new ``avatar`` in between.
 Server -> client: ``welcome`` after ``hello``, ``avatar_ready`` after each avatar, one ``result``
 per ``frame`` (binary: status, whether it rendered, and the animated 512 x 512 crop when it did).
 Anything else ends the session with one of the ``Close`` codes and a one-line reason.
 
-Proof of reading (new in version 2): each ``result`` carries a ``receipt``, a fresh random string,
+The avatar (new in version 3): ``kind`` is ``human`` or ``animal`` (``AVATAR_KINDS``: the weight
+set that animates it); ``box`` is ``[x, y, size]``, the square of the avatar file (its pixels) that
+became the crop, or null (found by face detection); it is informational, the client has cropped
+already. ``eye_ratios`` (2 numbers) and ``lip_ratio`` (1) are both given or both null: an avatar
+without landmarks (a cartoon or an animal in a box) has no ratios. A server loads a kind's weight
+set when a session first needs it.
+
+Proof of reading (since version 2): each ``result`` carries a ``receipt``, a fresh random string,
 and each ``frame`` after the first carries the ``receipt`` of the last result the client has read
 (which acknowledges every earlier result too; a receipt the server does not hold acknowledges
 nothing). A frame that arrives while ``Limits.max_unread`` results are unacknowledged is dropped
@@ -40,9 +47,10 @@ from typing import Any, Literal, TypeGuard, get_args, get_origin
 import cv2
 import numpy as np
 
+from ..avatar.framing import AVATAR_KINDS, AvatarBox, AvatarKind
 from ..settings import MotionSettings
 
-VERSION = 2
+VERSION = 3
 SESSION_PATH = "/v1/session"       # the API's version: kept while the protocol changes (the hello says which)
 HEALTH_PATH = "/v1/health"
 
@@ -56,6 +64,7 @@ MAX_HEADER_BYTES = 4096
 TIME_RANGE_S = (0.0, 1e9)          # a frame's t: a monotonic clock's seconds (1e9 s: 31 years of uptime)
 MAX_RECEIPT_CHARS = 64
 MAX_JPEG_SCANS = 32                # baseline JPEG has 1 scan, a progressive one about 10
+BOX_RANGE = 1e6                    # an avatar box's corner and side, in pixels, at most this far out
 
 
 class Close(IntEnum):
@@ -196,6 +205,58 @@ def choice(message: dict[str, Any], key: str, options: tuple[str, ...]) -> str:
     if value not in options:
         raise ProtocolError(f"{message['type']}.{key}: expected one of {', '.join(options)}")
     return value
+
+
+# -- the avatar --------------------------------------------------------------------------------
+def avatar_header(fmt: str, kind: AvatarKind, box: AvatarBox | None, eye_ratios: np.ndarray | None,
+                  lip_ratio: np.ndarray | None) -> dict[str, Any]:
+    """An ``avatar`` message's header: the crop's format (``AVATAR_FORMATS``), the avatar's kind,
+    its face box (None: found by detection) and its eye (2) and lip (1) open ratios, None for an
+    avatar without landmarks (both or neither)."""
+    if (eye_ratios is None) != (lip_ratio is None):
+        raise ValueError("avatar ratios: give both the eye and the lip ratios, or neither")
+    return {"type": "avatar", "format": fmt, "kind": kind,
+            "box": None if box is None else [float(box.x), float(box.y), float(box.size)],
+            "eye_ratios": None if eye_ratios is None else [float(v) for v in np.reshape(eye_ratios, -1)[:2]],
+            "lip_ratio": None if lip_ratio is None else [float(np.reshape(lip_ratio, -1)[0])]}
+
+
+def avatar_kind(message: dict[str, Any]) -> AvatarKind:
+    """An ``avatar`` message's ``kind``: one of ``AVATAR_KINDS``."""
+    value = message.get("kind")
+    for kind in AVATAR_KINDS:
+        if value == kind:
+            return kind
+    raise ProtocolError(f"{message['type']}.kind: expected one of {', '.join(AVATAR_KINDS)}, got {shown(value)}")
+
+
+def avatar_box(message: dict[str, Any]) -> AvatarBox | None:
+    """An ``avatar`` message's ``box``: ``[x, y, size]`` in the avatar file's pixels, or null
+    (absent counts as null)."""
+    value = message.get("box")
+    if value is None:
+        return None
+    where = f"{message['type']}.box"
+    if not isinstance(value, list) or len(value) != 3 or not all(_finite_number(v) for v in value):
+        raise ProtocolError(f"{where}: expected [x, y, size] or null")
+    x, y, size = (float(v) for v in value)
+    if max(abs(x), abs(y), size) > BOX_RANGE:
+        raise ProtocolError(f"{where}: expected numbers within {BOX_RANGE:g} pixels")
+    try:
+        return AvatarBox(x, y, size)
+    except ValueError as e:                   # a side under 16 pixels
+        raise ProtocolError(f"{where}: {e}") from None
+
+
+def avatar_ratios(message: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """An ``avatar`` message's eye (2) and lip (1) open ratios as float32 arrays, or (None, None)
+    when both are null (or absent): an avatar without landmarks. One without the other is an error."""
+    eye, lip = message.get("eye_ratios"), message.get("lip_ratio")
+    if eye is None and lip is None:
+        return None, None
+    if eye is None or lip is None:
+        raise ProtocolError(f"{message['type']}: eye_ratios and lip_ratio are both numbers or both null")
+    return ratios(message, "eye_ratios", 2), ratios(message, "lip_ratio", 1)
 
 
 # -- images ------------------------------------------------------------------------------------

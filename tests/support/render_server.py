@@ -2,7 +2,7 @@
 the stub backend) behind a plain FastAPI app served by uvicorn on 127.0.0.1 in a background thread
 (imported as ``render_server``: tests/ is on sys.path). The Serve deployment itself is tested in
 test_remote_serve.py. Also the helpers of tests that speak the protocol by hand (``session``,
-``frame_message``, ``result``, ``close_code``)."""
+``avatar_message``, ``send_avatar``, ``frame_message``, ``Frames``, ``result``, ``close_code``)."""
 from __future__ import annotations
 
 import json
@@ -91,16 +91,32 @@ def stub_service(**kw: Any) -> RenderService:
 
 
 def session(url: str, token: str = TOKEN, fmt: str = "raw", avatar: np.ndarray | None = None,
-            **kw: Any) -> ClientConnection:
-    """A raw client session past hello (and avatar, when given)."""
+            kind: str = "human", **kw: Any) -> ClientConnection:
+    """A raw client session past hello (and avatar of ``kind``, when given)."""
     ws = connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None, legacy=True, **kw)
     ws.send(p.text({"type": "hello", "version": p.VERSION, "format": fmt}))
     assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
     if avatar is not None:
-        ws.send(p.pack({"type": "avatar", "format": "raw", "eye_ratios": [0.3, 0.3], "lip_ratio": [0.0]},
-                       avatar.tobytes()))
-        assert json.loads(ws.recv(timeout=10))["type"] == "avatar_ready"
+        send_avatar(ws, avatar, kind)
     return ws
+
+
+def avatar_message(avatar: np.ndarray, kind: str = "human", **fields: Any) -> bytes:
+    """An ``avatar`` message with a raw crop: a human's ratios, an animal's null ones (no landmarks);
+    ``fields`` replace the header's."""
+    ratios: dict[str, Any] = ({"eye_ratios": [0.3, 0.3], "lip_ratio": [0.0]} if kind == "human"
+                              else {"eye_ratios": None, "lip_ratio": None})
+    header = {"type": "avatar", "format": "raw", "kind": kind, "box": None, **ratios, **fields}
+    return p.pack(header, avatar.tobytes())
+
+
+def send_avatar(ws: ClientConnection, avatar: np.ndarray, kind: str = "human", timeout: float = 10,
+                **fields: Any) -> dict[str, Any]:
+    """Upload an avatar and return its ``avatar_ready``."""
+    ws.send(avatar_message(avatar, kind, **fields))
+    ready = json.loads(ws.recv(timeout=timeout))
+    assert ready["type"] == "avatar_ready", ready
+    return ready
 
 
 def frame_message(seq: int, crop: np.ndarray, t: float | None = None, fmt: str = "raw",
@@ -111,6 +127,30 @@ def frame_message(seq: int, crop: np.ndarray, t: float | None = None, fmt: str =
     if receipt is not None:
         header["receipt"] = receipt
     return p.pack(header, p.encode_image(crop, fmt))
+
+
+class Frames:
+    """A hand-spoken session's frames, as our client sends them: numbered on, each sent after the
+    last one's answer and carrying its receipt."""
+
+    def __init__(self, ws: ClientConnection, crop: np.ndarray | None = None, timeout: float = 10) -> None:
+        self.ws = ws
+        self.crop = np.full(p.DRIVING_SHAPE, 90, np.uint8) if crop is None else crop
+        self.timeout = timeout
+        self.seq = 0
+        self.receipt: str | None = None
+
+    def send(self, count: int = 1) -> list[dict[str, Any]]:
+        """``count`` frames; their results' headers."""
+        headers = []
+        for _ in range(count):
+            self.seq += 1
+            self.ws.send(frame_message(self.seq, self.crop, receipt=self.receipt))
+            header, _ = result(self.ws, self.timeout)
+            assert header["seq"] == self.seq, header
+            self.receipt = header["receipt"]
+            headers.append(header)
+        return headers
 
 
 def result(ws: ClientConnection, timeout: float = 10) -> tuple[dict[str, Any], bytes]:

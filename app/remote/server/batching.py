@@ -4,11 +4,12 @@ runs one batch of N frames in well under N times one frame's time.
 ``BatchedBackend`` is the backend each session's ``Animator`` sees: everything goes to the shared
 backend, except ``render``, which hands its frame to a batching function (on the render server,
 Ray Serve's ``serve.batch``) and waits for its own share of the result, and ``close``, which leaves
-the shared backend to the replica."""
+the shared backend to the replica. A replica with several weight sets has one ``BatchedBackend``
+per set and renders a collected batch per set (``render_by_set``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -16,6 +17,7 @@ from engines.backend import InferenceBackend
 from engines.motion import KeypointInfo
 
 RenderRequest = tuple[torch.Tensor, torch.Tensor, torch.Tensor]    # feature, x_s, x_d (batch 1 each)
+K = TypeVar("K", bound=str)                                         # a weight set's name (an avatar kind)
 
 
 def render_batch(backend: InferenceBackend, requests: Sequence[RenderRequest]) -> list[torch.Tensor]:
@@ -26,6 +28,27 @@ def render_batch(backend: InferenceBackend, requests: Sequence[RenderRequest]) -
     with torch.inference_mode():
         feature, x_s, x_d = (torch.cat(parts) for parts in zip(*requests, strict=True))
         return list(backend.render(feature, x_s, x_d).split(1))
+
+
+def render_by_set(backend_of: Callable[[K], InferenceBackend],
+                  requests: Sequence[tuple[K, RenderRequest]]) -> list[torch.Tensor]:
+    """W+G of frames of several weight sets (``(set, request)`` pairs): one batch per set, on
+    ``backend_of(set)``, never a batch that mixes sets (their W and G differ); the images come
+    back in the requests' order."""
+    images: list[torch.Tensor | None] = [None] * len(requests)
+    for weight_set, indices in group_by_set(requests).items():
+        rendered = render_batch(backend_of(weight_set), [requests[i][1] for i in indices])
+        for i, image in zip(indices, rendered, strict=True):
+            images[i] = image
+    return [image for image in images if image is not None]
+
+
+def group_by_set(requests: Sequence[tuple[K, RenderRequest]]) -> dict[K, list[int]]:
+    """The requests' indices by weight set, in the order each set first comes."""
+    groups: dict[K, list[int]] = {}
+    for i, (weight_set, _) in enumerate(requests):
+        groups.setdefault(weight_set, []).append(i)
+    return groups
 
 
 class BatchedBackend:

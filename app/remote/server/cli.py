@@ -118,6 +118,8 @@ def _serve(args: argparse.Namespace, token: str | None, weights: str | None, pri
         serve.start(http_options=http, logging_config={"log_level": "WARNING"})
         app = build_app({"weights": weights, "backend": args.backend, "device": args.device, "token": token,
                          "loopback_only": is_loopback(args.host),
+                         # a weight set first needed by a session (animal) is downloaded as the app does
+                         "download": not args.no_download,
                          **server_args(args),
                          # as many as this process would use: a CPU server renders as fast as a local
                          # run, and its floating-point sums come out the same (the stub's tiny

@@ -3,8 +3,11 @@ each hold the networks on one device and serve live sessions over WebSockets (Fa
 
 ``build_app(args)`` is the application builder that ``python main.py serve`` runs and that a Serve
 config file names (``import_path: app.remote.server.deployment:build_app``, see ``deploy/``). Within a
-replica, the W+G renders of all sessions with a frame waiting run as one batch (``serve.batch``,
-sized to the open sessions, so a lone session never waits for company).
+replica, the W+G renders of all sessions with a frame waiting run as one batch per weight set
+(``serve.batch``, sized to the open sessions, so a lone session never waits for company). A replica
+holds a backend per weight set (``WeightSets``): the sets in ``options.preload`` are loaded at its
+start, any other when a session's avatar first needs it (in that session's worker thread, off the
+event loop); each set is a full copy of F, M, W and G in the replica's memory.
 
 Access fails closed: ``build_app`` refuses to build (a ``ValueError``, which ``serve status`` shows
 as DEPLOY_FAILED) without a token of at least 16 characters, unless the options say
@@ -20,7 +23,9 @@ on a cluster, adds the application's sessions on all replicas (``cluster.Cluster
 # the deployment class calls is defined above it: Serve captures the class when it is decorated.
 
 import asyncio
+import functools
 import logging
+from collections import Counter
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,12 +35,14 @@ from fastapi import FastAPI, WebSocket
 from ray import serve
 from ray.serve import Application
 
+from ...avatar.framing import AvatarKind
 from ...cli.console import log_app_lines_to_stderr
 from .. import protocol as p
-from .batching import BatchedBackend, RenderRequest, render_batch
+from .batching import BatchedBackend, RenderRequest, render_by_set
 from .cluster import ClusterView, this_replica
 from .options import DEFAULTS, ServerOptions, is_loopback
 from .service import RenderService
+from .weight_sets import WeightSets, load_weight_set
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +79,6 @@ api = FastAPI(title="AvatarCam render server", docs_url=None, redoc_url=None, op
 @serve.ingress(api)
 class RenderServer:
     def __init__(self, options: ServerOptions) -> None:
-        from engines.registry import make_backend  # loads the networks: in the replica only
-
         # session open/close lines: the replica's worker-*.err under the Ray session's logs/
         log_app_lines_to_stderr()
         if options.cpu_threads:
@@ -83,11 +88,15 @@ class RenderServer:
         token = options.replica_token()             # token_file: read here, on this replica's node
         self.cluster = ClusterView(this_replica())
         self.cluster.start()
-        self.backend = make_backend(options.backend, weights=options.weights, device=options.device,
-                                    download=False)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # each set's sessions reach its networks through a BatchedBackend of their own
+        self.sets = WeightSets(functools.partial(load_weight_set, options),
+                               share=lambda kind, backend: BatchedBackend(
+                                   backend, functools.partial(self._render_one, kind)))
+        for kind in options.preload:            # the first client of these kinds does not wait
+            self.sets.get(kind)
         self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="render-batch")
-        self.service = RenderService(BatchedBackend(self.backend, self._render_one), token=token,
+        self.service = RenderService(self.sets, token=token,
                                      max_sessions=options.max_sessions, idle_timeout_s=options.idle_timeout_s,
                                      limits=p.Limits(max_fps=options.max_fps), on_sessions=self._size_batches)
         self.batch_sizes: dict[int, int] = {}
@@ -105,17 +114,20 @@ class RenderServer:
         self._loop = asyncio.get_running_loop()
         await self.service.serve(ws)
 
-    def _render_one(self, request: RenderRequest) -> torch.Tensor:
-        """From a session's worker thread: queue this frame's W+G for the next batch and wait."""
+    def _render_one(self, kind: AvatarKind, request: RenderRequest) -> torch.Tensor:
+        """From a session's worker thread: queue this frame's W+G (on ``kind``'s weight set) for
+        the next batch and wait."""
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._render_batch(request), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(self._render_batch((kind, request)), self._loop).result()
 
     @serve.batch(max_batch_size=DEFAULTS.max_batch, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _render_batch(self, requests: list[RenderRequest]) -> list[torch.Tensor]:
-        self.batch_sizes[len(requests)] = self.batch_sizes.get(len(requests), 0) + 1
+    async def _render_batch(self, requests: list[tuple[AvatarKind, RenderRequest]]) -> list[torch.Tensor]:
+        # one W+G batch per weight set among the collected frames
+        for size in Counter(kind for kind, _ in requests).values():
+            self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
         # the batch runs off the event loop: other sessions' messages go on being received
-        return await asyncio.get_running_loop().run_in_executor(self._render_pool, render_batch, self.backend,
-                                                                requests)
+        return await asyncio.get_running_loop().run_in_executor(self._render_pool, render_by_set,
+                                                                self.sets.backend, requests)
 
     def _size_batches(self, sessions: int) -> None:
         self._render_batch.set_max_batch_size(max(1, min(self.options.max_batch, sessions)))
@@ -153,8 +165,9 @@ class RenderServer:
         if hasattr(self, "service"):          # not when the constructor failed
             self.service.shutdown()
             self._render_pool.shutdown(wait=False)
-        if hasattr(self, "backend"):          # the replica's own; its sessions' threads are not waited
-            self.backend.close()              # for: a call in flight completes or raises RuntimeError
+        if hasattr(self, "sets"):             # every set's backend, the replica's own; its sessions'
+            self.sets.close()                 # threads are not waited for: a call in flight completes
+                                              # or raises RuntimeError
 
 
 def uses_gpu(device: str) -> bool:

@@ -14,6 +14,7 @@ import os
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
+from ...avatar.framing import AvatarKind, check_avatar_kind
 from .. import protocol as p
 
 TOKEN_ENV = "AVATARCAM_TOKEN"       # read where the application is built, when the options carry no token
@@ -81,6 +82,22 @@ class ServerOptions:
     max_fps: float = option(p.Limits.max_fps, help="frames rendered per second per session, at most")
     cpu_threads: int | None = option(None, help="torch's CPU threads in the replica (Ray starts actors with one); "
                                                 "None: as Ray sets them")
+    preload: tuple[AvatarKind, ...] = option(("human",), help="the weight sets (avatar kinds: human, animal) a "
+                                                              "replica loads at its start; any other loads when a "
+                                                              "session first needs it. Each is a full copy of "
+                                                              "F, M, W and G in the replica's memory")
+    download: bool = option(False, help="a replica may download a weight set missing from weights (main.py serve "
+                                         "without --no-download); on a cluster, place the weights on the nodes")
+
+    def __post_init__(self) -> None:
+        # a config file's list (YAML) becomes a tuple; an unknown kind is one line at the build
+        if isinstance(self.preload, str) or not isinstance(self.preload, (list, tuple)):
+            raise ValueError(f"render server: preload: expected a list of avatar kinds, got {self.preload!r}")
+        try:
+            kinds = tuple(dict.fromkeys(check_avatar_kind(k) for k in self.preload))
+        except ValueError as e:
+            raise ValueError(f"render server: preload: {e}") from None
+        object.__setattr__(self, "preload", kinds)
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> ServerOptions:

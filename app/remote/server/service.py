@@ -8,8 +8,8 @@ of its own. The heavy work of a message runs in a worker thread, so one session'
 stalls another's messages. A message that breaks the protocol or is too large, a session that does
 no work (no frame and no avatar) for the idle timeout, and one that sends frames without reading
 the answers end that session with a close code and one log line; an error inside a session is
-logged (without its images) and ends that session only. Frames and avatars are never written or
-logged.
+logged (without its images) and ends that session only, as does a weight set that cannot be
+loaded (1011 with the reason). Frames and avatars are never written or logged.
 
 One frame is answered at a time per session, and a session holds at most ``Limits.max_unread``
 answers its client has not acknowledged (``protocol``'s receipts): frames beyond that, and
@@ -33,22 +33,24 @@ from engines.backend import InferenceBackend
 from .. import protocol as p
 from .options import DEFAULTS
 from .session import FrameGate, RenderSession
+from .weight_sets import WeightSetError, WeightSets
 
 log = logging.getLogger(__name__)
 
 
 class RenderService:
-    """``token``: the token clients must present (None: no check, for a server on loopback only).
-    ``on_sessions``: told the number of open sessions whenever it changes (the deployment sizes its
-    batches by it)."""
+    """``backends``: the weight sets the sessions animate on (``WeightSets``; a single backend
+    animates every kind, as the stub does). ``token``: the token clients must present (None: no
+    check, for a server on loopback only). ``on_sessions``: told the number of open sessions
+    whenever it changes (the deployment sizes its batches by it)."""
 
-    def __init__(self, backend: InferenceBackend, *, token: str | None = None,
+    def __init__(self, backends: InferenceBackend | WeightSets, *, token: str | None = None,
                  max_sessions: int = DEFAULTS.max_sessions, limits: p.Limits | None = None,
                  idle_timeout_s: float = DEFAULTS.idle_timeout_s,
                  on_sessions: Callable[[int], None] | None = None) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions: expected at least 1, got {max_sessions}")
-        self.backend = backend
+        self.backends = backends if isinstance(backends, WeightSets) else WeightSets.of(backends)
         self._token = token.encode() if token else None
         self.max_sessions = max_sessions
         self.limits = limits or p.Limits()
@@ -71,8 +73,10 @@ class RenderService:
         return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self._token)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "version": p.VERSION, "backend": self.backend.name,
-                "device": str(self.backend.device), "token_required": self._token is not None,
+        loaded = self.backends.first        # what a preloaded set runs on (None before any is loaded)
+        return {"status": "ok", "version": p.VERSION, "backend": loaded.name if loaded else None,
+                "device": str(loaded.device) if loaded else None, "weight_sets": self.backends.loaded,
+                "token_required": self._token is not None,
                 "sessions": self.sessions, "max_sessions": self.max_sessions, "sessions_served": self.sessions_served}
 
     async def serve(self, ws: WebSocket) -> None:
@@ -103,6 +107,8 @@ class RenderService:
             reason = "server stopping" if self.draining else "client left"
         except p.ProtocolError as e:
             code, reason = e.code, str(e)
+        except WeightSetError as e:          # logged where it failed; the other sessions go on
+            code, reason = p.Close.INTERNAL, str(e)
         except TimeoutError:
             code, reason = p.Close.IDLE, f"no frame or avatar for {self.idle_timeout_s:g} s"
         except Exception:  # noqa: BLE001 - this session ends; the server and the other sessions go on
@@ -128,7 +134,7 @@ class RenderService:
         if hello.get("version") != p.VERSION:
             raise p.ProtocolError(f"protocol version {p.shown(hello.get('version'))} not spoken here "
                                   f"(this server speaks {p.VERSION})", p.Close.VERSION)
-        session = RenderSession(self.backend, p.choice(hello, "format", p.FRAME_FORMATS),
+        session = RenderSession(self.backends, p.choice(hello, "format", p.FRAME_FORMATS),
                                 int(p.number(hello, "quality", 30, 100)) if "quality" in hello else 90, self.limits)
         await ws.send_text(p.text({"type": "welcome", "version": p.VERSION, "limits": self.limits.to_wire()}))
         return session

@@ -3,6 +3,10 @@ and an ``Animator`` holding the session's neutral reference, smoothing and face-
 turns decoded protocol messages into animated 512 x 512 crops; the WebSocket loop around it is
 ``app.remote.server.service``. Methods are called from one worker thread at a time.
 
+Each avatar is animated on the backend of its kind's weight set (``WeightSets``: the human or the
+animal networks, loaded on a session's first need); an avatar of another kind than the last one
+gets a new ``Animator`` on that set's backend (and takes a new neutral reference).
+
 The server animates the crop only: paste-back, mirror and background are the client's (its
 settings for them never reach the server). The session's animator is built crop-only for that
 (``Animator(crop_only=True)``), so its output is the bare rendered crop whatever those settings
@@ -12,6 +16,8 @@ are.
 the frame-rate cap)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import secrets
 import time
 from collections import deque
@@ -20,47 +26,58 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.backend import InferenceBackend
-
 from ...animation.animator import Animator
-from ...avatar.face import avatar_face_from_crop
+from ...avatar.face import AvatarFace, avatar_face_from_crop
+from ...avatar.framing import AvatarBox, AvatarKind
 from ...avatar.prepared import prepare_avatar
 from ...face import crop as fc
 from ...face.driving import DrivingFace
 from ...settings import LiveSettings
 from .. import protocol as p
+from .weight_sets import WeightSets
 
 _NO_TRANSFORM = fc.CropTransform(M_o2c=np.eye(3)[:2], M_c2o=np.eye(3)[:2], dsize=fc.DRIVING_CROP.dsize)
 
 
 class RenderSession:
-    """``frame_format``: how driving crops come and animated crops go (``jpeg`` or ``raw``)."""
+    """``backends``: the replica's weight sets, one backend per avatar kind. ``frame_format``: how
+    driving crops come and animated crops go (``jpeg`` or ``raw``)."""
 
-    def __init__(self, backend: InferenceBackend, frame_format: str, quality: int = 90,
+    def __init__(self, backends: WeightSets, frame_format: str, quality: int = 90,
                  limits: p.Limits | None = None) -> None:
-        self.backend = backend
+        self.backends = backends
         self.frame_format = frame_format
         self.quality = quality
         self.limits = limits or p.Limits()
         self.settings = LiveSettings()      # the motion settings; the output ones are the client's
         self.revision = 0
         self.animator: Animator | None = None
+        self.kind: AvatarKind | None = None     # the avatar's kind: which set the animator runs on
 
     # -- messages (worker thread) --------------------------------------------------------------
     def set_avatar(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
-        """An ``avatar`` message: prepare it (F and M) and answer ``avatar_ready``."""
+        """An ``avatar`` message: prepare it (F and M of its kind's set, loaded first when no
+        session has needed it yet) and answer ``avatar_ready``. ``WeightSetError`` when the set
+        cannot be loaded here."""
         t0 = time.perf_counter()
         fmt = p.choice(header, "format", p.AVATAR_FORMATS)
+        kind = p.avatar_kind(header)
+        box = p.avatar_box(header)
+        eye_ratios, lip_ratio = p.avatar_ratios(header)
         crop = p.decode_image(payload, fmt, p.CROP_SHAPE)
-        face = avatar_face_from_crop(crop, p.ratios(header, "eye_ratios", 2), p.ratios(header, "lip_ratio", 1))
+        face = _face_from_crop(crop, eye_ratios, lip_ratio, kind, box)
+        backend = self.backends.get(kind)
         with torch.inference_mode():
-            avatar = prepare_avatar(face, self.backend)
-        if self.animator is None:
+            avatar = prepare_avatar(face, backend)
+        if self.animator is None or kind != self.kind:
+            if self.animator is not None:
+                self.animator.close()
             # the bare crop goes back: the client pastes, composites and mirrors it
-            self.animator = Animator(self.backend, self.settings, avatar, crop_only=True)
+            self.animator = Animator(backend, self.settings, avatar, crop_only=True)
         else:
             self.animator.set_avatar(avatar)
-        return {"type": "avatar_ready", "ms": round((time.perf_counter() - t0) * 1000, 2)}
+        self.kind = kind
+        return {"type": "avatar_ready", "kind": kind, "ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     def apply_settings(self, message: dict[str, Any]) -> None:
         revision = p.integer(message, "revision")
@@ -107,6 +124,25 @@ class RenderSession:
         if self.animator is not None:
             self.animator.close()
             self.animator = None
+
+
+# Integration shim: helper "box" gives avatar_face_from_crop the parameters kind and box, and lets
+# the ratios be None (an avatar without landmarks). Until that is merged, the face is made with
+# placeholder ratios and its kind and box set afterwards; remove the fallback then.
+_FACE_TAKES_KIND = "kind" in inspect.signature(avatar_face_from_crop).parameters
+_PLACEHOLDER_EYES = np.full((1, 2), 0.3, np.float32)
+_PLACEHOLDER_LIPS = np.zeros((1, 1), np.float32)
+
+
+def _face_from_crop(crop: np.ndarray, eye_ratios: np.ndarray | None, lip_ratio: np.ndarray | None,
+                    kind: AvatarKind, box: AvatarBox | None) -> AvatarFace:
+    make: Any = avatar_face_from_crop
+    if _FACE_TAKES_KIND:
+        face: AvatarFace = make(crop, eye_ratios, lip_ratio, kind=kind, box=box)
+        return face
+    face = make(crop, _PLACEHOLDER_EYES if eye_ratios is None else eye_ratios,
+                _PLACEHOLDER_LIPS if lip_ratio is None else lip_ratio)
+    return dataclasses.replace(face, kind=kind, box=box)
 
 
 class FrameGate:

@@ -414,9 +414,10 @@ def test_a_jpeg_frame_with_too_many_scans_closes_the_session():
 
 
 # -- the version -----------------------------------------------------------------------------------
-def test_a_version_1_client_is_told_the_version_and_the_paths_stay():
-    assert (p.VERSION, p.SESSION_PATH, p.HEALTH_PATH) == (2, "/v1/session", "/v1/health")
+@pytest.mark.parametrize("old", [1, 2])
+def test_an_older_client_is_told_the_version_and_the_paths_stay(old: int):
+    assert (p.VERSION, p.SESSION_PATH, p.HEALTH_PATH) == (3, "/v1/session", "/v1/health")
     with running(stub_service()) as url:
         ws = connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, legacy=True)
-        ws.send(p.text({"type": "hello", "version": 1, "format": "raw"}))
+        ws.send(p.text({"type": "hello", "version": old, "format": "raw"}))
         assert close_code(ws) == p.Close.VERSION

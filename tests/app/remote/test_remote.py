@@ -145,8 +145,8 @@ def test_a_session_without_the_right_token_is_refused_before_it_opens():
     (lambda ws: ws.send(p.text({"type": "frame"})), p.Close.MALFORMED),
     (lambda ws: ws.send(p.pack({"type": "frame", "seq": 1, "t": 0, "face": True, "ratios": [0.3, 0.3, 0]},
                                b"\0" * 10)), p.Close.MALFORMED),                       # frame before avatar
-    (lambda ws: ws.send(p.pack({"type": "avatar", "format": "png", "eye_ratios": [0.3, 0.3], "lip_ratio": [0]},
-                               b"garbage")), p.Close.MALFORMED),
+    (lambda ws: ws.send(p.pack({"type": "avatar", "format": "png", "kind": "human", "eye_ratios": [0.3, 0.3],
+                                "lip_ratio": [0]}, b"garbage")), p.Close.MALFORMED),
     (lambda ws: ws.send(p.text({"type": "settings", "revision": 1, "values": {"eye_target": 9.0}})),
      p.Close.MALFORMED),                                                              # out of range
     (lambda ws: ws.send(b"\xff" * (p.Limits().max_frame_bytes + 1)), p.Close.TOO_BIG),

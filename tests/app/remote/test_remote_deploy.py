@@ -75,6 +75,7 @@ def test_serve_config_follows_rays_schema_and_our_builder(monkeypatch: pytest.Mo
     assert "token" not in application.args and "env_vars" not in application.runtime_env
     assert set(application.args) <= set(ServerOptions.__dataclass_fields__)
     assert application.args["device"] == "cuda"
+    assert application.args["preload"] == ["human"]          # the animal set loads on first use
 
     # the builder Ray calls accepts exactly these args and binds our deployment
     built = call_user_app_builder_with_args_if_necessary(import_attr(application.import_path), application.args)

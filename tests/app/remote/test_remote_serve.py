@@ -1,7 +1,8 @@
 """``python main.py serve``: the render server on a real local Ray instance (stub engine), with
 the headless client against it: the same video as the local run, refusals with one line and exit
 2, batching across concurrent sessions, a killed replica replaced and its client back by itself,
-and Ctrl+C stopping the server within 5 s. One server serves the whole module (Ray takes seconds
+animal and human avatars at once (the animal weight set loaded on first use), and Ctrl+C stopping
+the server within 5 s. One server serves the whole module (Ray takes seconds
 to start)."""
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from support.fakes import fake_face, run_main
 from support.outcomes import assert_outcome, recorded_frames
+from support.render_server import Frames, send_avatar, session
 
 from app.animation.frames import Status
 from app.cli.console import EXIT_BAD_INPUT, EXIT_INTERRUPTED
@@ -190,6 +192,28 @@ def test_a_killed_replica_is_replaced_and_its_client_comes_back(server: ServerPr
     finally:
         client.close()
     assert server.health()["status"] == "ok"
+
+
+def test_animal_and_human_avatars_at_once_and_a_switch_of_kind(server: ServerProcess):
+    """The replica loads the animal set at the first animal avatar (the human one at its start);
+    a human session at the same time goes on; a session switching kinds renders on."""
+    url = server.url + p.SESSION_PATH
+    assert server.health()["weight_sets"] == ["human"]
+    cat = session(url, TOKEN, avatar=np.full(p.CROP_SHAPE, 200, np.uint8), kind="animal")
+    person = session(url, TOKEN, avatar=np.full(p.CROP_SHAPE, 60, np.uint8))
+    try:
+        assert server.health()["weight_sets"] == ["human", "animal"]
+        cats, people = Frames(cat, timeout=30), Frames(person, timeout=30)
+        for _ in range(6):                           # both sessions open, frames in turn
+            cats.send()
+            people.send()
+        assert cats.send()[0]["rendered"] and people.send()[0]["rendered"]
+        assert send_avatar(person, np.full(p.CROP_SHAPE, 120, np.uint8), "animal", timeout=30)["kind"] == "animal"
+        assert people.send(4)[-1]["rendered"]
+    finally:
+        cat.close()
+        person.close()
+    assert any("animal weight set loaded in" in line for line in server.lines), server.log_tail()
 
 
 def test_ctrl_c_stops_the_server_within_5_s(server: ServerProcess):
