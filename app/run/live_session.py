@@ -53,6 +53,9 @@ class SessionCallbacks:
     camera_changed: Callable[[str], None] = lambda status: None
     renderer_changed: Callable[[Renderer[Any]], None] = lambda r: None
     renderer_failed: Callable[[str], None] = lambda msg: None      # a switch failed; the renderer stays
+    # an avatar could not be loaded (the current one stays): the exception itself, so the window can
+    # offer the face box editor on a NoFaceError; None: ``error`` gets its one line
+    avatar_failed: Callable[[AvatarChoice, Exception], None] | None = None
 
 
 class LiveSession:
@@ -148,13 +151,17 @@ class LiveSession:
     def load_avatar_async(self, choice: AvatarChoice) -> threading.Thread:
         """Prepare the avatar in a worker thread; on success it replaces the current one between two
         frames (after a pause of the loop when it needs a new animator: another kind's networks),
-        on failure the current avatar stays and the error callback gets one line."""
+        on failure the current avatar stays and ``avatar_failed`` gets the exception (without it,
+        the error callback gets one line)."""
         def work() -> None:
             try:
                 with self._loading:
                     avatar = self._load_avatar(choice)
             except Exception as e:  # noqa: BLE001 - any failure leaves the old avatar in place
-                self.callbacks.error(str(e) if isinstance(e, ValueError) else f"{choice.path}: {e}")
+                if self.callbacks.avatar_failed is not None:
+                    self.callbacks.avatar_failed(choice, e)
+                else:
+                    self.callbacks.error(str(e) if isinstance(e, ValueError) else f"{choice.path}: {e}")
                 return
             self.avatar_path = str(choice.path)
             self.callbacks.avatar_loaded(str(choice.path), avatar)

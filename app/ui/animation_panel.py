@@ -1,9 +1,15 @@
 """Animation panel: every live control of the animator, bound to the shared ``LiveSettings``.
-A change is written to the settings at once and used from the next frame on."""
+A change is written to the settings at once and used from the next frame on.
+
+The controls follow the avatar (``show_avatar``): an animal shows its motion strength and its own
+stitching switch instead of the eye/lip retargeting and the human stitching; a human avatar
+without face landmarks (a face box on a face the tracker cannot read) keeps the retargeting
+controls visible but off, with a line saying why."""
 from __future__ import annotations
 
 from PySide6 import QtWidgets
 
+from ..avatar.framing import AvatarKind
 from ..settings import AnimationSettings, LiveSettings, SmoothingGroup, smoothing_fields
 from .settings_store import ANIMATION_FIELDS
 from .widgets import LabeledSlider
@@ -11,6 +17,7 @@ from .widgets import LabeledSlider
 MODES = (("Off", "off"), ("Follow me", "follow"), ("Fixed", "fixed"))
 # The single "smoothing" slider drives all five groups; expression-like groups get less, as
 # heavy smoothing there makes talking look laggy.
+NO_LANDMARKS_NOTE = "Eye and lip controls are off: no face landmarks in this avatar"
 _SMOOTHING_SHARE = {SmoothingGroup.ROTATION: 1.0, SmoothingGroup.TRANSLATION: 1.0, SmoothingGroup.EXPRESSION: 0.6,
                     SmoothingGroup.EYES: 0.6, SmoothingGroup.LIPS: 0.4}
 
@@ -34,19 +41,41 @@ class AnimationPanel(QtWidgets.QGroupBox):
         self.smoothing = LabeledSlider("Smoothing", 0.0, 1.0, d.smooth_rotation)
         self.translation_lock = QtWidgets.QCheckBox("Lock position")
         self.stitching = QtWidgets.QCheckBox("Stitching")
+        self.motion_strength = LabeledSlider("Motion strength", 0.0, 3.0, d.motion_strength, steps=300)
+        self.animal_stitching = QtWidgets.QCheckBox("Stitching")
+        self.animal_stitching.setToolTip("Animal avatars: stitching (off in the official animal example)")
+        self.no_landmarks = QtWidgets.QLabel(NO_LANDMARKS_NOTE)
+        self.no_landmarks.setWordWrap(True)
+        self.no_landmarks.hide()
+        self.kind: AvatarKind = "human"
         self.calibrate_button = QtWidgets.QPushButton("Calibrate neutral  (C)")
         self.reset_button = QtWidgets.QPushButton("Reset all")
 
+        # the groups shown or hidden together with the avatar's kind
+        self.retargeting = QtWidgets.QWidget()            # human avatars: eye / lip retargeting
+        retargeting = QtWidgets.QFormLayout(self.retargeting)
+        retargeting.setContentsMargins(0, 0, 0, 0)
+        retargeting.addRow("Eyes", self.eye_mode)
+        retargeting.addRow(self.eye_target)
+        retargeting.addRow("Lips", self.lip_mode)
+        retargeting.addRow(self.lip_target)
+        self.animal_controls = QtWidgets.QWidget()        # animal avatars
+        animal = QtWidgets.QVBoxLayout(self.animal_controls)
+        animal.setContentsMargins(0, 0, 0, 0)
+        animal.addWidget(self.motion_strength)
+        self.animal_controls.hide()
+
         form = QtWidgets.QFormLayout(self)
-        form.addRow("Eyes", self.eye_mode)
-        form.addRow(self.eye_target)
-        form.addRow("Lips", self.lip_mode)
-        form.addRow(self.lip_target)
+        form.addRow(self.no_landmarks)
+        form.addRow(self.retargeting)
+        form.addRow(self.animal_controls)
         for w in (self.expression, self.pitch, self.yaw, self.roll, self.rotation_limit, self.smoothing):
             form.addRow(w)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self.translation_lock)
         row.addWidget(self.stitching)
+        row.addWidget(self.animal_stitching)
+        self.animal_stitching.hide()
         form.addRow(row)
         form.addRow(self.calibrate_button)
         form.addRow(self.reset_button)
@@ -65,6 +94,8 @@ class AnimationPanel(QtWidgets.QGroupBox):
             lambda v: self._push(**smoothing_fields({g: v * share for g, share in _SMOOTHING_SHARE.items()})))
         self.translation_lock.toggled.connect(lambda on: self._push(translation_lock=on))
         self.stitching.toggled.connect(lambda on: self._push(stitching=on))
+        self.motion_strength.value_changed.connect(lambda v: self._push(motion_strength=v))
+        self.animal_stitching.toggled.connect(lambda on: self._push(animal_stitching=on))
         self.reset_button.clicked.connect(self.reset_all)
 
     @staticmethod
@@ -100,9 +131,23 @@ class AnimationPanel(QtWidgets.QGroupBox):
             self.smoothing.set_value(s.smooth_rotation)
             self.translation_lock.setChecked(s.translation_lock)
             self.stitching.setChecked(s.stitching)
+            self.motion_strength.set_value(s.motion_strength)
+            self.animal_stitching.setChecked(s.animal_stitching)
         finally:
             self._updating = False
         self._enable_targets()
+
+    def show_avatar(self, kind: AvatarKind, has_landmarks: bool) -> None:
+        """Show the controls that act on this avatar: an animal's (motion strength, its stitching)
+        or a human's (eye/lip retargeting, stitching; the retargeting disabled without landmarks)."""
+        self.kind = kind
+        animal = kind == "animal"
+        self.retargeting.setVisible(not animal)
+        self.retargeting.setEnabled(has_landmarks)
+        self.no_landmarks.setVisible(not animal and not has_landmarks)
+        self.animal_controls.setVisible(animal)
+        self.animal_stitching.setVisible(animal)
+        self.stitching.setVisible(not animal)
 
     def reset_all(self) -> None:
         """All animation controls back to their defaults (output choices stay)."""

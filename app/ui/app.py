@@ -5,7 +5,10 @@ animation runs is ``--remote`` when given, else the remembered "Render on" choic
 needs no weights here.
 
 ``--screenshot OUT.png --max-frames N`` (the documentation/CI contract): run until N frames were
-animated from a tracked face, save a screenshot of the whole window, exit 0."""
+animated from a tracked face, save a screenshot of the whole window, exit 0. When the avatar has no
+face the detector finds (and no ``--avatar-box``), the window starts on our default avatar with the
+face box editor open on the asked-for image: the screenshot then shows the editor with its
+suggested box, taken as soon as it is shown (no camera is opened)."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from ..avatar.face import NoFaceError
+from ..avatar.framing import AvatarBox, AvatarChoice, check_avatar_kind
 from ..avatar.loading import DEFAULT_AVATAR
 from ..cli.console import EXIT_BAD_INPUT, report_error
 from ..cli.output_paths import check_output_file
@@ -37,9 +42,11 @@ log = logging.getLogger(__name__)
 
 class Starter(QtCore.QObject):
     """Makes the renderer, the first avatar and its animator off the UI thread; a weights download
-    on the way reports through ``download_progress`` (``report_download`` is the callback)."""
+    on the way reports through ``download_progress`` (``report_download`` is the callback). An
+    avatar that cannot be used is replaced by our default one; when it has no face the detector
+    finds, ``ready`` carries its choice, for the face box editor."""
 
-    ready = QtCore.Signal(object, object, str)     # renderer, animator, avatar path
+    ready = QtCore.Signal(object, object, object, object)   # renderer, animator, AvatarChoice loaded, one wanting a box
     failed = QtCore.Signal(str)
     download_progress = QtCore.Signal(str, object, object)    # repository path, bytes so far, total (any size)
 
@@ -47,24 +54,42 @@ class Starter(QtCore.QObject):
         """Called on the worker thread; the signal carries it to the window's thread."""
         self.download_progress.emit(path, done, total)
 
-    def start(self, make_renderer: Callable[[], Renderer], settings: LiveSettings, avatar_path: str) -> None:
+    def start(self, make_renderer: Callable[[], Renderer], settings: LiveSettings, choice: AvatarChoice) -> None:
         def work() -> None:
+            wants_box = None
             try:
                 renderer = make_renderer()
                 try:
-                    avatar = renderer.load_avatar(avatar_path)
-                    path = avatar_path
-                except ValueError as e:          # unusable remembered avatar: fall back to ours
-                    if Path(avatar_path).resolve() == DEFAULT_AVATAR.resolve():
+                    avatar = renderer.load_avatar(choice)
+                    loaded = choice
+                except ValueError as e:          # unusable avatar: fall back to ours
+                    if choice.path.resolve() == DEFAULT_AVATAR.resolve():
                         raise
-                    log.warning("%s; using the default avatar", e)
-                    avatar, path = renderer.load_avatar(DEFAULT_AVATAR), str(DEFAULT_AVATAR)
+                    if isinstance(e, NoFaceError) and choice.box is None:
+                        wants_box = choice
+                        log.info("%s; the face box editor opens on it", e)
+                    else:
+                        log.warning("%s; using the default avatar", e)
+                    loaded = AvatarChoice(DEFAULT_AVATAR)
+                    avatar = renderer.load_avatar(loaded)
                 animator = renderer.animator(settings, avatar)
             except Exception as e:  # noqa: BLE001 - shown in the window (or as the exit message)
                 self.failed.emit(str(e))
                 return
-            self.ready.emit(renderer, animator, path)
+            self.ready.emit(renderer, animator, loaded, wants_box)
         threading.Thread(target=work, name="startup", daemon=True).start()
+
+
+def start_avatar(args: argparse.Namespace, store: SettingsStore) -> AvatarChoice:
+    """The avatar the window starts with: ``--avatar`` (with ``--avatar-kind`` / ``--avatar-box``
+    when given, else the kind and box remembered for it), else the last one, else ours."""
+    path = args.avatar or store.last_avatar() or str(DEFAULT_AVATAR)
+    remembered = store.avatar_choice(path)
+    box: AvatarBox | None = getattr(args, "avatar_box", None)      # main.py's flags
+    kind = getattr(args, "avatar_kind", None) or "human"
+    if args.avatar and (box is not None or kind != "human"):
+        return AvatarChoice(Path(path), check_avatar_kind(kind), box)
+    return remembered
 
 
 def starting_message(choice: RenderChoice) -> str:
@@ -109,7 +134,7 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
     window = MainWindow(settings, store, renderer_factory=factory)
     starter.download_progress.connect(window.show_download)
     window.render_panel.show_choice(choice)
-    avatar_path = args.avatar or store.last_avatar() or str(DEFAULT_AVATAR)
+    avatar = start_avatar(args, store)
     camera = args.camera or store.last_camera() or "0"
     width, height = args.camera_size or store.last_camera_size() or DEFAULT_FRAME_SIZE
     window.camera_panel.select(camera)
@@ -128,12 +153,17 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
             log.info("screenshot saved to %s", path)
         window.close()
 
-    def on_ready(renderer: Renderer, animator, path: str) -> None:
+    def on_ready(renderer: Renderer, animator, loaded: AvatarChoice, wants_box: AvatarChoice | None) -> None:
         starting["now"] = False
         window.busy(None)
+        path = str(loaded.path)
         session = LiveSession(renderer, animator, window.callbacks(), vcam_size=tuple(args.vcam_size),
                               vcam_fps=args.vcam_fps, max_tracked_frames=args.max_frames, avatar_path=path)
-        window.attach(session, path)
+        window.attach(session, path, loaded)
+        editing = wants_box is not None and window.open_box_editor(wants_box.path, wants_box.kind)
+        if args.screenshot and editing:
+            QtCore.QTimer.singleShot(300, finish_screenshot)      # let the editor paint
+            return
         window.request_camera(camera, width, height)
         if args.virtual_camera:
             window.set_virtual_camera(True)
@@ -172,7 +202,7 @@ def run_app(args: argparse.Namespace, base: AnimationSettings) -> int:
             return
         starting["now"] = True
         window.busy(starting_message(choice))
-        starter.start(lambda: factory(choice), settings, avatar_path)
+        starter.start(lambda: factory(choice), settings, avatar)
 
     starter.ready.connect(on_ready)
     starter.failed.connect(on_failed)

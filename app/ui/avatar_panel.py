@@ -1,9 +1,12 @@
-"""Avatar panel: open a portrait, pick one of the recent ones (drag and drop works on the window)."""
+"""Avatar panel: open a portrait, pick one of the recent ones (drag and drop works on the window),
+say whether it is a human or an animal face, and open the face box editor on it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
+
+from ..avatar.framing import AVATAR_KINDS, AvatarKind
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff)"
 MAX_RECENT = 8
@@ -11,6 +14,8 @@ MAX_RECENT = 8
 
 class AvatarPanel(QtWidgets.QGroupBox):
     avatar_requested = QtCore.Signal(str)
+    kind_requested = QtCore.Signal(str)          # the user switched the kind (an AvatarKind)
+    box_edit_requested = QtCore.Signal()         # "Adjust face box…"
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Avatar", parent)
@@ -19,11 +24,24 @@ class AvatarPanel(QtWidgets.QGroupBox):
         self.current.setWordWrap(True)
         self.open_button = QtWidgets.QPushButton("Open image…")
         self.open_button.clicked.connect(self.open_dialog)
+        self.kind = QtWidgets.QComboBox()
+        for kind in AVATAR_KINDS:
+            self.kind.addItem(kind.capitalize(), kind)
+        self.kind.setToolTip("Which networks animate the avatar: a human face or an animal's")
+        self.kind.activated.connect(lambda _: self.kind_requested.emit(self.kind.currentData()))
+        self.adjust_button = QtWidgets.QPushButton("Adjust face box…")
+        self.adjust_button.setToolTip("Choose the square region of the image that is animated")
+        self.adjust_button.clicked.connect(self.box_edit_requested.emit)
         self.recent_row = QtWidgets.QHBoxLayout()
         self.recent_row.setSpacing(4)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(self.current)
         layout.addWidget(self.open_button)
+        face_row = QtWidgets.QHBoxLayout()
+        face_row.addWidget(QtWidgets.QLabel("Face:"))
+        face_row.addWidget(self.kind)
+        face_row.addWidget(self.adjust_button, 1)
+        layout.addLayout(face_row)
         layout.addWidget(QtWidgets.QLabel("Recent (drop an image on the window to add one):"))
         layout.addLayout(self.recent_row)
 
@@ -37,6 +55,10 @@ class AvatarPanel(QtWidgets.QGroupBox):
         self.current.setToolTip(path)
         self.recent = [path] + [p for p in self.recent if p != path][: MAX_RECENT - 1]
         self._rebuild_recent()
+
+    def show_kind(self, kind: AvatarKind) -> None:
+        """Show the current avatar's kind (without asking for a switch)."""
+        self.kind.setCurrentIndex(self.kind.findData(kind))
 
     def set_recent(self, paths: list[str]) -> None:
         self.recent = [p for p in paths if Path(p).is_file()][:MAX_RECENT]

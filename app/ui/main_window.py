@@ -1,8 +1,13 @@
-"""The main window: preview on the left, the stage panels on the right, status bar below.
+"""The main window: preview on the left (or the face box editor in its place), the stage panels on
+the right, status bar below.
 
 Frames arrive from the pipeline's threads through a ``FrameBridge`` (queued Qt signals); only the
 newest frame is kept, so the preview drops what it cannot show and the UI thread never waits for
-inference."""
+inference.
+
+An avatar without a face the detector finds is not refused: the face box editor opens on it with
+a first guess (``suggest_avatar_box``), and "Animate" loads it with that box. The kind and box an
+avatar was loaded with are remembered for it (``SettingsStore.avatar_choice``)."""
 from __future__ import annotations
 
 import functools
@@ -17,9 +22,13 @@ import cv2
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..animation.frames import TRACKED, Status
+from ..animation.frames import TRACKED, AnimatedAvatar, Status
+from ..avatar.face import NoFaceError
+from ..avatar.framing import AvatarBox, AvatarChoice, AvatarKind, check_avatar_kind
+from ..avatar.suggest import BoxSuggestion, suggest_avatar_box
 from ..face.crop import transform_points
 from ..face.driving import DrivingFace
+from ..imaging.image_io import load_image
 from ..live.capture import CameraRequest, parse_source
 from ..live.pipeline import OutputFrame
 from ..run.live_session import LiveSession, SessionCallbacks, VirtualCameraState
@@ -27,6 +36,7 @@ from ..run.renderer import RenderChoice, Renderer
 from ..settings import LiveSettings
 from .animation_panel import AnimationPanel
 from .avatar_panel import AvatarPanel
+from .box_editor import BoxEditor, scaled_box
 from .camera_panel import CameraPanel
 from .output_panel import OutputPanel
 from .render_panel import RenderPanel
@@ -88,7 +98,8 @@ class FrameBridge(QtCore.QObject):
 
     frame_ready = QtCore.Signal()
     tracked_ready = QtCore.Signal()
-    avatar_loaded = QtCore.Signal(str)
+    avatar_loaded = QtCore.Signal(str, object)      # path, the AnimatedAvatar
+    avatar_failed = QtCore.Signal(object, object)   # the AvatarChoice, the exception
     error = QtCore.Signal(str)
     camera_status = QtCore.Signal(str)
     renderer_changed = QtCore.Signal(object)
@@ -132,12 +143,14 @@ def inset_image(face: DrivingFace | None) -> np.ndarray:
 class MainWindow(QtWidgets.QMainWindow):
     """``renderer_factory``: makes the renderer of a "Render on" choice (it may load networks or
     take seconds); without one, a new choice is remembered for the next start. ``start_requested``:
-    a choice applied while no session runs (its start failed), for the starter to try again."""
+    a choice applied while no session runs (its start failed), for the starter to try again.
+    ``suggest_box``: the face box editor's first guess on an image (tests pass their own)."""
 
     start_requested = QtCore.Signal(object)         # a RenderChoice
 
     def __init__(self, settings: LiveSettings, store: SettingsStore, *,
-                 renderer_factory: Callable[[RenderChoice], Renderer] | None = None) -> None:
+                 renderer_factory: Callable[[RenderChoice], Renderer] | None = None,
+                 suggest_box: Callable[[np.ndarray], BoxSuggestion] = suggest_avatar_box) -> None:
         super().__init__()
         self.setWindowTitle("AvatarCam")
         self.setAcceptDrops(True)
@@ -146,6 +159,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session: LiveSession | None = None
         self.bridge = FrameBridge()
         self.preview = Preview()
+        self.box_editor = BoxEditor()
+        self.suggest_box = suggest_box
+        self.view_stack = QtWidgets.QStackedWidget()      # the preview, or the face box editor in its place
+        self.view_stack.addWidget(self.preview)
+        self.view_stack.addWidget(self.box_editor)
+        self.current_choice: AvatarChoice | None = None   # what the current avatar was loaded with
+        self._requested: dict[str, AvatarChoice] = {}     # avatar loads asked for, by path
         self.avatar_panel = AvatarPanel()
         self.camera_panel = CameraPanel()
         self.animation_panel = AnimationPanel(settings)
@@ -172,7 +192,7 @@ class MainWindow(QtWidgets.QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setMinimumWidth(380)
         splitter = QtWidgets.QSplitter()
-        splitter.addWidget(self.preview)
+        splitter.addWidget(self.view_stack)
         splitter.addWidget(scroll)
         splitter.setStretchFactor(0, 3)
         self.setCentralWidget(splitter)
@@ -189,6 +209,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.bridge.renderer_failed.connect(self._on_renderer_failed)
         self.render_panel.render_requested.connect(self.request_render)
         self.avatar_panel.avatar_requested.connect(self.request_avatar)
+        self.avatar_panel.kind_requested.connect(self.switch_kind)
+        self.avatar_panel.box_edit_requested.connect(self.adjust_box)
+        self.box_editor.accepted.connect(self._on_box_accepted)
+        self.box_editor.cancelled.connect(self._on_box_cancelled)
+        self.bridge.avatar_failed.connect(self._on_avatar_failed)
         self.camera_panel.camera_requested.connect(self.request_camera)
         self.animation_panel.calibrate_button.clicked.connect(self.calibrate)
         self.output_panel.virtual_camera_toggled.connect(self.set_virtual_camera)
@@ -211,14 +236,19 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- session wiring ------------------------------------------------------------------------
     def callbacks(self) -> SessionCallbacks:
         return SessionCallbacks(frame=self.bridge.push_frame, tracked=self.bridge.push_face,
-                                avatar_loaded=lambda path, avatar: self.bridge.avatar_loaded.emit(path),
+                                avatar_loaded=self.bridge.avatar_loaded.emit,
+                                avatar_failed=self.bridge.avatar_failed.emit,
                                 error=self.bridge.error.emit, camera_changed=self.bridge.camera_status.emit,
                                 renderer_changed=self.bridge.renderer_changed.emit,
                                 renderer_failed=self.bridge.renderer_failed.emit)
 
-    def attach(self, session: LiveSession, avatar_path: str) -> None:
+    def attach(self, session: LiveSession, avatar_path: str, choice: AvatarChoice | None = None) -> None:
+        """Show ``session``, animating the avatar at ``avatar_path`` (loaded as ``choice``, if given:
+        then its kind and box are remembered for it)."""
         self.session = session
-        self._on_avatar_loaded(avatar_path)
+        if choice is not None:
+            self._requested[avatar_path] = choice
+        self._on_avatar_loaded(avatar_path, session.animator.avatar)
         self.preview.set_frame(session.animator.avatar.face.image)
         self._show_renderer(session.renderer)
 
@@ -250,10 +280,70 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- actions -------------------------------------------------------------------------------
     def request_avatar(self, path: str) -> None:
+        """Load the avatar at ``path`` with the kind and face box remembered for it (if any)."""
+        self.request_avatar_choice(self.store.avatar_choice(path))
+
+    def request_avatar_choice(self, choice: AvatarChoice) -> None:
         if self.session is None:
             return
-        self.statusBar().showMessage(f"loading avatar {Path(path).name}…")
-        self.session.load_avatar_async(path)
+        self.statusBar().showMessage(f"loading avatar {choice.path.name}…")
+        self._requested[str(choice.path)] = choice
+        self.session.load_avatar_async(choice)
+
+    def switch_kind(self, kind: str) -> None:
+        """Reload the current avatar as ``kind`` (human or animal), with its face box if one was chosen."""
+        current = self.current_choice
+        if self.session is None or current is None or kind == current.kind:
+            return
+        self.request_avatar_choice(AvatarChoice(current.path, check_avatar_kind(kind), current.box))
+
+    def adjust_box(self) -> None:
+        """Open the face box editor on the current avatar, with the box it was cropped with."""
+        current = self.current_choice
+        if self.session is None or current is None:
+            return
+        image = self._editor_image(current.path)
+        if image is None:
+            return
+        box = current.box
+        face = self.session.animator.avatar.face
+        if box is None and face.box is not None:
+            # the face's box is in its own image's pixels, which may be a downscaled copy of the file
+            box = scaled_box(face.box, image.shape[1] / face.image.shape[1])
+        self._edit_box(current.path, image, box, current.kind, "adjust the face box")
+
+    def open_box_editor(self, path: str | Path, kind: AvatarKind = "human") -> bool:
+        """Show the face box editor on the image at ``path`` with the suggested box (an animal face
+        found pre-selects "animal"); False (and the error shown) when the image cannot be read."""
+        image = self._editor_image(Path(path))
+        if image is None:
+            return False
+        self._edit_box(Path(path), image, None, kind, "")
+        return True
+
+    @property
+    def editing_box(self) -> bool:
+        return self.view_stack.currentWidget() is self.box_editor
+
+    def _editor_image(self, path: Path) -> np.ndarray | None:
+        try:
+            return load_image(path)
+        except ValueError as e:
+            self.show_error(str(e))
+            return None
+
+    def _edit_box(self, path: Path, image: np.ndarray, box: AvatarBox | None, kind: AvatarKind,
+                  message: str) -> None:
+        if box is None:
+            suggestion = self.suggest_box(image)
+            box = suggestion.box
+            if suggestion.kind == "animal":
+                kind, message = "animal", "cat face found: animal?"
+            else:
+                message = suggestion.reason
+        self.box_editor.edit(path, image, box, kind, message)
+        self.view_stack.setCurrentWidget(self.box_editor)
+        self.statusBar().showMessage(f"{path.name}: {message}")
 
     def request_camera(self, source: str, width: int, height: int) -> None:
         if self.session is None:
@@ -338,8 +428,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _show_face(self) -> None:
         self.preview.set_inset(inset_image(self.bridge.take_face()))
 
-    @QtCore.Slot(str)
-    def _on_avatar_loaded(self, path: str) -> None:
+    @QtCore.Slot(str, object)
+    def _on_avatar_loaded(self, path: str, avatar: AnimatedAvatar) -> None:
         if self._save_timer.isActive():            # changes made for the previous avatar are its own
             self._save_timer.stop()
             self._save_avatar_settings()
@@ -354,7 +444,36 @@ class MainWindow(QtWidgets.QMainWindow):
                 log.info("ignoring saved settings for %s: %s", path, e)
         self.animation_panel.show_settings(self.settings.snapshot())
         self.output_panel.show_background(self.settings.snapshot().background)
+        face = avatar.face
+        asked = self._requested.pop(path, None)
+        if asked is not None:         # remembered as asked for: a detected face's box stays automatic
+            self.current_choice = AvatarChoice(Path(path), face.kind, asked.box)
+            self.store.save_avatar_choice(self.current_choice)
+        else:
+            self.current_choice = AvatarChoice(Path(path), face.kind, self.store.avatar_choice(path).box)
+        self.avatar_panel.show_kind(face.kind)
+        self.animation_panel.show_avatar(face.kind, face.has_landmarks)
         self.statusBar().showMessage(f"avatar: {Path(path).name}", 5000)
+
+    @QtCore.Slot(object, object)
+    def _on_avatar_failed(self, choice: AvatarChoice, error: Exception) -> None:
+        self._requested.pop(str(choice.path), None)
+        if self.current_choice is not None:          # a kind switch that failed: show the kind in use
+            self.avatar_panel.show_kind(self.current_choice.kind)
+        if isinstance(error, NoFaceError) and choice.box is None:
+            log.info("%s", error)
+            self.open_box_editor(choice.path, choice.kind)
+            return
+        self.show_error(str(error) if isinstance(error, ValueError) else f"{choice.path}: {error}")
+
+    def _on_box_accepted(self, choice: AvatarChoice) -> None:
+        self.view_stack.setCurrentWidget(self.preview)
+        self.request_avatar_choice(choice)
+
+    def _on_box_cancelled(self) -> None:
+        self.view_stack.setCurrentWidget(self.preview)
+        name = self.current_choice.path.name if self.current_choice else "the current avatar"
+        self.statusBar().showMessage(f"face box cancelled: still animating {name}", 5000)
 
     @QtCore.Slot(object)
     def _on_renderer_changed(self, renderer: Renderer) -> None:

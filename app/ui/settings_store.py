@@ -1,8 +1,8 @@
 """What the app remembers between runs, in ``QSettings``: the one place that knows the keys and how
 each value is written. Last avatar and the recent ones, last camera and its size, the output
-choices, the animation controls' values per avatar, and where the animation runs (this computer or
-a render server, with its address and token; the token is stored as typed, like a browser's saved
-password, and never logged)."""
+choices, the animation controls' values and the kind and face box per avatar, and where the
+animation runs (this computer or a render server, with its address and token; the token is stored
+as typed, like a browser's saved password, and never logged)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
+from ..avatar.framing import AvatarBox, AvatarChoice, check_avatar_kind
 from ..run.renderer import RenderChoice, RenderTarget
 from ..settings import AnimationSettings, BackgroundMode, MotionSettings, parse_size, remembered_fields
 
@@ -35,6 +36,7 @@ _RECENT_AVATARS = "recent_avatars"       # JSON list of paths, newest first
 _CAMERA = "camera"                       # camera index or video path, as typed
 _CAMERA_SIZE = "camera_size"             # "WxH"
 _AVATAR_SETTINGS = "avatar_settings"     # group: one JSON object of PER_AVATAR_FIELDS per avatar
+_AVATAR_FRAMING = "avatar_framing"       # group: per avatar, JSON {"kind": "human"|"animal", "box": "X,Y,SIZE"|null}
 _RENDER_TARGET = "render/target"         # "local" (this computer) or "server"
 _RENDER_URL = "render/url"               # the render server's ws:// or wss:// address, as typed
 _RENDER_TOKEN = "render/token"           # the render server's token
@@ -69,7 +71,7 @@ class SettingsStore:
 
     def avatar_settings(self, path: str) -> dict[str, Any]:
         """The animation values saved for the avatar at ``path`` (only ``PER_AVATAR_FIELDS``), or {}."""
-        values = self._json(_avatar_settings_key(path))
+        values = self._json(_avatar_key(_AVATAR_SETTINGS, path))
         if values is None:
             return {}
         if not isinstance(values, dict):
@@ -80,7 +82,28 @@ class SettingsStore:
     def save_avatar_settings(self, path: str, settings: AnimationSettings) -> None:
         values = {k: str(v) if isinstance(v, BackgroundMode) else v
                   for k, v in ((k, getattr(settings, k)) for k in PER_AVATAR_FIELDS)}
-        self.qsettings.setValue(_avatar_settings_key(path), json.dumps(values))
+        self.qsettings.setValue(_avatar_key(_AVATAR_SETTINGS, path), json.dumps(values))
+
+    def avatar_choice(self, path: str) -> AvatarChoice:
+        """The kind and face box last used for the avatar at ``path`` (box in the file's pixels; None:
+        found by face detection); a human avatar with a detected face when nothing usable is saved."""
+        values = self._json(_avatar_key(_AVATAR_FRAMING, path))
+        if values is None:
+            return AvatarChoice(Path(path))
+        try:
+            if not isinstance(values, dict):
+                raise ValueError("not a JSON object")
+            box = values.get("box")
+            return AvatarChoice(Path(path), check_avatar_kind(str(values.get("kind", "human"))),
+                                None if box is None else AvatarBox.parse(str(box)))
+        except ValueError as e:
+            log.info("ignoring the saved face box of %s: %s", path, e)
+            return AvatarChoice(Path(path))
+
+    def save_avatar_choice(self, choice: AvatarChoice) -> None:
+        """Remember ``choice``'s kind and box for its file."""
+        values = {"kind": choice.kind, "box": None if choice.box is None else str(choice.box)}
+        self.qsettings.setValue(_avatar_key(_AVATAR_FRAMING, str(choice.path)), json.dumps(values))
 
     # -- camera --------------------------------------------------------------------------------
     def last_camera(self) -> str | None:
@@ -145,7 +168,7 @@ class SettingsStore:
             return None
 
 
-def _avatar_settings_key(path: str) -> str:
-    """One key per image file, whatever path spelling led to it."""
+def _avatar_key(group: str, path: str) -> str:
+    """One key in ``group`` per image file, whatever path spelling led to it."""
     digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
-    return f"{_AVATAR_SETTINGS}/{digest}"
+    return f"{group}/{digest}"

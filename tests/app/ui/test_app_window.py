@@ -88,16 +88,19 @@ def test_dropping_an_image_switches_the_avatar(window, qtbot, examples: Path) ->
     assert window.store.qsettings.value("avatar") == str(s0)
 
 
-def test_image_without_face_keeps_the_old_avatar(window, qtbot, tmp_path: Path) -> None:
+def test_image_without_face_opens_the_box_editor_and_keeps_the_old_avatar(window, qtbot, tmp_path: Path) -> None:
     import cv2
     import numpy as np
 
     bad = tmp_path / "wall.png"
     cv2.imwrite(str(bad), np.full((200, 200, 3), 128, np.uint8))
     window.request_avatar(str(bad))
-    qtbot.waitUntil(lambda: "no face found" in window.last_error, timeout=20000)
+    qtbot.waitUntil(lambda: window.editing_box, timeout=20000)
+    assert window.box_editor.path == bad
+    box = window.box_editor.canvas.box                # the suggestion: a square on the image
+    assert 16 <= box.size <= 200 and 0 <= box.center[0] <= 200 and 0 <= box.center[1] <= 200
     assert window.avatar_panel.current.text() == "astronaut.png"
-    assert "no face found" in window.statusBar().currentMessage()
+    assert window.session.animator.avatar.face.num_faces >= 1          # still animating the astronaut
 
 
 def test_virtual_camera_switch_uses_the_backend_and_shows_state(window, qtbot) -> None:

@@ -10,6 +10,7 @@ import pytest
 from PySide6 import QtCore
 from support.fake_hub import FakeHub, Fault
 
+from app.avatar.framing import AvatarChoice
 from app.settings import LiveSettings
 from app.ui.app import Starter
 from app.ui.main_window import MainWindow
@@ -50,7 +51,7 @@ def test_status_bar_shows_download_progress_while_the_window_runs(qtbot, tmp_pat
         hub.patch_endpoint(monkeypatch)
         stall = hub.faults[big] = Fault(stall_after=size * 6 // 10)     # holds the download mid-file
         window.busy("loading the networks…")
-        starter.start(make_renderer, LiveSettings(), "unused.png")
+        starter.start(make_renderer, LiveSettings(), AvatarChoice(Path("unused.png")))
         # the client reports in 10 MiB pieces: while the server holds the file at 60%, 10 MiB are in
         shown = f"downloading {Path(big).name}: {100 * 10 * MIB // size}% (10 of {size / 1e6:.0f} MB)…"
         qtbot.waitUntil(lambda: window.statusBar().currentMessage() == shown, timeout=20000)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PySide6 import QtCore
 
+from app.avatar.framing import AvatarBox, AvatarChoice
 from app.settings import AnimationSettings, LiveSettings, SmoothingGroup
 from app.ui.settings_store import (
     ANIMATION_FIELDS,
@@ -31,6 +32,7 @@ def test_remembered_fields_come_from_the_settings_metadata() -> None:
     assert set(ANIMATION_FIELDS) == set(PER_AVATAR_FIELDS) - {"background"}
     assert set(ANIMATION_FIELDS) == {"eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier",
                                      "rotation_multiplier", "rotation_limit_deg", "translation_lock", "stitching",
+                                     "motion_strength", "animal_stitching",
                                      *(group.field for group in SmoothingGroup)}
 
 
@@ -85,3 +87,27 @@ def test_open_uses_the_path_from_the_environment(tmp_path: Path, monkeypatch: py
     store.remember_camera("3", 1920, 1080)
     store.sync()
     assert ini_store(tmp_path / "env.ini").last_camera_size() == (1920, 1080)
+
+
+def test_avatar_kind_and_box_round_trip_per_file(tmp_path: Path) -> None:
+    store = ini_store(tmp_path / "s.ini")
+    avatar = tmp_path / "cat.png"
+    assert store.avatar_choice(str(avatar)) == AvatarChoice(avatar)          # nothing saved: detect, human
+    store.save_avatar_choice(AvatarChoice(avatar, "animal", AvatarBox(-12.5, 40, 300)))
+    store.save_avatar_choice(AvatarChoice(tmp_path / "me.png", "human", None))
+    store.sync()
+    again = ini_store(tmp_path / "s.ini")
+    assert again.avatar_choice(str(tmp_path / "x" / ".." / "cat.png")).box == AvatarBox(-12.5, 40, 300)
+    assert again.avatar_choice(str(avatar)).kind == "animal"
+    assert again.avatar_choice(str(tmp_path / "me.png")) == AvatarChoice(tmp_path / "me.png")
+
+
+@pytest.mark.parametrize("garbage", ['{"kind": "robot", "box": null}', '{"kind": "human", "box": "1,2"}',
+                                     '{"kind": "human", "box": "0,0,3"}', "[1]", "{not json"])
+def test_unreadable_kind_or_box_reads_as_absent(tmp_path: Path, garbage: str) -> None:
+    store = ini_store(tmp_path / "s.ini")
+    avatar = tmp_path / "cat.png"
+    store.save_avatar_choice(AvatarChoice(avatar, "animal", AvatarBox(0, 0, 100)))
+    key = next(k for k in store.qsettings.allKeys() if k.startswith("avatar_framing/"))
+    store.qsettings.setValue(key, garbage)
+    assert store.avatar_choice(str(avatar)) == AvatarChoice(avatar)
