@@ -16,8 +16,6 @@ are.
 the frame-rate cap)."""
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import secrets
 import time
 from collections import deque
@@ -27,8 +25,8 @@ import numpy as np
 import torch
 
 from ...animation.animator import Animator
-from ...avatar.face import AvatarFace, avatar_face_from_crop
-from ...avatar.framing import AvatarBox, AvatarKind
+from ...avatar.face import avatar_face_from_crop
+from ...avatar.framing import AvatarKind
 from ...avatar.prepared import prepare_avatar
 from ...face import crop as fc
 from ...face.driving import DrivingFace
@@ -65,7 +63,7 @@ class RenderSession:
         box = p.avatar_box(header)
         eye_ratios, lip_ratio = p.avatar_ratios(header)
         crop = p.decode_image(payload, fmt, p.CROP_SHAPE)
-        face = _face_from_crop(crop, eye_ratios, lip_ratio, kind, box)
+        face = avatar_face_from_crop(crop, eye_ratios, lip_ratio, kind=kind, box=box)
         backend = self.backends.get(kind)
         with torch.inference_mode():
             avatar = prepare_avatar(face, backend)
@@ -124,25 +122,6 @@ class RenderSession:
         if self.animator is not None:
             self.animator.close()
             self.animator = None
-
-
-# Integration shim: helper "box" gives avatar_face_from_crop the parameters kind and box, and lets
-# the ratios be None (an avatar without landmarks). Until that is merged, the face is made with
-# placeholder ratios and its kind and box set afterwards; remove the fallback then.
-_FACE_TAKES_KIND = "kind" in inspect.signature(avatar_face_from_crop).parameters
-_PLACEHOLDER_EYES = np.full((1, 2), 0.3, np.float32)
-_PLACEHOLDER_LIPS = np.zeros((1, 1), np.float32)
-
-
-def _face_from_crop(crop: np.ndarray, eye_ratios: np.ndarray | None, lip_ratio: np.ndarray | None,
-                    kind: AvatarKind, box: AvatarBox | None) -> AvatarFace:
-    make: Any = avatar_face_from_crop
-    if _FACE_TAKES_KIND:
-        face: AvatarFace = make(crop, eye_ratios, lip_ratio, kind=kind, box=box)
-        return face
-    face = make(crop, _PLACEHOLDER_EYES if eye_ratios is None else eye_ratios,
-                _PLACEHOLDER_LIPS if lip_ratio is None else lip_ratio)
-    return dataclasses.replace(face, kind=kind, box=box)
 
 
 class FrameGate:

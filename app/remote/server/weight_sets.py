@@ -5,7 +5,6 @@ it (or at the start, for the sets named in ``ServerOptions.preload``) and kept u
 stops. Imports no Ray: the tests' plain server uses it as the deployment does."""
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -104,11 +103,5 @@ def load_weight_set(options: ServerOptions, kind: AvatarKind) -> InferenceBacken
     ``weight_set=kind``; downloads only with ``options.download``)."""
     from engines.registry import make_backend  # loads the networks: in the replica only
 
-    if "weight_set" in inspect.signature(make_backend).parameters:
-        return make_backend(options.backend, weights=options.weights, device=options.device,
-                            download=options.download, weight_set=kind)
-    # engines without weight sets (before issue 19's engines change): the human set only; the stub
-    # has no weights and animates any kind
-    if kind != "human" and options.backend != "stub":
-        raise WeightSetError(f"this server's engines cannot load the {kind} weight set")
-    return make_backend(options.backend, weights=options.weights, device=options.device, download=options.download)
+    return make_backend(options.backend, weights=options.weights, device=options.device,
+                        download=options.download, weight_set=kind)
