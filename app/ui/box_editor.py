@@ -106,11 +106,6 @@ def dragged_box(start: AvatarBox, grip: Grip, press: tuple[float, float], point:
     return clamp_box(ax - side if left else ax, ay - side if top else ay, side, image_size)
 
 
-def scaled_box(box: AvatarBox, factor: float) -> AvatarBox:
-    """``box`` in an image scaled by ``factor`` (e.g. the avatar's downscaled copy -> its file)."""
-    return AvatarBox(box.x * factor, box.y * factor, box.size * factor)
-
-
 class BoxCanvas(QtWidgets.QWidget):
     """Paints the image, its padding and the box; mouse drags move or resize the box."""
 

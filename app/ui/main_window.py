@@ -36,7 +36,7 @@ from ..run.renderer import RenderChoice, Renderer
 from ..settings import LiveSettings
 from .animation_panel import AnimationPanel
 from .avatar_panel import AvatarPanel
-from .box_editor import BoxEditor, scaled_box
+from .box_editor import BoxEditor
 from .camera_panel import CameraPanel
 from .output_panel import OutputPanel
 from .render_panel import RenderPanel
@@ -305,11 +305,8 @@ class MainWindow(QtWidgets.QMainWindow):
         image = self._editor_image(current.path)
         if image is None:
             return
-        box = current.box
-        face = self.session.animator.avatar.face
-        if box is None and face.box is not None:
-            # the face's box is in its own image's pixels, which may be a downscaled copy of the file
-            box = scaled_box(face.box, image.shape[1] / face.image.shape[1])
+        # the face's box is in the file's pixels, as the editor's image
+        box = current.box or self.session.animator.avatar.face.box
         self._edit_box(current.path, image, box, current.kind, "adjust the face box")
 
     def open_box_editor(self, path: str | Path, kind: AvatarKind = "human") -> bool:

@@ -18,7 +18,6 @@ from app.ui.box_editor import (
     dragged_box,
     fit_view,
     grip_at,
-    scaled_box,
     view_region,
 )
 
@@ -90,10 +89,6 @@ def test_resizing_stops_at_the_limits() -> None:
     assert huge.size == MAX_BOX_FACTOR * 400
     assert 0 <= huge.center[0] <= 400 and 0 <= huge.center[1] <= 300
     assert clamp_box(0, 0, 1, IMAGE).size == MIN_BOX_SIDE
-
-
-def test_a_box_scales_with_its_image() -> None:
-    assert scaled_box(AvatarBox(10, -20, 100), 2.5) == AvatarBox(25, -50, 250)
 
 
 # -- the widget ------------------------------------------------------------------------------------

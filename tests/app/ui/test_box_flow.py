@@ -27,7 +27,7 @@ from app.ui.main_window import MainWindow
 from app.ui.settings_store import SettingsStore
 
 FACE_IMAGE = np.full((240, 320, 3), 90, np.uint8)      # the current avatar's (downscaled) image
-FACE_BOX = AvatarBox(60, 20, 160)                        # its box, in FACE_IMAGE's pixels
+FACE_BOX = AvatarBox(120, 40, 320)                       # its box, in the file's pixels (640 wide)
 
 
 def fake_face(kind: str = "human", *, landmarks: bool = True, box: AvatarBox | None = FACE_BOX):
@@ -175,7 +175,7 @@ def test_the_kind_switch_reloads_with_the_other_kind(window, cartoon: Path) -> N
 def test_adjust_face_box_starts_from_the_current_box(window, tmp_path: Path) -> None:
     window.avatar_panel.adjust_button.click()
     assert window.editing_box and window.box_editor.path == tmp_path / "start.png"
-    # the face's box is in its downscaled image (320 wide); the editor works in the file's 640
+    # the face's box is in the file's pixels (640 wide), as the editor's, not its image's (320 wide)
     assert window.box_editor.canvas.box == AvatarBox(120, 40, 320)
     window.box_editor.canvas.box = AvatarBox(100, 30, 300)
     window.box_editor.animate_button.click()
