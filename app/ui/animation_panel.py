@@ -2,7 +2,8 @@
 A change is written to the settings at once and used from the next frame on.
 
 The controls follow the avatar (``show_avatar``): an animal shows its motion strength and its own
-stitching switch instead of the eye/lip retargeting and the human stitching; a human avatar
+stitching switch instead of the eye/lip retargeting, the human stitching and the pose and
+expression controls the animal formula has no use for (smoothing stays); a human avatar
 without face landmarks (a face box on a face the tracker cannot read) keeps the retargeting
 controls visible but off, with a line saying why."""
 from __future__ import annotations
@@ -65,6 +66,8 @@ class AnimationPanel(QtWidgets.QGroupBox):
         animal.addWidget(self.motion_strength)
         self.animal_controls.hide()
 
+        self.human_motion_controls: tuple[QtWidgets.QWidget, ...] = (
+            self.expression, self.pitch, self.yaw, self.roll, self.rotation_limit, self.translation_lock)
         form = QtWidgets.QFormLayout(self)
         form.addRow(self.no_landmarks)
         form.addRow(self.retargeting)
@@ -138,8 +141,9 @@ class AnimationPanel(QtWidgets.QGroupBox):
         self._enable_targets()
 
     def show_avatar(self, kind: AvatarKind, has_landmarks: bool) -> None:
-        """Show the controls that act on this avatar: an animal's (motion strength, its stitching)
-        or a human's (eye/lip retargeting, stitching; the retargeting disabled without landmarks)."""
+        """Show the controls that act on this avatar: an animal's (motion strength, its stitching,
+        smoothing) or a human's (eye/lip retargeting, expression and head controls, position lock,
+        stitching; the retargeting disabled without landmarks)."""
         self.kind = kind
         animal = kind == "animal"
         self.retargeting.setVisible(not animal)
@@ -148,6 +152,10 @@ class AnimationPanel(QtWidgets.QGroupBox):
         self.animal_controls.setVisible(animal)
         self.animal_stitching.setVisible(animal)
         self.stitching.setVisible(not animal)
+        # the official animal formula takes the driver's pose and expression as they are: these
+        # controls do nothing for an animal, so they are not offered
+        for control in self.human_motion_controls:
+            control.setVisible(not animal)
 
     def reset_all(self) -> None:
         """All animation controls back to their defaults (output choices stay)."""

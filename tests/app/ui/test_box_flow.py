@@ -200,6 +200,11 @@ def test_animal_avatars_show_their_controls(window, cartoon: Path) -> None:
     loaded(window, choice, fake_face("animal", landmarks=False))
     assert panel.retargeting.isHidden() and panel.stitching.isHidden() and panel.no_landmarks.isHidden()
     assert not panel.animal_controls.isHidden() and not panel.animal_stitching.isHidden()
+    # the animal formula has no pose or expression controls; smoothing still acts
+    for control in (panel.expression, panel.pitch, panel.yaw, panel.roll, panel.rotation_limit,
+                    panel.translation_lock):
+        assert control.isHidden()
+    assert not panel.smoothing.isHidden()
     panel.motion_strength.set_value(2.5)
     panel.animal_stitching.setChecked(True)
     s = window.settings.snapshot()
@@ -207,6 +212,11 @@ def test_animal_avatars_show_their_controls(window, cartoon: Path) -> None:
     panel.reset_all()
     assert window.settings.snapshot().motion_strength == pytest.approx(1.75)
     assert not window.settings.snapshot().animal_stitching
+    human = AvatarChoice(cartoon, "human", AvatarBox(0, 0, 200))
+    window.request_avatar_choice(human)
+    loaded(window, human, fake_face())
+    assert not panel.expression.isHidden() and not panel.translation_lock.isHidden()
+    assert panel.animal_controls.isHidden()
 
 
 def test_a_human_without_landmarks_keeps_its_retargeting_controls_off(window, cartoon: Path) -> None:
