@@ -239,7 +239,8 @@ class MotionSettings(_SettingsPart):
 
 @dataclass(frozen=True)
 class OutputSettings(_SettingsPart):
-    """What finishing the output needs: paste-back into the avatar image, mirroring, the background."""
+    """What finishing the output needs: paste-back into the avatar image (for animal avatars
+    only with ``animal_paste_back``: ``for_kind``), mirroring, the background."""
 
     paste_back: bool = setting(True, flag="--crop-only", remember="app",
                                help="output the animated face crop, not the full image")
@@ -248,10 +249,24 @@ class OutputSettings(_SettingsPart):
         BackgroundMode(), flag="--background", metavar="MODE", remember="avatar",
         help="behind the person: keep (default), blur, color:#RRGGBB (e.g. color:#00ff00, a chroma key for OBS) "
              "or image:PATH")
+    # the official animal pipeline outputs the crop: without stitching, the edges of an animal's
+    # re-rendered crop need not meet the picture around them
+    animal_paste_back: bool = setting(
+        False, flag="--animal-paste-back", remember="avatar",
+        help="animal avatars: paste the animated crop back into the full picture (default: the crop, "
+             "as the official animal pipeline)")
 
     def __post_init__(self) -> None:
         if isinstance(self.background, str):
             object.__setattr__(self, "background", BackgroundMode.parse(self.background))
+
+    def for_kind(self, kind: str) -> Self:
+        """These settings as they apply to an avatar of ``kind`` ("human" or "animal"): an animal is
+        pasted back only with ``animal_paste_back``. ``self`` itself when nothing changes (callers
+        key caches on its identity)."""
+        if kind == "animal" and self.paste_back and not self.animal_paste_back:
+            return replace(self, paste_back=False)
+        return self
 
     def validated(self) -> Self:
         """Raise ``ValueError`` with the field name on a malformed value."""

@@ -156,10 +156,11 @@ class Animator:
             self.reference.reset()
 
     def _settings_for_avatar(self, s: AnimationSettings) -> AnimationSettings:
-        """``s`` as it applies to the current avatar, the same object while neither changes (the
-        per-settings constants are keyed on its identity)."""
+        """``s`` as it applies to the current avatar (retargeting without ratios, an animal's
+        paste-back), the same object while neither changes (the per-settings constants are keyed
+        on its identity)."""
         if self._applied is None or self._applied[0] is not s or self._applied[1] is not self.avatar:
-            self._applied = (s, self.avatar, without_retargeting(s, self.avatar))
+            self._applied = (s, self.avatar, without_retargeting(s, self.avatar).for_kind(self.avatar.kind))
         return self._applied[2]
 
     def _driver_motion(self, face: DrivingFace, s: AnimationSettings) -> tuple[torch.Tensor | None, ...]:

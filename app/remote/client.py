@@ -304,6 +304,7 @@ class RemoteAnimator:
         self._lock = threading.Lock()
         self._pending: AvatarFace | None = None
         self._status = Status.NO_FACE_YET
+        self._applied: tuple[AnimationSettings, str, AnimationSettings] | None = None
 
     def connect(self) -> None:
         self.link.connect()
@@ -333,8 +334,10 @@ class RemoteAnimator:
             self.avatar = RemoteAvatar(pending)
             self.finisher.reset(pending)
             self.link.set_avatar(pending)
-        self.finisher.begin(s)
+        out = self._output_settings(s)
+        self.finisher.begin(out)
         answer = self.link.animate(face, t, s)
+        s = out                             # the rest is finishing: the output as it applies here
         if answer is None:
             return AnimatedFrame(self.finisher.held(s), Status.SERVER_LOST, rendered=False)
         if answer.status in _SERVER_STATUSES:
@@ -345,6 +348,14 @@ class RemoteAnimator:
             return AnimatedFrame(self.finisher.still(s), self._status, rendered=False)
         # the server showed a kept frame (holding, neutral, skipped): so does the client, from its last crop
         return AnimatedFrame(self.finisher.held(s), self._status, rendered=False)
+
+    def _output_settings(self, s: AnimationSettings) -> AnimationSettings:
+        """``s`` as it applies to the current avatar's output (an animal's paste-back), the same
+        object while neither changes."""
+        kind = self.avatar.face.kind
+        if self._applied is None or self._applied[0] is not s or self._applied[1] != kind:
+            self._applied = (s, kind, s.for_kind(kind))
+        return self._applied[2]
 
 
 _SERVER_STATUSES = {str(s) for s in Status}

@@ -450,6 +450,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.current_choice = AvatarChoice(Path(path), face.kind, self.store.avatar_choice(path).box)
         self.avatar_panel.show_kind(face.kind)
         self.animation_panel.show_avatar(face.kind, face.has_landmarks)
+        self.output_panel.show_avatar(face.kind, self.settings.snapshot().animal_paste_back)
         self.statusBar().showMessage(f"avatar: {Path(path).name}", 5000)
 
     @QtCore.Slot(object, object)

@@ -27,6 +27,11 @@ class OutputPanel(QtWidgets.QGroupBox):
         self.vcam_state.setWordWrap(True)
         self.vcam_state.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.paste_back = QtWidgets.QCheckBox("Full picture (paste back)")
+        # an animal's own switch, in the same place: its default is the crop (the official choice)
+        self.animal_paste_back = QtWidgets.QCheckBox("Full picture (paste back)")
+        self.animal_paste_back.setToolTip("Animal avatars: paste the animated face into the picture "
+                                          "(off: the face crop, as the official animal pipeline)")
+        self.animal_paste_back.hide()
         self.mirror = QtWidgets.QCheckBox("Mirror")
         self.background = QtWidgets.QComboBox()
         for label, mode in BACKGROUND_PRESETS:
@@ -37,17 +42,30 @@ class OutputPanel(QtWidgets.QGroupBox):
         self.inset = QtWidgets.QCheckBox("Webcam inset  (I)")
         s = settings.snapshot()
         self.paste_back.setChecked(s.paste_back)
+        self.animal_paste_back.setChecked(s.animal_paste_back)
         self.mirror.setChecked(s.mirror)
         self.overlay.setChecked(True)
         self.inset.setChecked(True)
         self.show_background(s.background)
         layout = QtWidgets.QVBoxLayout(self)
-        for w in (self.vcam, self.vcam_state, self.paste_back, self.mirror, self.background, self.overlay, self.inset):
+        for w in (self.vcam, self.vcam_state, self.paste_back, self.animal_paste_back, self.mirror, self.background,
+                  self.overlay, self.inset):
             layout.addWidget(w)
         self.vcam.toggled.connect(self.virtual_camera_toggled)
         self.paste_back.toggled.connect(lambda on: settings.update(paste_back=on))
+        self.animal_paste_back.toggled.connect(lambda on: settings.update(animal_paste_back=on))
         self.mirror.toggled.connect(lambda on: settings.update(mirror=on))
         self.background.activated.connect(self._background_chosen)
+
+    def show_avatar(self, kind: str, animal_paste_back: bool) -> None:
+        """Offer the paste-back switch of ``kind``'s avatars, showing the animal one's remembered
+        state (``animal_paste_back``) without writing it back."""
+        animal = kind == "animal"
+        self.paste_back.setVisible(not animal)
+        self.animal_paste_back.setVisible(animal)
+        blocked = self.animal_paste_back.blockSignals(True)
+        self.animal_paste_back.setChecked(animal_paste_back)
+        self.animal_paste_back.blockSignals(blocked)
 
     def set_background(self, mode: str | BackgroundMode) -> bool:
         """Apply ``mode`` (a ``BackgroundMode`` or its text) from the next frame on; False (and the

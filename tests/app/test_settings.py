@@ -20,7 +20,7 @@ from app.settings import (
 def test_animation_settings_is_motion_then_output_field_for_field() -> None:
     assert AnimationSettings.field_names() == MotionSettings.field_names() + OutputSettings.field_names()
     assert not set(MotionSettings.field_names()) & set(OutputSettings.field_names())
-    assert set(OutputSettings.field_names()) == {"paste_back", "mirror", "background"}
+    assert set(OutputSettings.field_names()) == {"paste_back", "mirror", "background", "animal_paste_back"}
     assert isinstance(AnimationSettings(), MotionSettings) and isinstance(AnimationSettings(), OutputSettings)
 
 
@@ -57,7 +57,7 @@ def test_every_field_has_help_and_a_known_memory() -> None:
     assert remembered_fields("app") == ("paste_back", "mirror")
     assert all(AnimationSettings.field_types()[name] is bool for name in remembered_fields("app"))
     assert "background" in remembered_fields("avatar") and "eye_mode" in remembered_fields("avatar")
-    assert remembered_fields("avatar", OutputSettings) == ("background",)
+    assert remembered_fields("avatar", OutputSettings) == ("background", "animal_paste_back")
 
 
 def test_live_settings_take_lists_for_tuple_fields() -> None:
@@ -80,3 +80,13 @@ def test_the_animal_settings_default_to_the_official_example_and_travel() -> Non
     assert LiveSettings().update(**settings_from_wire(wire)) == changed
     with pytest.raises(ValueError):
         settings_from_wire({**wire, "animal_stitching": "yes"})
+
+
+def test_an_animal_is_pasted_back_only_when_asked() -> None:
+    s = AnimationSettings()
+    assert s.for_kind("human") is s                                   # unchanged: the same object
+    assert not s.for_kind("animal").paste_back and s.for_kind("animal").mirror == s.mirror
+    asked = AnimationSettings(animal_paste_back=True)
+    assert asked.for_kind("animal") is asked
+    crop_only = AnimationSettings(paste_back=False, animal_paste_back=True)
+    assert crop_only.for_kind("animal") is crop_only and not crop_only.paste_back

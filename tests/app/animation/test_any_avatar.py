@@ -134,3 +134,23 @@ def test_without_landmarks_retargeting_and_lip_normalisation_are_off(boxed_face,
     with_ratios, _ = make_animator(avatar_face, backend, reference_frames=1, eye_mode="follow")
     drive(with_ratios, backend, range(2))
     assert backend.eye_inputs
+
+
+@pytest.mark.parametrize("paste_on_device", [False, True])
+def test_an_animal_outputs_its_crop_unless_pasted_back(animal_face, paste_on_device: bool) -> None:
+    """The official animal output is the crop; ``animal_paste_back`` pastes it into the picture like
+    a human's, and ``--crop-only`` (no paste-back at all) still wins."""
+    backend = ScriptedBackend()
+    anim, live = make_animator(animal_face, backend, reference_frames=1, paste_on_device=paste_on_device)
+    crop_shape = animal_face.crop.shape
+    assert [f.image.shape for f in drive(anim, backend, range(3))] == [crop_shape] * 3
+    assert anim.process(None, 1.0).image.shape == crop_shape            # held frames too
+    live.update(animal_paste_back=True)
+    pasted = drive(anim, backend, range(3, 5), 40)
+    assert pasted[-1].rendered and pasted[-1].image.shape == animal_face.image.shape
+    live.update(paste_back=False)
+    assert drive(anim, backend, range(5, 6), 60)[0].image.shape == crop_shape
+    # a human avatar with the same settings follows paste_back alone
+    human, _ = make_animator(replace(animal_face, kind="human"), ScriptedBackend(), reference_frames=1,
+                             paste_on_device=paste_on_device)
+    assert drive(human, backend, range(2))[-1].image.shape == animal_face.image.shape

@@ -14,7 +14,7 @@ from app.settings import AnimationSettings, BackgroundMode
 # main.py's animation flags and what each chose when they were written out by hand
 FLAGS = ("--driving-option", "--no-stitching", "--eye-mode", "--eye-target", "--lip-mode", "--lip-target",
          "--expression-multiplier", "--translation-lock", "--crop-only", "--mirror", "--background",
-         "--motion-strength", "--animal-stitching")
+         "--motion-strength", "--animal-stitching", "--animal-paste-back")
 CASES = [
     ([], AnimationSettings()),
     (["--no-stitching"], AnimationSettings(stitching=False)),
@@ -30,6 +30,7 @@ CASES = [
      AnimationSettings(background="blur", mirror=True, paste_back=False, stitching=False)),
     (["--motion-strength", "2.5"], AnimationSettings(motion_strength=2.5)),
     (["--animal-stitching"], AnimationSettings(animal_stitching=True)),
+    (["--animal-paste-back"], AnimationSettings(animal_paste_back=True)),
 ]
 
 

@@ -233,23 +233,6 @@ def test_a_failed_load_says_one_line_and_is_tried_again_next_time():
     assert sets.get("animal") is loader.backends["animal"] and loader.loads == ["animal", "animal"]
 
 
-def test_without_weight_sets_in_the_engines_only_the_stub_animates_animals(monkeypatch: pytest.MonkeyPatch):
-    import engines.registry
-
-    calls: list[dict] = []
-
-    def make_backend(kind: str = "auto", *, weights=None, device="auto", download=True):   # no weight_set
-        calls.append({"kind": kind, "download": download})
-        return StubBackend()
-
-    monkeypatch.setattr(engines.registry, "make_backend", make_backend)
-    assert load_weight_set(ServerOptions(backend="stub"), "animal").name == "stub"
-    assert load_weight_set(ServerOptions(backend="torch", download=True), "human").name == "stub"
-    assert calls == [{"kind": "stub", "download": False}, {"kind": "torch", "download": True}]
-    with pytest.raises(WeightSetError, match="animal weight set"):
-        load_weight_set(ServerOptions(backend="torch"), "animal")
-
-
 def test_with_weight_sets_in_the_engines_each_kind_asks_for_its_own(monkeypatch: pytest.MonkeyPatch):
     import engines.registry
 

@@ -205,6 +205,12 @@ def test_animal_avatars_show_their_controls(window, cartoon: Path) -> None:
                     panel.translation_lock):
         assert control.isHidden()
     assert not panel.smoothing.isHidden()
+    # the output's paste-back switch is the animal's own (off: the crop, the official output)
+    output = window.output_panel
+    assert output.paste_back.isHidden() and not output.animal_paste_back.isHidden()
+    assert not output.animal_paste_back.isChecked()
+    output.animal_paste_back.setChecked(True)
+    assert window.settings.snapshot().animal_paste_back and window.settings.snapshot().paste_back
     panel.motion_strength.set_value(2.5)
     panel.animal_stitching.setChecked(True)
     s = window.settings.snapshot()
@@ -216,6 +222,7 @@ def test_animal_avatars_show_their_controls(window, cartoon: Path) -> None:
     window.request_avatar_choice(human)
     loaded(window, human, fake_face())
     assert not panel.expression.isHidden() and not panel.translation_lock.isHidden()
+    assert not output.paste_back.isHidden() and output.animal_paste_back.isHidden()
     assert panel.animal_controls.isHidden()
 
 

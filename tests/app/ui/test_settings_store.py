@@ -28,8 +28,9 @@ def test_remembered_fields_come_from_the_settings_metadata() -> None:
     assert not {"paste_back", "mirror"} & set(PER_AVATAR_FIELDS)      # output choices are not per avatar
     assert PER_AVATAR_FIELDS == tuple(f.name for f in fields(AnimationSettings) if f.metadata["remember"] == "avatar")
     assert OUTPUT_CHOICE_FIELDS == ("paste_back", "mirror")
-    # the animation panel's controls, which "Reset all" resets: every per-avatar field but the background
-    assert set(ANIMATION_FIELDS) == set(PER_AVATAR_FIELDS) - {"background"}
+    # the animation panel's controls, which "Reset all" resets: every per-avatar field but the output
+    # panel's (the background, an animal's paste-back)
+    assert set(ANIMATION_FIELDS) == set(PER_AVATAR_FIELDS) - {"background", "animal_paste_back"}
     assert set(ANIMATION_FIELDS) == {"eye_mode", "eye_target", "lip_mode", "lip_target", "expression_multiplier",
                                      "rotation_multiplier", "rotation_limit_deg", "translation_lock", "stitching",
                                      "motion_strength", "animal_stitching",
