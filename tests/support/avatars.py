@@ -1,7 +1,8 @@
-"""Avatar images drawn with OpenCV for tests: a cartoon face that MediaPipe's face mesh misses and a
-dog's face (no dog photo with a clear licence was found in a registry package). Deterministic:
-the same pixels on every run. Each function returns the image (H x W x 3 BGR uint8) and the
-square (x, y, size) that frames its face, in image pixels."""
+"""Avatar images drawn with OpenCV for tests: two cartoon faces that MediaPipe's face mesh misses
+(an anime-style one and a round mascot) and a dog's face (no dog photo with a clear licence was
+found in a registry package). Deterministic: the same pixels on every run. Each function returns
+the image (H x W x 3 BGR uint8) and the square (x, y, size) that frames its face, in image
+pixels."""
 from __future__ import annotations
 
 import cv2
@@ -66,3 +67,35 @@ def dog_face(width: int = 600, height: int = 600) -> tuple[np.ndarray, tuple[flo
     cv2.ellipse(img, (cx, cy + int(r * 0.62)), (int(r * 0.22), int(r * 0.1)), 0, 0, 180, (20, 20, 20), 3, AA)
     side_px = 2.3 * r
     return img, (cx - side_px / 2, cy - side_px / 2 - 0.05 * side_px, side_px)
+
+
+def mascot_face(width: int = 640, height: int = 720) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A round mascot head (oval eyes, a smile, a tuft of hair) on a pastel striped background, its
+    face centred at about (0.5 W, 0.42 H) with a radius of 0.31 min(W, H); the window's face box
+    editor and its README screenshot use it."""
+    img = np.zeros((height, width, 3), np.uint8)
+    img[:] = (235, 215, 190)                                 # pale blue background
+    for i in range(0, width + height, 40):                   # soft diagonal stripes
+        cv2.line(img, (i, 0), (i - height, height), (225, 200, 175), 12, AA)
+    s = min(width, height) / 640
+    cx, cy = width // 2, int(height * 0.42)
+
+    def pt(x: float, y: float) -> tuple[int, int]:
+        return int(cx + x * s), int(cy + y * s)
+
+    def ax(a: float, b: float) -> tuple[int, int]:
+        return int(a * s), int(b * s)
+
+    skin, outline, hair = (80, 200, 250), (40, 30, 60), (60, 50, 140)
+    cv2.ellipse(img, pt(0, 330), ax(220, 60), 0, 180, 360, (90, 140, 60), -1, AA)      # shoulders
+    cv2.ellipse(img, pt(0, -200), ax(30, 60), 20, 0, 360, hair, -1, AA)               # tuft
+    cv2.ellipse(img, pt(-40, -190), ax(22, 45), -25, 0, 360, hair, -1, AA)
+    cv2.circle(img, pt(0, 0), int(200 * s), skin, -1, AA)                             # head
+    cv2.circle(img, pt(0, 0), int(200 * s), outline, 5, AA)
+    for side in (-1, 1):
+        cv2.ellipse(img, pt(side * 80, -10), ax(28, 60), 0, 0, 360, outline, -1, AA)   # eyes
+        cv2.circle(img, pt(side * 80 + 8, -40), int(10 * s), (255, 255, 255), -1, AA)
+        cv2.ellipse(img, pt(side * 135, 70), ax(30, 16), 0, 0, 360, (120, 140, 250), -1, AA)   # cheeks
+    cv2.ellipse(img, pt(0, 70), ax(110, 70), 0, 10, 170, outline, 8, AA)              # smile
+    side_px = 2.3 * 200 * s
+    return img, (cx - side_px / 2, cy - side_px / 2, side_px)

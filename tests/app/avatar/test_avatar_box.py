@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from support import REPO_ROOT
-from support.avatars import cartoon_face, dog_face
+from support.avatars import cartoon_face, dog_face, mascot_face
 
 from app.avatar.face import NoFaceError, avatar_face_from_crop, prepare_avatar_face
 from app.avatar.framing import AvatarBox, AvatarChoice, check_avatar_kind
@@ -67,6 +67,7 @@ def test_the_drawn_cartoon_is_missed_by_the_face_mesh(mesh) -> None:
     """The premise of the cartoon tests below: without a box, this face is not found."""
     for width, height in ((640, 560), (480, 420), (1280, 1120)):
         assert mesh.detect_faces(cartoon_face(width, height)[0]) == []
+    assert mesh.detect_faces(mascot_face()[0]) == []
 
 
 def test_no_face_and_no_box_names_both_ways_out(mesh) -> None:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from PySide6 import QtCore
-from support.ui_avatars import cartoon_face
+from support.avatars import mascot_face
 
 from app.avatar.face import NoFaceError
 from app.avatar.framing import AvatarBox, AvatarChoice
@@ -59,7 +59,7 @@ def ini_store(path: Path) -> SettingsStore:
 @pytest.fixture()
 def cartoon(tmp_path: Path) -> Path:
     path = tmp_path / "toon.png"
-    cv2.imwrite(str(path), cartoon_face(640, 480))
+    cv2.imwrite(str(path), mascot_face(640, 480)[0])
     return path
 
 
