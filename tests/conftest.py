@@ -71,6 +71,22 @@ def synthetic_animal_weights_dir(synthetic_weights_dir: Path, tmp_path_factory: 
 
 
 @pytest.fixture(scope="session")
+def synthetic_weights_both_sets(synthetic_weights_dir: Path, synthetic_animal_weights_dir: Path,
+                                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One weights folder holding both sets in the official layouts (the kit's synthetic human
+    files and the animal layout made of them, linked), as a user's folder does after both
+    downloads."""
+    out = tmp_path_factory.mktemp("synthetic_both_sets")
+    for folder in (synthetic_weights_dir, synthetic_animal_weights_dir):
+        for source in folder.rglob("*.pth"):
+            target = out / source.relative_to(folder)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(source.resolve())
+    return out
+
+
+@pytest.fixture(scope="session")
 def exported_onnx(synthetic_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """All ONNX graphs (fp32 and fp16) of the synthetic weights, exported and verified once per run
     (about a minute on 2 cores); shared by the ONNX and TensorRT tests."""

@@ -68,7 +68,7 @@ def test_headless_animates_first_frames_with_real_networks(synthetic_weights_dir
 
 @pytest.mark.parametrize("avatar, camera, message", [
     ("missing.png", "d0", "missing.png: file not found"),
-    ("noface", "d0", "no face found; use a clear, frontal portrait"),
+    ("noface", "d0", "no face found; for a cartoon give the face's square with --avatar-box"),
     ("default", "missing.mp4", "video file not found"),
 ])
 def test_headless_bad_input_is_one_line_exit_2(avatar: str, camera: str, message: str, d0: Path,
