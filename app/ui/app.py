@@ -65,9 +65,8 @@ class Starter(QtCore.QObject):
                 except (ValueError, RuntimeError) as e:   # unusable avatar: fall back to ours
                     # a RuntimeError is a weight set that did not load: the animal one falls back
                     # to the human default, a failing human set fails the start
-                    if isinstance(e, RuntimeError) and choice.kind == "human":
-                        raise
-                    if choice.path.resolve() == DEFAULT_AVATAR.resolve() and choice.kind == "human":
+                    if choice.kind == "human" and (isinstance(e, RuntimeError)
+                                                   or choice.path.resolve() == DEFAULT_AVATAR.resolve()):
                         raise
                     if isinstance(e, NoFaceError) and choice.box is None:
                         wants_box = choice

@@ -18,6 +18,7 @@ from support.outcomes import assert_outcome, recorded_frames
 
 from app.avatar.framing import AvatarBox
 from app.avatar.loading import DEFAULT_AVATAR
+from app.avatar.suggest import cat_crop_box, find_cat_face
 from app.face import crop as fc
 from app.remote.server.local_server import LocalServer, free_port, serve_command
 
@@ -102,8 +103,6 @@ def test_a_cartoon_the_face_mesh_misses_animates_from_its_box(drawn, synthetic_w
 
 def test_a_cat_photo_animates_as_an_animal_from_the_detected_face(synthetic_weights_both_sets: Path, d0: Path,
                                                                   tmp_path: Path) -> None:
-    from app.avatar.suggest import cat_crop_box, find_cat_face
-
     image = cv2.imread(str(CAT))
     detected = AvatarBox(*cat_crop_box(find_cat_face(image)))      # what the app frames without a box
     frames = run_avatar(CAT, tmp_path / "cat.mp4", d0, "--avatar-kind", "animal", weights=synthetic_weights_both_sets)
@@ -136,8 +135,6 @@ def test_a_cat_and_a_dog_animate_through_the_render_server(torch_server, drawn, 
     server, url = torch_server
     assert server.health()["weight_sets"] == ["human"]              # the animal set: on first need
     remote = ("--remote", url, "--token", TOKEN, "--remote-format", "raw")
-    from app.avatar.suggest import cat_crop_box, find_cat_face
-
     cat_image = cv2.imread(str(CAT))
     cat = run_avatar(CAT, tmp_path / "cat.mp4", d0, "--avatar-kind", "animal", remote=remote)
     assert_animated_crop(cat, cat_image, AvatarBox(*cat_crop_box(find_cat_face(cat_image))))
