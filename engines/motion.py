@@ -36,6 +36,10 @@ LIP_NORMALIZE_THRESHOLD = 0.03
 Network = Callable[[torch.Tensor], torch.Tensor]
 DrivingOption = Literal["pose-friendly", "expression-friendly"]
 DRIVING_OPTIONS: tuple[DrivingOption, ...] = get_args(DrivingOption)
+# what the source is: a still image (its scale and translation follow the driver's) or a frame of a
+# source video (each frame keeps its own scale and translation: the official video composition)
+SourceMotion = Literal["image", "video"]
+SOURCE_MOTIONS: tuple[SourceMotion, ...] = get_args(SourceMotion)
 
 
 # --------------------------------------------------------------------------- validation
@@ -233,16 +237,23 @@ def limit_rotation(rot: torch.Tensor, multiplier: torch.Tensor, limit: torch.Ten
 
 
 def relative_keypoints(source: KeypointInfo, R_s: torch.Tensor, driving: DrivingMotion,
-                       reference: DrivingMotion, controls: MotionControls | None = None) -> torch.Tensor:
+                       reference: DrivingMotion, controls: MotionControls | None = None, *,
+                       source_motion: SourceMotion = "image") -> torch.Tensor:
     """Driving keypoints for the source from the driver's motion *relative* to a reference frame
     (the "pose-friendly" formula of the official pipeline):
 
     R = (R_d R_ref^T) R_s, exp = exp_s + (exp_d - exp_ref), s = s_s * s_d / s_ref,
     t = t_s + (t_d - t_ref) with t_z = 0; x_d = s * (x_c,s @ R + exp) + t.
 
+    ``source_motion="video"`` (the source is one frame of a source video, the official video
+    composition in relative mode): s = s_s and t = t_s (t_z = 0), the source frame's own; the
+    driver's scale and translation are ignored, so the clip's own head movement is kept.
+
     With ``controls``, the relative rotation goes through ``limit_rotation`` and the expression and
     translation changes are weighted; neutral controls give the formula above within float32
     rounding of the Euler round trip."""
+    if source_motion not in SOURCE_MOTIONS:
+        raise ValueError(f"unknown source motion {source_motion!r}; expected one of {SOURCE_MOTIONS}")
     R_rel = driving.R @ reference.R.transpose(1, 2)
     exp_delta, t_delta = driving.exp - reference.exp, driving.t - reference.t
     if controls is not None:
@@ -251,8 +262,11 @@ def relative_keypoints(source: KeypointInfo, R_s: torch.Tensor, driving: Driving
         t_delta = t_delta * controls.translation_weights
     R_new = R_rel @ R_s
     exp_new = source.exp + exp_delta
-    scale_new = source.scale * (driving.scale / reference.scale)
-    t_new = source.t + t_delta
+    if source_motion == "video":
+        scale_new, t_new = source.scale, source.t
+    else:
+        scale_new = source.scale * (driving.scale / reference.scale)
+        t_new = source.t + t_delta
     t_new = torch.cat([t_new[..., :2], torch.zeros_like(t_new[..., 2:])], dim=-1)
     return scale_new[..., None] * (source.kp @ R_new + exp_new) + t_new[:, None, :]
 
@@ -359,9 +373,11 @@ def animate_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingM
                       x_d_ref: torch.Tensor | None = None, expression_multiplier: float | None = None,
                       lip_delta: torch.Tensor | None = None, driving_multiplier: float = 1.0,
                       R_s: torch.Tensor | None = None, controls: MotionControls | None = None,
-                      retargeting: Sequence[torch.Tensor] = (), check_finite: bool = True) -> StitchedMotion:
+                      retargeting: Sequence[torch.Tensor] = (), check_finite: bool = True,
+                      source_motion: SourceMotion = "image") -> StitchedMotion:
     """The driving keypoints of one frame, as the official pipeline computes them for an image
-    source with relative motion and stitching, plus the live app's controls:
+    source (or, with ``source_motion="video"``, one frame of a source video: see
+    ``relative_keypoints``) with relative motion and stitching, plus the live app's controls:
 
     relative motion (with ``controls``) -> (expression-friendly rescaling) -> + ``retargeting``
     offsets (B x K x 3 each, e.g. R_eyes / R_lip) -> stitching (if ``stitching_net``)
@@ -378,7 +394,8 @@ def animate_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingM
                              "(none when the source's keypoints span no 3-D volume)")
     elif option != "pose-friendly":
         raise ValueError(f"unknown driving option {option!r}; expected one of {DRIVING_OPTIONS}")
-    x_d = relative_keypoints(source, source.rotation() if R_s is None else R_s, driving, reference, controls)
+    x_d = relative_keypoints(source, source.rotation() if R_s is None else R_s, driving, reference, controls,
+                             source_motion=source_motion)
     if option == "expression-friendly":
         x_d = expression_friendly(x_d, x_d_ref, x_s, expression_multiplier)
     for delta in retargeting:

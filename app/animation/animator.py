@@ -22,6 +22,13 @@ when the reference changes (the multiplier on the host: only while the reference
 frames read the motion back anyway), never on a live frame. Smoothing, the face-lost states, the
 background and the outputs are the same for both kinds; an avatar without open ratios (no
 landmarks, or an animal) gets no eye/lip retargeting and no lip normalisation.
+
+A video avatar (``PreparedAvatar.video``) plays its clip ping-pong on the output's clock: frame
+``process``'s ``t`` shows source frame ``pingpong_index(t - t_first)`` (``t_first``: the first frame
+this avatar processed), or the ``source_index`` a caller names. Each frame is driven with that
+source frame's prepared values by the official video composition (``source_motion="video"``: the
+clip's own scale and translation) and finished into that frame's image; frames without a driving
+face and the face-lost hold show the clip's own frame. A still avatar takes none of these steps.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from engines import motion
 from engines.backend import InferenceBackend
 
 from ..avatar.prepared import PreparedAvatar
+from ..avatar.video import pingpong_index
 from ..compositing.background import BackgroundCompositor
 from ..compositing.finishing import OutputFinisher
 from ..compositing.paste_device import DevicePasteBack
@@ -79,6 +87,9 @@ class Animator:
             paste_on_device = backend.device.type == "cuda" and not crop_only
         self.paste_on_device = paste_on_device
         self.avatar = avatar
+        # the avatar of this frame: ``avatar`` itself, or a video avatar's current source frame
+        self._frame = avatar
+        self._clip_start: float | None = None     # t of the first frame a video avatar processed
         self.reference = driver.NeutralReference()
         self.smoother = driver.MotionSmoother(backend.device)
         self.face_lost = FaceLostState()
@@ -123,8 +134,14 @@ class Animator:
 
     # -- per frame (inference thread) ----------------------------------------------------------
     @torch.inference_mode()
-    def process(self, face: DrivingFace | None, t: float) -> AnimatedFrame:
+    def process(self, face: DrivingFace | None, t: float, *, source_index: int | None = None) -> AnimatedFrame:
+        """The output for the driving ``face`` (None: no face in this frame) at ``t`` seconds (the
+        motion's timeline). For a video avatar ``source_index`` names the clip's frame to show
+        (a render server's client does); None: the ping-pong playback on ``t``'s clock. Still
+        avatars ignore it."""
         self._apply_requests()
+        if self.avatar.video is not None:
+            self._source_frame(t, source_index)
         s = self._settings_for_avatar(self.settings.snapshot())
         # constants of changed settings (and a new avatar's paste-back) go up now, while nothing
         # is queued: an upload from pageable memory waits for the device to finish what is queued
@@ -147,13 +164,31 @@ class Animator:
             avatar, self._pending_avatar = self._pending_avatar, None
             calibrate, self._calibrate_requested = self._calibrate_requested, False
         if avatar is not None:
-            self.avatar = avatar
+            self.avatar = self._frame = avatar
+            self._clip_start = None
             self._device_paste = None
             self.face_lost.neutral_image = None
             self.last_keypoints = None
             self.finisher.reset(avatar.face)
         if calibrate:
             self.reference.reset()
+
+    def _source_frame(self, t: float, source_index: int | None) -> None:
+        """Make the video avatar's source frame for ``t`` (or ``source_index``) this frame's avatar:
+        its prepared values, and its image for the finisher (the held neutral image and the device
+        paste-back are made anew for it)."""
+        video = self.avatar.video
+        assert video is not None
+        if self._clip_start is None:
+            self._clip_start = t
+        index = pingpong_index(t - self._clip_start, video.fps, video.num_frames) if source_index is None \
+            else source_index
+        frame = video.frame(index, self.backend)
+        if frame is not self._frame:
+            self._frame = frame
+            self._device_paste = None
+            self.face_lost.neutral_image = None
+            self.finisher.set_face(frame.face)
 
     def _settings_for_avatar(self, s: AnimationSettings) -> AnimationSettings:
         """``s`` as it applies to the current avatar (retargeting without ratios, an animal's
@@ -193,6 +228,9 @@ class Animator:
             # nothing animated yet: the avatar as it is (never the camera image)
             return AnimatedFrame(self.finisher.still(s), Status.NO_FACE_YET, rendered=False)
         lost = self.face_lost.lost(t, s)
+        if lost.holding and self.avatar.video is not None:
+            # a video avatar's clip plays on: its own frame, unanimated
+            return AnimatedFrame(self.finisher.still(s), Status.HOLDING, rendered=False)
         if lost.holding and self.finisher.last is not None:
             return AnimatedFrame(self.finisher.last, Status.HOLDING, rendered=False)
         if lost.neutral and self.face_lost.neutral_image is not None:
@@ -206,7 +244,7 @@ class Animator:
 
     def _render(self, v: torch.Tensor, s: AnimationSettings, status: Status,
                 valid: torch.Tensor | None = None) -> AnimatedFrame:
-        a = self.avatar
+        a = self._frame
         try:
             x_d = self._driving_keypoints(v, s)
         except ValueError as e:     # degenerate geometry: keep the last frame
@@ -240,12 +278,12 @@ class Animator:
         return AnimatedFrame(image, status, rendered=True)
 
     def _skipped(self, s: AnimationSettings, status: Status) -> AnimatedFrame:
-        held = self.finisher.last
+        held = self.finisher.last if self.avatar.video is None else None     # a clip shows its own frame
         return AnimatedFrame(held if held is not None else self.finisher.still(s), status, rendered=False)
 
     def _paste_back_on_device(self) -> DevicePasteBack:
         if self._device_paste is None:
-            face = self.avatar.face
+            face = self._frame.face
             self._device_paste = DevicePasteBack(face.image, face.transform.M_c2o, face.paste,
                                                  face.transform.dsize, self.backend.device)
         return self._device_paste
@@ -262,8 +300,8 @@ class Animator:
         """x_d from the (smoothed) driver vector, all on the device: ``motion.animate_keypoints``
         with the settings' controls, relative to the neutral reference (an animal avatar:
         ``motion.animate_animal_keypoints``, stitching if ``animal_stitching``, the driving
-        multiplier ``motion_strength``)."""
-        a = self.avatar
+        multiplier ``motion_strength``; a video avatar's source frame by the video composition)."""
+        a = self._frame
         # for the type checker: the reference's first frame set both before any frame is rendered
         assert self.reference.motion is not None and self.reference.vector is not None
         if a.kind == "animal":
@@ -278,13 +316,14 @@ class Animator:
             x_d_ref=a.expression_reference, expression_multiplier=a.expression_multiplier,
             lip_delta=a.lip_normalization if s.normalize_lip and s.lip_mode == "off" else None,
             R_s=a.R_s, controls=self._motion_controls(s), check_finite=False,
+            source_motion="image" if a.video is None else "video",
             retargeting=self.retargeting.offsets(v, self.reference.vector, a, self.backend, s)).final
 
     def _animal_reference_keypoints(self) -> tuple[torch.Tensor, float]:
         """The animal formula's reference keypoints (the neutral reference's, on the avatar) and its
         convex-hull multiplier, made anew only when the reference or the avatar changes: the
         multiplier is read on the host, which only frames that take the reference do anyway."""
-        a, vector, reference = self.avatar, self.reference.vector, self.reference.motion
+        a, vector, reference = self._frame, self.reference.vector, self.reference.motion
         assert vector is not None and reference is not None
         cached = self._animal_reference
         if cached is None or cached[0] is not a or cached[1] is not vector:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from engines.backend import InferenceBackend
 from ..imaging.device_io import image_to_tensor
 from .face import AvatarFace
 from .framing import AvatarKind
+
+if TYPE_CHECKING:
+    from .prepared_video import PreparedVideo
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,9 @@ class PreparedAvatar:
     # convex-hull size ratio, fixed per avatar (they need neither the driver nor the settings)
     expression_reference: torch.Tensor
     expression_multiplier: float | None        # None: keypoints span no 3-D hull (or an animal)
+    # a video avatar's clip (the fields above then hold one source frame's values: frame 0's as
+    # loaded); None for a still image
+    video: PreparedVideo | None = None
 
     @property
     def kind(self) -> AvatarKind:

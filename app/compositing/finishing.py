@@ -116,6 +116,14 @@ class OutputFinisher:
         self._last_image = self._last_crop = None
         self.background.reset()
 
+    def set_face(self, face: AvatarFace) -> None:
+        """Finish into ``face`` from the next frame on, keeping the held output: a video avatar's
+        next source frame. Cheap with the ``keep`` background; another background is made anew for
+        the new frame's image (re-segmented)."""
+        if face is not self.face:
+            self.face = face
+            self.background.reset()
+
     def close(self) -> None:
         """Release the person segmenter (a later frame with a background would make a new one)."""
         self.background.close()
