@@ -291,9 +291,10 @@ def expression_motion_multiplier(x_s: torch.Tensor, x_d_ref: torch.Tensor) -> fl
 
 
 def expression_friendly(x_d: torch.Tensor, x_d_ref: torch.Tensor, x_s: torch.Tensor,
-                        multiplier: float) -> torch.Tensor:
+                        multiplier: float | torch.Tensor) -> torch.Tensor:
     """The "expression-friendly" option: keypoint displacement from the reference, rescaled by
-    ``multiplier`` and added to the source keypoints."""
+    ``multiplier`` (a float, or a B x 1 x 1 tensor: one per source of a batch) and added to the
+    source keypoints."""
     return (x_d - x_d_ref) * multiplier + x_s
 
 
@@ -340,23 +341,37 @@ def lip_retarget_delta(lip_net: Network, x_s: torch.Tensor, lip_ratios: torch.Te
 
 
 def combined_eye_ratios(source_eyes: torch.Tensor, target_eye: torch.Tensor) -> torch.Tensor:
-    """R_eyes input [source left, source right, target]: source_eyes B x 2, target_eye B x 1."""
-    return torch.cat([source_eyes.reshape(-1, 2), target_eye.reshape(-1, 1).to(source_eyes.dtype)], dim=1)
+    """R_eyes input [source left, source right, target]: source_eyes B x 2, target_eye B x 1 (or
+    1 x 1: one target for every source of the batch)."""
+    eyes = source_eyes.reshape(-1, 2)
+    target = target_eye.reshape(-1, 1).to(source_eyes.dtype).expand(eyes.shape[0], 1)
+    return torch.cat([eyes, target], dim=1)
 
 
 def combined_lip_ratios(source_lip: torch.Tensor, target_lip: torch.Tensor) -> torch.Tensor:
-    """R_lip input [source lip, target]: source_lip B x 1, target_lip B x 1."""
-    return torch.cat([source_lip.reshape(-1, 1), target_lip.reshape(-1, 1).to(source_lip.dtype)], dim=1)
+    """R_lip input [source lip, target]: source_lip B x 1, target_lip B x 1 (or 1 x 1: one target
+    for every source of the batch)."""
+    lip = source_lip.reshape(-1, 1)
+    target = target_lip.reshape(-1, 1).to(source_lip.dtype).expand(lip.shape[0], 1)
+    return torch.cat([lip, target], dim=1)
 
 
 def lip_normalization_delta(lip_net: Network, x_s: torch.Tensor, source_lip_ratio: torch.Tensor,
                             threshold: float = LIP_NORMALIZE_THRESHOLD) -> torch.Tensor | None:
     """Offset that closes the avatar's mouth before animation (target lip ratio 0), so an open-mouth
-    portrait is driven from a closed neutral. None when the source mouth is already closed."""
+    portrait is driven from a closed neutral. None when the source mouth is already closed. For a
+    batch of B sources (x_s B x K x 3, source_lip_ratio B x 1), the threshold applies per source:
+    B x K x 3 with zeros for the closed mouths; None when every mouth is closed."""
     ratios = combined_lip_ratios(source_lip_ratio, torch.zeros_like(source_lip_ratio.reshape(-1, 1)))
-    if float(ratios[0, 0]) < threshold:
+    if ratios.shape[0] == 1:
+        if float(ratios[0, 0]) < threshold:
+            return None
+        return lip_retarget_delta(lip_net, x_s, ratios)
+    is_open = ratios[:, 0] >= threshold
+    if not bool(is_open.any()):
         return None
-    return lip_retarget_delta(lip_net, x_s, ratios)
+    delta = lip_retarget_delta(lip_net, x_s, ratios)
+    return delta * is_open.to(delta.dtype)[:, None, None]
 
 
 @dataclass(frozen=True)
@@ -370,7 +385,8 @@ class StitchedMotion:
 
 def animate_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingMotion, reference: DrivingMotion,
                       *, stitching_net: Network | None, option: DrivingOption = "pose-friendly",
-                      x_d_ref: torch.Tensor | None = None, expression_multiplier: float | None = None,
+                      x_d_ref: torch.Tensor | None = None,
+                      expression_multiplier: float | torch.Tensor | None = None,
                       lip_delta: torch.Tensor | None = None, driving_multiplier: float = 1.0,
                       R_s: torch.Tensor | None = None, controls: MotionControls | None = None,
                       retargeting: Sequence[torch.Tensor] = (), check_finite: bool = True,
@@ -384,7 +400,9 @@ def animate_keypoints(source: KeypointInfo, x_s: torch.Tensor, driving: DrivingM
     -> + lip normalisation delta -> driving multiplier.
 
     For "expression-friendly", ``x_d_ref`` is the relative keypoints of the reference frame and
-    ``expression_multiplier`` its ``expression_motion_multiplier`` (both computed once). ``R_s``
+    ``expression_multiplier`` its ``expression_motion_multiplier`` (both computed once; for a batch
+    of B sources, a B x 1 x 1 tensor). The source may be a batch of B faces driven by one driving
+    frame (``driving`` and ``reference`` of batch 1): everything broadcasts to B x K x 3. ``R_s``
     is the source's rotation when already computed. Non-finite keypoints raise ``ValueError``
     unless ``check_finite`` is False: then nothing here reads a tensor value into Python (the
     caller handles NaN on the device), and every branch depends on arguments only."""

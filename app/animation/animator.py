@@ -48,7 +48,15 @@ from ..compositing.background import BackgroundCompositor
 from ..compositing.finishing import OutputFinisher
 from ..compositing.paste_device import DevicePasteBack
 from ..face.driving import DrivingFace
-from ..imaging.device_io import HostToDevice, fetch_image, fetch_images, image_to_tensor, render_to_planes
+from ..imaging.device_io import (
+    HostToDevice,
+    fetch_batch,
+    fetch_image,
+    fetch_images,
+    image_to_tensor,
+    render_to_planes,
+    renders_to_planes,
+)
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
 from ..settings import AnimationSettings, LiveSettings
 from . import driver_motion as driver
@@ -73,7 +81,8 @@ class Animator:
     ``crop_only``: every output is the rendered 512 x 512 crop, unmirrored, without a background
     (the still output: the avatar's crop), whatever the settings' ``paste_back``, ``mirror`` and
     ``background`` say: the render server's animator, whose client finishes the crop. Nothing is
-    pasted on the device then."""
+    pasted on the device then. A group photo's faces (``PreparedAvatar.batch`` > 1) are rendered in
+    one batch and always finished on the host (the device paste-back is single-face)."""
 
     def __init__(self, backend: InferenceBackend, settings: LiveSettings, avatar: PreparedAvatar, *,
                  paste_on_device: bool | None = None,
@@ -148,9 +157,9 @@ class Animator:
         self.smoother.tune(s)
         self.retargeting.prepare(s)
         self._motion_controls(s)
-        if s.paste_back and self.paste_on_device:
+        if s.paste_back and self._on_device:
             self._paste_back_on_device()
-        if self.finisher.begin(s, self.backend.device if self.paste_on_device else None):
+        if self.finisher.begin(s, self.backend.device if self._on_device else None):
             self.face_lost.neutral_image = None     # made for another output: made anew
         raw, valid = self._driver_motion(face, s) if face is not None else (None, None)
         if raw is None:
@@ -159,6 +168,12 @@ class Animator:
         return self._render(v, s, Status.LIVE if self.reference.final else Status.CALIBRATING, valid)
 
     # -- internals ----------------------------------------------------------------------------
+    @property
+    def _on_device(self) -> bool:
+        """Whether this frame is pasted (and composited) on the device: never for a group photo,
+        whose faces are pasted in turn on the host (``DevicePasteBack`` pastes one face)."""
+        return self.paste_on_device and self.avatar.batch == 1
+
     def _apply_requests(self) -> None:
         with self._lock:
             avatar, self._pending_avatar = self._pending_avatar, None
@@ -254,7 +269,15 @@ class Animator:
         valid = finite if valid is None else valid & finite
         x_d = torch.where(finite, x_d, self.last_keypoints if self.last_keypoints is not None else a.x_s)
         self.last_keypoints = x_d
-        planes = render_to_planes(self.backend.render(a.feature, a.x_s, x_d))
+        # all faces of a group photo in one W+G call (feature, x_s and x_d of batch B) and one fetch
+        rendered = self.backend.render(a.feature, a.x_s, x_d)
+        if a.batch > 1:
+            crops, ok = fetch_batch(renders_to_planes(rendered), valid)
+            if not ok:
+                log.warning("frame skipped: NaN or inf in the driver's motion or the driving keypoints")
+                return self._skipped(s, status)
+            return AnimatedFrame(self.finisher.finish(crops, s), status, rendered=True)
+        planes = render_to_planes(rendered)
         if s.paste_back and self.paste_on_device:
             planes = self._paste_back_on_device()(planes)
         if self.paste_on_device and not s.background.keeps:

@@ -34,15 +34,16 @@ def without_retargeting(s: AnimationSettings, avatar: PreparedAvatar) -> Animati
 
 
 def follow_eye_target(v: torch.Tensor, reference: torch.Tensor, avatar_eyes: torch.Tensor) -> torch.Tensor:
-    """The user's eye openness on the avatar's scale (paper, sec. 4.3), 1 x 1: the user's ratio
-    times avatar-open / user-neutral, so a user with narrow eyes still opens the avatar's fully.
-    ``v`` and ``reference`` are driver vectors; ``avatar_eyes`` the avatar's 1 x 2 ratios."""
+    """The user's eye openness on each avatar face's scale (paper, sec. 4.3), B x 1: the user's
+    ratio times the face's avatar-open / user-neutral, so a user with narrow eyes still opens the
+    avatar's fully. ``v`` and ``reference`` are driver vectors; ``avatar_eyes`` the avatar's B x 2
+    ratios (B faces of a group photo, each on its own scale)."""
     user_neutral = reference[driver.EYES].mean()
-    avatar_open = avatar_eyes.mean()
+    avatar_open = avatar_eyes.mean(dim=1, keepdim=True)
     user_now = v[driver.EYES].mean()
     scaled = (user_now * avatar_open / user_neutral.clamp_min(1e-3)).clamp(0.0, 0.8)
     usable = (user_neutral >= 1e-3) & torch.isfinite(user_now)
-    return torch.where(usable, scaled, avatar_open).reshape(1, 1)
+    return torch.where(usable, scaled, avatar_open)
 
 
 class Retargeting:

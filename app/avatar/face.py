@@ -8,7 +8,7 @@ without a box, the cat-face detector (``suggest.py``)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,11 @@ from ..face import crop as fc
 from ..face.layout import MEDIAPIPE_478, LandmarkLayout
 from ..face.mask import feathered_square_mask
 from ..face.ratios import eye_open_ratios, lip_open_ratio
-from ..face.tracker import LandmarkSource
+from ..face.regions import face_centre, region_in_box
+from ..face.tracker import LandmarkSource, detect_faces_windowed
 from ..imaging.image_io import MAX_AVATAR_SIDE, limit_size, load_image
 from ..imaging.segmentation import PersonSegmenter
-from .framing import AvatarBox, AvatarKind, check_avatar_kind
+from .framing import MAX_GROUP_FACES, AvatarBox, AvatarKind, check_avatar_kind
 from .suggest import cat_crop_box, find_cat_face
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,30 @@ class AvatarFace:
     network_input: np.ndarray    # 256 x 256 x 3 BGR (area-resized crop)
     eye_ratios: np.ndarray | None   # 1 x 2 [left, right]; None without landmarks
     lip_ratio: np.ndarray | None    # 1 x 1; None without landmarks
-    paste: fc.PasteMask
-    num_faces: int               # faces found; the largest is used (0: the crop came from a box alone)
+    paste: fc.PasteMask          # this face's paste mask (in a group: times its region)
+    num_faces: int               # faces found (0: the crop came from a box alone)
     person_mask: np.ndarray | None = None   # H x W float32 person probability in [0, 1], if segmented
     kind: AvatarKind = "human"              # which weight set animates it
     box: AvatarBox | None = None            # the region that became the crop, in the pixels of the image
                                             # given (the file's, before downscaling); None: a server's bare crop
     image_scale: float = 1.0                # ``image`` pixels per pixel of the image given (<= 1)
+    # a group photo: the other animated faces of the same image, in face-number order (each a full
+    # AvatarFace sharing ``image``, with its own crop, transform, ratios, box and region-weighted
+    # paste mask; their own ``others`` empty), and the union of all animated faces' paste masks
+    others: tuple[AvatarFace, ...] = ()
+    group_paste: fc.PasteMask | None = None
+    number: int = 1                         # this face's number in the image (1.. left to right)
+
+    @property
+    def group(self) -> tuple[AvatarFace, ...]:
+        """All animated faces of the image: this one (the selected face) first, then ``others``."""
+        return (self, *self.others)
+
+    @property
+    def output_paste(self) -> fc.PasteMask:
+        """The region the animated faces are pasted into: ``group_paste`` for a group, else ``paste``
+        (what the background compositor treats as the pasted region)."""
+        return self.group_paste if self.group_paste is not None else self.paste
 
     @property
     def has_landmarks(self) -> bool:
@@ -58,9 +76,10 @@ class AvatarFace:
 def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: LandmarkSource | None, *,
                         kind: AvatarKind = "human", box: AvatarBox | None = None,
                         mask_crop: np.ndarray | None = None, max_side: int = MAX_AVATAR_SIDE,
-                        segmenter: PersonSegmenter | None = None) -> AvatarFace:
-    """Load (if a path), downscale large images (longest side ``max_side``), find the face, crop
-    it to 512 and prepare the paste-back mask; with a ``segmenter``, also the image's person mask
+                        segmenter: PersonSegmenter | None = None,
+                        faces: tuple[int, ...] | None = None) -> AvatarFace:
+    """Load (if a path), downscale large images (longest side ``max_side``), find the face(s), crop
+    each to 512 and prepare the paste-back mask; with a ``segmenter``, also the image's person mask
     (for the output background modes).
 
     ``box`` (the given image's pixels, scaled here with the downscaling) is the crop's square,
@@ -68,8 +87,18 @@ def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: Landmark
     officially from its landmarks (512, scale 2.3, vy -0.125; black outside the image) and an
     animal's from the cat-face detector. Landmarks and eye/lip ratios are kept only for kind
     "human" and a face (of ``source``) whose centre lies in the crop's box; the face mesh is not
-    run for animals (``source`` may be None then). Raises ImageError, NoFaceError, or ValueError
-    for a box that misses the image."""
+    run for animals (``source`` may be None then).
+
+    A human avatar without a box is a group photo when several faces are found: the
+    ``MAX_GROUP_FACES`` largest are numbered 1.. left to right (by face centre) and those in
+    ``faces`` (None: all) are animated, the first returned with the others in ``others``, each
+    paste mask multiplied by the face's region (``app.face.regions``, split between the centres of
+    all numbered faces, so a face switched off is not pasted over either). With one face found,
+    the result is the single face as ever. With ``faces`` given, ``box`` frames the first selected
+    face instead of its detection (a correction of that face's crop; the others stay detected).
+
+    Raises ImageError, NoFaceError (also for a face number beyond those found), or ValueError for
+    a box that misses the image."""
     kind = check_avatar_kind(kind)
     if isinstance(image_or_path, np.ndarray):
         name, image = "avatar image", image_or_path
@@ -81,40 +110,95 @@ def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: Landmark
     scale = (image.shape[1] / width + image.shape[0] / height) / 2
     if kind == "human" and source is None:
         raise ValueError("a human avatar needs a landmark source")
+    if box is not None and not _overlaps(box, width, height):
+        raise ValueError(f"{name}: the avatar box {box} lies outside the {width}x{height} image")
+    if kind == "human" and (box is None or faces is not None):
+        assert source is not None
+        return _prepare_group(name, image, scale, source, box=box, faces=faces, mask_crop=mask_crop,
+                              segmenter=segmenter)
 
     landmarks, layout, num_faces = np.zeros((0, 2), np.float32), MEDIAPIPE_478, 0
     if box is not None:
-        if not _overlaps(box, width, height):
-            raise ValueError(f"{name}: the avatar box {box} lies outside the {width}x{height} image")
         params = fc.params_from_box(box.x * scale, box.y * scale, box.size * scale)
         if kind == "human":
             assert source is not None
             layout = source.layout
-            faces = source.detect_faces(image)
-            inside = [f for f in faces if _inside(f.mean(axis=0), params)]
-            num_faces = len(faces)
+            found = source.detect_faces(image)
+            inside = [f for f in found if _inside(f.mean(axis=0), params)]
+            num_faces = len(found)
             if inside:
                 landmarks = inside[0]
             else:
                 log.info("%s: no face detected in the box %s; no eye/lip retargeting", name, box)
-    elif kind == "animal":
+    else:
         rect = find_cat_face(image)
         if rect is None:
             raise NoFaceError(f"{name}: no cat face found; give the face's square with --avatar-box X,Y,SIZE")
         params = fc.params_from_box(*cat_crop_box(rect))
         num_faces = 1
-    else:
-        assert source is not None
-        layout = source.layout
-        faces = source.detect_faces(image)
-        if not faces:
-            raise NoFaceError(f"{name}: no face found; for a cartoon give the face's square with "
-                              "--avatar-box X,Y,SIZE, for an animal use --avatar-kind animal")
-        if len(faces) > 1:
-            log.info("%s: %d faces found, using the largest", name, len(faces))
-        landmarks, num_faces = faces[0], len(faces)
-        params = fc.crop_params(landmarks, layout, fc.AVATAR_CROP)
+    return _framed_face(image, scale, landmarks, layout, params, kind=kind, box=box, num_faces=num_faces,
+                        mask_crop=mask_crop,
+                        person_mask=None if segmenter is None else segmenter.segment(image))
 
+
+def _prepare_group(name: str, image: np.ndarray, scale: float, source: LandmarkSource, *, box: AvatarBox | None,
+                   faces: tuple[int, ...] | None, mask_crop: np.ndarray | None,
+                   segmenter: PersonSegmenter | None) -> AvatarFace:
+    """A human avatar framed from its detected faces (see ``prepare_avatar_face``)."""
+    layout = source.layout
+    found = detect_faces_windowed(source, image)
+    if not found:
+        raise NoFaceError(f"{name}: no face found; for a cartoon give the face's square with "
+                          "--avatar-box X,Y,SIZE, for an animal use --avatar-kind animal")
+    if len(found) > MAX_GROUP_FACES:
+        log.info("%s: %d faces found, using the %d largest", name, len(found), MAX_GROUP_FACES)
+    # detect_faces gives the largest first: keep those, then number them left to right
+    numbered = sorted(found[:MAX_GROUP_FACES], key=lambda f: float(face_centre(f)[0]))
+    selected = tuple(range(1, len(numbered) + 1)) if faces is None else tuple(sorted(set(faces)))
+    missing = [n for n in selected if not 1 <= n <= len(numbered)]
+    if missing:
+        raise NoFaceError(f"{name}: face {missing[0]} asked for (--faces), but {len(numbered)} "
+                          f"face{'s' if len(numbered) != 1 else ''} found")
+    if len(numbered) > 1:
+        log.info("%s: %d faces found, animating %s", name, len(numbered), ", ".join(map(str, selected)))
+    person_mask = None if segmenter is None else segmenter.segment(image)
+    centres = np.stack([face_centre(f) for f in numbered])
+    group: list[AvatarFace] = []
+    for n in selected:
+        landmarks, params, face_box = numbered[n - 1], None, None
+        if box is not None and not group:      # the box corrects the first selected face's crop
+            params = fc.params_from_box(box.x * scale, box.y * scale, box.size * scale)
+            face_box = box
+            if not _inside(landmarks.mean(axis=0), params):
+                log.info("%s: face %d is not in the box %s; no eye/lip retargeting", name, n, box)
+                landmarks = np.zeros((0, 2), np.float32)
+        if params is None:
+            params = fc.crop_params(landmarks, layout, fc.AVATAR_CROP)
+        face = _framed_face(image, scale, landmarks, layout, params, kind="human", box=face_box,
+                            num_faces=len(found), mask_crop=mask_crop, person_mask=person_mask, number=n)
+        if len(numbered) > 1:
+            face = replace(face, paste=_regional(face.paste, centres, n - 1))
+        group.append(face)
+    if len(group) == 1:
+        return group[0]
+    union = 1.0 - np.prod([1.0 - f.paste.mask for f in group], axis=0, dtype=np.float32)
+    return replace(group[0], others=tuple(group[1:]), group_paste=fc.paste_mask_from_array(union))
+
+
+def _regional(paste: fc.PasteMask, centres: np.ndarray, index: int) -> fc.PasteMask:
+    """``paste`` times face ``index``'s region of the split between ``centres`` (in its box only)."""
+    x0, y0, x1, y1 = paste.box
+    mask = paste.mask.copy()
+    if x1 > x0 and y1 > y0:
+        region = region_in_box(centres, index, paste.box)
+        mask[y0:y1, x0:x1] *= region.reshape(y1 - y0, x1 - x0, *([1] * (mask.ndim - 2)))
+    return fc.paste_mask_from_array(mask)
+
+
+def _framed_face(image: np.ndarray, scale: float, landmarks: np.ndarray, layout: LandmarkLayout,
+                 params: fc.CropParams, *, kind: AvatarKind, box: AvatarBox | None, num_faces: int,
+                 mask_crop: np.ndarray | None, person_mask: np.ndarray | None, number: int = 1) -> AvatarFace:
+    """One face of ``image`` cropped by ``params``: crop, network input, ratios and paste mask."""
     # the official framing keeps its black border (parity); a box is padded with the edge colour
     border: fc.BorderMode = "zeros" if box is None and kind == "human" else "replicate"
     transform = fc.transform_from_params(params, fc.AVATAR_CROP.dsize)
@@ -129,9 +213,8 @@ def prepare_avatar_face(image_or_path: np.ndarray | str | Path, source: Landmark
                       network_input=fc.resize_for_network(crop),
                       eye_ratios=eye_open_ratios(landmarks, layout) if found else None,
                       lip_ratio=lip_open_ratio(landmarks, layout) if found else None,
-                      paste=paste, num_faces=num_faces,
-                      person_mask=None if segmenter is None else segmenter.segment(image),
-                      kind=kind, box=box, image_scale=scale)
+                      paste=paste, num_faces=num_faces, person_mask=person_mask,
+                      kind=kind, box=box, image_scale=scale, number=number)
 
 
 def avatar_face_from_crop(crop: np.ndarray, eye_ratios: np.ndarray | None, lip_ratio: np.ndarray | None, *,

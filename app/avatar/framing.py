@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 AvatarKind = Literal["human", "animal"]
+MAX_GROUP_FACES = 4             # the most faces of one avatar image animated together
 AVATAR_KINDS: tuple[AvatarKind, ...] = get_args(AvatarKind)
 
 
@@ -57,8 +58,28 @@ class AvatarBox:
 @dataclass(frozen=True)
 class AvatarChoice:
     """The user's choice of avatar, as the window remembers it and the command line gives it: the
-    image file, its kind, and its face box (None: found by face detection)."""
+    image file, its kind, its face box (None: found by face detection) and which of its faces are
+    animated (``faces``: numbers 1.. left to right by face centre, sorted; None: all found, at most
+    ``MAX_GROUP_FACES``). With a group, ``box`` corrects the first selected face's crop."""
 
     path: Path
     kind: AvatarKind = "human"
     box: AvatarBox | None = None
+    faces: tuple[int, ...] | None = None
+
+
+def parse_faces(text: str) -> tuple[int, ...] | None:
+    """``--faces``: ``"all"`` -> None; ``"N"`` -> (N,); ``"i,j"`` -> (i, j), sorted and unique,
+    each 1..``MAX_GROUP_FACES``; ``ValueError`` naming the problem otherwise."""
+    cleaned = str(text).replace(" ", "").lower()
+    if cleaned == "all":
+        return None
+    try:
+        numbers = [int(part) for part in cleaned.split(",")]
+    except ValueError:
+        raise ValueError(f"faces: expected all, N or a list like 1,3 (faces numbered left to right), "
+                         f"got {text!r}") from None
+    bad = [n for n in numbers if not 1 <= n <= MAX_GROUP_FACES]
+    if bad:
+        raise ValueError(f"faces: expected numbers from 1 to {MAX_GROUP_FACES}, got {bad[0]}")
+    return tuple(sorted(set(numbers)))

@@ -37,7 +37,8 @@ def person_segmenter() -> PersonSegmenter | None:
 def load_avatar_face(choice: AvatarChoice | str | Path, source: LandmarkSource | None = None) -> AvatarFace:
     """The chosen avatar file -> its face, cropped (from its box, if it has one) and segmented
     (raises ImageError / NoFaceError / ValueError): all a client of a render server prepares itself
-    (no networks). The face mesh runs only for a human avatar (``source``, or one made here). A
+    (no networks). A group photo's faces are those of ``choice.faces`` (all found, at most four, when
+    None). The face mesh runs only for a human avatar (``source``, or one made here). A
     bare path is a human avatar whose face is found by detection."""
     if not isinstance(choice, AvatarChoice):
         choice = AvatarChoice(Path(choice))
@@ -46,7 +47,8 @@ def load_avatar_face(choice: AvatarChoice | str | Path, source: LandmarkSource |
         source = MediaPipeFaceMesh()
     segmenter = person_segmenter()
     try:
-        return prepare_avatar_face(choice.path, source, kind=choice.kind, box=choice.box, segmenter=segmenter)
+        return prepare_avatar_face(choice.path, source, kind=choice.kind, box=choice.box, segmenter=segmenter,
+                                   faces=choice.faces)
     finally:
         if segmenter is not None:
             segmenter.close()

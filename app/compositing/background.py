@@ -114,7 +114,7 @@ def output_layout(face: AvatarFace, paste_back: bool, probability: np.ndarray) -
     person probability (H x W float32 in [0, 1])."""
     prob_u8 = (np.clip(probability, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if paste_back:
-        paste = face.paste
+        paste = face.output_paste           # a group photo: the union of its faces' paste masks
         if paste.box_weights is not None and paste.box_complement is not None:   # the paste-back's own
             return OutputLayout(face.image, paste.box, paste.box_weights, paste.box_complement, prob_u8)
         x0, y0, x1, y1 = paste.box

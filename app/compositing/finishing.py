@@ -10,7 +10,8 @@ result to ``finish_pasted``, so it shares the held image and its bookkeeping. A 
 finisher (the render server's animator) outputs the crop as rendered, whatever the settings say.
 
 Contract: a crop is the animated 512 x 512 x 3 uint8 BGR crop of the avatar's ``AvatarFace.crop``
-framing; an output is H x W x 3 uint8 BGR, contiguous: the avatar image's size (paste-back) or the
+framing, or for a group photo K such crops (K x 512 x 512 x 3, one per face of ``face.group``, in
+its order); an output is H x W x 3 uint8 BGR, contiguous: the avatar image's size (paste-back) or the
 crop's. Outputs may be the avatar's own arrays or shared with later calls (a held frame is the same
 array): read them, never write into them. All methods are called from one thread (the animation
 stage's), ``close`` after the last frame.
@@ -72,14 +73,25 @@ class OutputFinisher:
         return changed
 
     def finish(self, crop: np.ndarray, s: OutputSettings) -> np.ndarray:
-        """The output of an animated crop: pasted into the avatar image (unless ``s`` asks for
-        the crop only), with ``s``'s background, mirrored if asked; kept as the held output.
-        A crop-only finisher keeps and returns ``crop`` itself."""
+        """The output of an animated crop (or a group's K crops): pasted into the avatar image,
+        each with its own face's transform and region-weighted paste mask, in turn (unless ``s``
+        asks for the crop only: then the first face's crop, the selected face), with ``s``'s
+        background, mirrored if asked; kept as the held output. A crop-only finisher keeps and
+        returns the (first) crop itself."""
+        crops = crop if crop.ndim == 4 else crop[None]
+        group = self.face.group
+        if crops.shape[0] != len(group):
+            raise ValueError(f"crops: expected {len(group)} for the avatar's faces, got {crops.shape[0]}")
         if self.crop_only:
-            self._last_crop = self._last_image = crop
-            return crop
+            self._last_crop = self._last_image = crops[0]
+            return crops[0]
         face = self.face
-        image = fc.paste_back(crop, face.transform.M_c2o, face.image, face.paste) if s.paste_back else crop
+        if s.paste_back:
+            image = face.image
+            for one, f in zip(crops, group, strict=True):
+                image = fc.paste_back(one, f.transform.M_c2o, image, f.paste)
+        else:
+            image = crops[0]
         self._last_crop = crop
         return self._keep(self.background.compose(image, face, s), s)
 

@@ -260,7 +260,12 @@ class PasteMask:
 def prepare_paste_mask(mask_crop: np.ndarray, M_c2o: np.ndarray, image_size: tuple[int, int]) -> PasteMask:
     """Warp the crop-space mask (uint8 0-255, crop side x crop side x C) into the original image
     (``image_size`` = (width, height)). Made once per avatar, so it uses the precise warp."""
-    mask = warp_affine_precise(mask_crop, M_c2o, image_size).astype(np.float32) / 255.0
+    return paste_mask_from_array(warp_affine_precise(mask_crop, M_c2o, image_size).astype(np.float32) / 255.0)
+
+
+def paste_mask_from_array(mask: np.ndarray) -> PasteMask:
+    """A ``PasteMask`` of a mask already in image coordinates (H x W x C float32 in [0, 1]): its
+    nonzero box and, when the channels agree there, the fast blend's weights."""
     nonzero = np.argwhere(mask.reshape(mask.shape[0], mask.shape[1], -1).max(axis=2) > 0)
     if nonzero.size == 0:
         box = (0, 0, 0, 0)

@@ -44,6 +44,41 @@ def face_extent(landmarks: np.ndarray) -> float:
     return float(np.prod(hi - lo))
 
 
+def detect_faces_windowed(source: LandmarkSource, image_bgr: np.ndarray, *,
+                          min_aspect: float = 1.2) -> list[np.ndarray]:
+    """All faces of a still image, largest first, as ``source.detect_faces`` finds them, plus those
+    it finds only in square windows of the image (side: the short side, half-overlapping along the
+    long one) when the image is at least ``min_aspect`` times wider than tall or taller than wide.
+    A face detector that scales the whole image down (MediaPipe's runs at 128 x 128) misses faces of
+    a wide group photo that it finds in its squares. The whole image's faces are kept as found; a
+    window's face counts once (duplicates: centres closer than half the larger face), from the
+    window where it lies furthest from the edges."""
+    faces = list(source.detect_faces(image_bgr))
+    h, w = image_bgr.shape[:2]
+    side, length = min(h, w), max(h, w)
+    if length < min_aspect * side:
+        return faces
+    count = int(np.ceil((length - side) / (side / 2))) + 1
+    candidates: list[tuple[float, np.ndarray]] = []
+    for k in range(count):
+        offset = round(k * (length - side) / (count - 1))
+        x, y = (offset, 0) if w >= h else (0, offset)
+        for face in source.detect_faces(np.ascontiguousarray(image_bgr[y:y + side, x:x + side])):
+            lo, hi = face.min(axis=0), face.max(axis=0)
+            margin = float(min(lo.min(), side - hi.max()))      # how far inside its window it lies
+            candidates.append((margin, (face + np.array([x, y], np.float32)).astype(np.float32)))
+    for _, face in sorted(candidates, key=lambda c: -c[0]):
+        if not any(_same_face(face, kept) for kept in faces):
+            faces.append(face)
+    return sorted(faces, key=face_extent, reverse=True)
+
+
+def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    size = max(float((a.max(axis=0) - a.min(axis=0)).max()), float((b.max(axis=0) - b.min(axis=0)).max()))
+    centre_a, centre_b = (a.min(axis=0) + a.max(axis=0)) / 2, (b.min(axis=0) + b.max(axis=0)) / 2
+    return float(np.linalg.norm(centre_a - centre_b)) < size / 2
+
+
 class MediaPipeFaceMesh:
     """``LandmarkSource`` on MediaPipe Face Mesh with iris refinement (478 points).
 

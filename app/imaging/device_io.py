@@ -28,6 +28,18 @@ def render_to_planes(image: torch.Tensor) -> torch.Tensor:
     return (image[0] * 255).clamp_(0, 255).to(torch.uint8)
 
 
+def renders_to_planes(images: torch.Tensor) -> torch.Tensor:
+    """B x 3 x H x W RGB in [0, 1] -> B x 3 x H x W uint8 RGB planes (truncated, as above)."""
+    return (images * 255).clamp_(0, 255).to(torch.uint8)
+
+
+def fetch_batch(planes: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[np.ndarray, bool]:
+    """A batch's crops in the frame's one transfer: B x 3 x H x W uint8 RGB planes (and the
+    validity flag) -> B x H x W x 3 BGR images and the flag."""
+    images, ok = fetch_images(list(planes.unbind(0)), valid)
+    return np.stack(images), ok
+
+
 def fetch_image(planes: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[np.ndarray, bool]:
     """The frame's one device -> host transfer: 3 x H x W uint8 RGB planes (and a 0-dim bool
     validity flag, riding along as one extra byte) -> H x W x 3 BGR image and the flag."""

@@ -19,7 +19,7 @@ import argparse
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,6 +132,11 @@ class RemoteRenderer:
     def adopt(self, face: AvatarFace) -> RemoteAvatar:
         from ..remote.client import RemoteAvatar
 
+        if face.others:
+            # the render server animates one face per session for now: the selected (first) one,
+            # pasted with its own region-weighted mask; the others stay still
+            log.info("group photo through a render server: only face %d is animated", face.number)
+            face = replace(face, others=(), group_paste=None)
         return RemoteAvatar(face)
 
     def animator(self, settings: LiveSettings, avatar: RemoteAvatar) -> RemoteAnimator:
