@@ -114,7 +114,7 @@ class AvatarPanel(QtWidgets.QGroupBox):
         face_row.addWidget(self.adjust_button, 1)
         layout.addLayout(face_row)
         layout.addWidget(self.faces_row)
-        layout.addWidget(QtWidgets.QLabel("Recent (drop an image or a video on the window to add one):"))
+        layout.addWidget(QtWidgets.QLabel("Recent (drop an image or a video on the window):"))
         layout.addLayout(self.recent_row)
 
     def open_dialog(self) -> None:
