@@ -242,3 +242,30 @@ def test_a_dropped_video_becomes_the_avatar_and_plays(live, qtbot, clip: Path, d
     # the clip's own frames reach the preview, animated
     qtbot.waitUntil(lambda: live.frames_tracked >= tracked + 3 and live.preview._image is not None
                     and live.preview._image.size() == QtCore.QSize(*CLIP_SIZE), timeout=30000)
+
+
+# -- the screenshot contract: a group photo and a video avatar end to end ------------------------------
+
+@pytest.mark.integration
+@pytest.mark.parametrize("avatar", ["pair", "clip"])
+def test_screenshot_contract_runs_a_group_photo_and_a_video(avatar: str, tmp_path: Path, examples: Path,
+                                                            clip: Path, d0: Path) -> None:
+    """python main.py --avatar GROUP.png|CLIP.mp4 --camera d0.mp4 --backend stub --screenshot OUT.png"""
+    import os
+
+    from support.fakes import run_main
+
+    if avatar == "pair":
+        path = tmp_path / "pair.png"
+        cv2.imwrite(str(path), group_photo(examples, 2))
+    else:
+        path = clip
+    out = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", AVATARCAM_SETTINGS=str(tmp_path / "settings.ini"))
+    proc = run_main("--avatar", str(path), "--camera", str(d0), "--backend", "stub", "--max-frames", "3",
+                    "--screenshot", str(out), timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("2 faces found, animating 1, 2" if avatar == "pair" else "video avatar") in proc.stderr
+    image = QtGui.QImage(str(out))
+    assert image.width() >= 800 and image.height() >= 500
+    assert ini_store(tmp_path / "settings.ini").last_avatar() == str(path)
