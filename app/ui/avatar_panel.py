@@ -76,6 +76,9 @@ class AvatarPanel(QtWidgets.QGroupBox):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Avatar", parent)
         self.recent: list[str] = []
+        # thumbnails by (path, modification time): a video's costs ~50 ms to decode, and the row is
+        # rebuilt at every avatar switch
+        self._thumbnails: dict[tuple[str, float], QtGui.QPixmap | None] = {}
         self.current = QtWidgets.QLabel("-")
         self.current.setWordWrap(True)
         self.open_button = QtWidgets.QPushButton("Open image or video…")
@@ -171,6 +174,16 @@ class AvatarPanel(QtWidgets.QGroupBox):
         i = self.recent.index(current) if current in self.recent else 0
         return self.recent[(i + step) % len(self.recent)]
 
+    def _thumbnail(self, path: str) -> QtGui.QPixmap | None:
+        try:
+            key = (path, Path(path).stat().st_mtime)
+        except OSError:
+            return None
+        if key not in self._thumbnails:
+            self._thumbnails = {k: v for k, v in self._thumbnails.items() if k[0] in self.recent}
+            self._thumbnails[key] = thumbnail(path)
+        return self._thumbnails[key]
+
     def _rebuild_recent(self) -> None:
         while self.recent_row.count():
             item = self.recent_row.takeAt(0)
@@ -179,7 +192,7 @@ class AvatarPanel(QtWidgets.QGroupBox):
         for path in self.recent:
             button = QtWidgets.QToolButton()
             button.setIconSize(QtCore.QSize(THUMBNAIL_PX, THUMBNAIL_PX))
-            pixmap = thumbnail(path)
+            pixmap = self._thumbnail(path)
             if pixmap is not None:
                 button.setIcon(QtGui.QIcon(pixmap))
             button.setToolTip(path)

@@ -163,7 +163,7 @@ def clip(d0: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_the_picker_offers_videos_and_shows_their_first_frame(qtbot, clip: Path) -> None:
+def test_the_picker_offers_videos_and_shows_their_first_frame(qtbot, clip: Path, monkeypatch) -> None:
     assert "*.mp4" in AVATAR_FILTER and "*.png" in AVATAR_FILTER and "*.mov" in AVATAR_FILTER
     frame = first_video_frame(clip)
     assert frame is not None and frame.shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
@@ -175,6 +175,12 @@ def test_the_picker_offers_videos_and_shows_their_first_frame(qtbot, clip: Path)
     panel.set_current(str(clip))
     button = panel.recent_row.itemAt(0).widget()
     assert button.toolTip() == str(clip) and not button.icon().isNull()
+    # the row is rebuilt at every switch: a video is decoded once, not each time
+    decoded: list[str] = []
+    monkeypatch.setattr("app.ui.avatar_panel.thumbnail", lambda path: decoded.append(path))
+    panel.set_current(str(DEFAULT_AVATAR))
+    panel.set_current(str(clip))
+    assert decoded == [str(DEFAULT_AVATAR)]
 
 
 # -- real loading: a 2-face photo and a clip through the window's session ------------------------------
