@@ -12,6 +12,7 @@ threads; results and failures come back through callbacks, which the window mars
 thread."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ..animation.frames import AnimatedAvatar, AvatarT, FrameAnimator
 from ..avatar.face import AvatarFace
 from ..avatar.framing import AvatarChoice
 from ..avatar.loading import load_avatar_face
+from ..avatar.video import is_video_file
 from ..face.driving import DrivingFace
 from ..live.capture import CameraError, CameraRequest, CameraSource
 from ..live.pipeline import OutputFrame, Pipeline, PipelineStats
@@ -172,12 +174,33 @@ class LiveSession:
     def _load_avatar(self, choice: AvatarChoice) -> AnimatedAvatar:
         renderer = self.renderer
         if renderer.needs_new_animator(self._avatar_face, choice.kind):
+            if is_video_file(choice.path):
+                # a clip is prepared whole (its frames' motion) by the renderer of its kind, so
+                # only once the loop has stopped; its problems then show after the pause
+                return self._hand_over_choice(choice)
             # the image's problems first, while the loop still runs
             return self._hand_over_face(load_avatar_face(choice))
         avatar = renderer.load_avatar(choice)
         if self._hand_over_avatar(renderer, avatar):
             return avatar
+        if is_video_file(choice.path):
+            return self._hand_over_choice(choice)  # the renderer changed meanwhile: the clip again
         return self._hand_over_face(avatar.face)    # the renderer changed meanwhile
+
+    def _hand_over_choice(self, choice: AvatarChoice) -> AnimatedAvatar:
+        """``choice`` loaded by the session's renderer and handed to its animator, or to a new
+        animator when the renderer needs one for its kind (a video avatar: it cannot be
+        prepared from one ``AvatarFace``)."""
+        while True:
+            renderer = self.renderer
+            if renderer.needs_new_animator(self._avatar_face, choice.kind):
+                avatar = self._switch_animator(renderer, functools.partial(renderer.load_avatar, choice))
+            else:
+                avatar = renderer.load_avatar(choice)
+                if not self._hand_over_avatar(renderer, avatar):
+                    avatar = None
+            if avatar is not None:
+                return avatar
 
     def _hand_over_face(self, face: AvatarFace) -> AnimatedAvatar:
         """``face`` prepared by the session's renderer and handed to its animator, or to a new
@@ -185,7 +208,7 @@ class LiveSession:
         while True:
             renderer = self.renderer
             if renderer.needs_new_animator(self._avatar_face, face.kind):
-                avatar = self._switch_animator(renderer, face)
+                avatar = self._switch_animator(renderer, functools.partial(renderer.adopt, face))
             else:
                 avatar = renderer.adopt(face)
                 if not self._hand_over_avatar(renderer, avatar):
@@ -194,11 +217,12 @@ class LiveSession:
                 return avatar
             # the renderer changed meanwhile: prepare the same face for the new one
 
-    def _switch_animator(self, renderer: Renderer[Any], face: AvatarFace) -> AnimatedAvatar | None:
-        """A new animator of ``renderer`` for ``face``, the loop stopped first (preparing ``face``
-        may close the networks the current animator uses) and started again on the same camera;
-        None when ``renderer`` is no longer the session's. On failure the current avatar is
-        prepared again (its networks may have been closed) and the error raised."""
+    def _switch_animator(self, renderer: Renderer[Any], prepare: Callable[[], Any]) -> AnimatedAvatar | None:
+        """A new animator of ``renderer`` for the avatar ``prepare`` makes with ``renderer``, the
+        loop stopped first (preparing it may close the networks the current animator uses) and
+        started again on the same camera; None when ``renderer`` is no longer the session's. On
+        failure the current avatar is prepared again (its networks may have been closed) and the
+        error raised."""
         with self._switching:
             with self._lock:
                 if self.renderer is not renderer:
@@ -209,7 +233,7 @@ class LiveSession:
                 self._paused = True
             try:
                 try:
-                    avatar = renderer.adopt(face)
+                    avatar = prepare()
                     animator = renderer.animator(self.settings, avatar)
                 except Exception as error:
                     log.info("a new animator failed (%s); preparing the current avatar again", error)
@@ -219,8 +243,8 @@ class LiveSession:
                     except Exception as again:  # noqa: BLE001 - the first error is the user's
                         log.warning("the current avatar could not be prepared again: %s", again)
                     raise error from None
-                self._replace_animator(animator, face)
-                log.info("animating a %s avatar", face.kind)
+                self._replace_animator(animator, avatar.face)
+                log.info("animating a %s avatar", avatar.face.kind)
                 return avatar
             finally:
                 with self._lock:

@@ -84,14 +84,16 @@ class Starter(QtCore.QObject):
 
 
 def start_avatar(args: argparse.Namespace, store: SettingsStore) -> AvatarChoice:
-    """The avatar the window starts with: ``--avatar`` (with ``--avatar-kind`` / ``--avatar-box``
-    when given, else the kind and box remembered for it), else the last one, else ours."""
+    """The avatar the window starts with: ``--avatar`` (with ``--avatar-kind`` / ``--avatar-box`` /
+    ``--faces`` when given, else the kind, box and faces remembered for it), else the last one,
+    else ours."""
     path = args.avatar or store.last_avatar() or str(DEFAULT_AVATAR)
     remembered = store.avatar_choice(path)
     box: AvatarBox | None = getattr(args, "avatar_box", None)      # main.py's flags
     kind = getattr(args, "avatar_kind", None) or "human"
-    if args.avatar and (box is not None or kind != "human"):
-        return AvatarChoice(Path(path), check_avatar_kind(kind), box)
+    faces: tuple[int, ...] | None = getattr(args, "faces", None)
+    if args.avatar and (box is not None or kind != "human" or faces is not None):
+        return AvatarChoice(Path(path), check_avatar_kind(kind), box, faces)
     return remembered
 
 

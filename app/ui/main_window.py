@@ -6,15 +6,16 @@ newest frame is kept, so the preview drops what it cannot show and the UI thread
 inference.
 
 An avatar without a face the detector finds is not refused: the face box editor opens on it with
-a first guess (``suggest_avatar_box``), and "Animate" loads it with that box. The kind and box an
-avatar was loaded with are remembered for it (``SettingsStore.avatar_choice``)."""
+a first guess (``suggest_avatar_box``), and "Animate" loads it with that box. The kind, box and
+animated faces (a group photo's check boxes) an avatar was loaded with are remembered for it
+(``SettingsStore.avatar_choice``). A video clip is an avatar like an image (``is_video_file``)."""
 from __future__ import annotations
 
 import functools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,8 +25,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from ..animation.frames import TRACKED, AnimatedAvatar, Status
 from ..avatar.face import NoFaceError
-from ..avatar.framing import AvatarBox, AvatarChoice, AvatarKind, check_avatar_kind
+from ..avatar.framing import MAX_GROUP_FACES, AvatarBox, AvatarChoice, AvatarKind, check_avatar_kind
 from ..avatar.suggest import BoxSuggestion, suggest_avatar_box
+from ..avatar.video import is_video_file
 from ..face.crop import transform_points
 from ..face.driving import DrivingFace
 from ..imaging.image_io import load_image
@@ -35,7 +37,7 @@ from ..run.live_session import LiveSession, SessionCallbacks, VirtualCameraState
 from ..run.renderer import RenderChoice, Renderer
 from ..settings import LiveSettings
 from .animation_panel import AnimationPanel
-from .avatar_panel import AvatarPanel
+from .avatar_panel import AvatarPanel, first_video_frame
 from .box_editor import BoxEditor
 from .camera_panel import CameraPanel
 from .output_panel import OutputPanel
@@ -67,7 +69,7 @@ HOTKEYS = (
     Hotkey(("V",), "Virtual camera on / off", lambda w: w.toggle_virtual_camera()),
     Hotkey(("O",), "Stats overlay on / off", lambda w: w.output_panel.overlay.toggle()),
     Hotkey(("I",), "Webcam inset on / off", lambda w: w.output_panel.inset.toggle()),
-    Hotkey(("Ctrl+O",), "Open an avatar image", lambda w: w.avatar_panel.open_dialog()),
+    Hotkey(("Ctrl+O",), "Open an avatar image or video", lambda w: w.avatar_panel.open_dialog()),
     Hotkey(("F1",), "This help", lambda w: w.show_help()),
 )
 
@@ -125,6 +127,20 @@ class FrameBridge(QtCore.QObject):
         return self._face.take()
 
 
+def group_faces(face: object, path: str | Path) -> tuple[int, tuple[int, ...]]:
+    """A loaded avatar's group photo as its check boxes show it: (faces numbered, at most
+    ``MAX_GROUP_FACES``; those animated, ascending). (0, ()) for what has no per-face switch: one
+    face, an animal, a video, a face given by its box alone."""
+    if getattr(face, "kind", "human") != "human" or is_video_file(path):
+        return 0, ()
+    count = min(int(getattr(face, "num_faces", 1)), MAX_GROUP_FACES)
+    group = getattr(face, "group", (face,))
+    animated = tuple(sorted(int(getattr(f, "number", 1)) for f in group))
+    if count < 2 or any(n > count for n in animated):
+        return 0, ()
+    return count, animated
+
+
 def inset_image(face: DrivingFace | None) -> np.ndarray:
     """The webcam crop with its tracked landmarks, for the local inset only."""
     if face is None:
@@ -166,6 +182,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.view_stack.addWidget(self.box_editor)
         self.current_choice: AvatarChoice | None = None   # what the current avatar was loaded with
         self._requested: dict[str, AvatarChoice] = {}     # avatar loads asked for, by path
+        self._group_count = 0                              # the current group photo's faces (0: no group)
+        self._group_faces: tuple[int, ...] = ()           # and those animated, as loaded
         self.avatar_panel = AvatarPanel()
         self.camera_panel = CameraPanel()
         self.animation_panel = AnimationPanel(settings)
@@ -211,6 +229,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.avatar_panel.avatar_requested.connect(self.request_avatar)
         self.avatar_panel.kind_requested.connect(self.switch_kind)
         self.avatar_panel.box_edit_requested.connect(self.adjust_box)
+        self.avatar_panel.faces_requested.connect(self.switch_faces)
         self.box_editor.accepted.connect(self._on_box_accepted)
         self.box_editor.cancelled.connect(self._on_box_cancelled)
         self.bridge.avatar_failed.connect(self._on_avatar_failed)
@@ -295,7 +314,21 @@ class MainWindow(QtWidgets.QMainWindow):
         current = self.current_choice
         if self.session is None or current is None or kind == current.kind:
             return
-        self.request_avatar_choice(AvatarChoice(current.path, check_avatar_kind(kind), current.box))
+        self.request_avatar_choice(AvatarChoice(current.path, check_avatar_kind(kind), current.box, current.faces))
+
+    def switch_faces(self, faces: tuple[int, ...]) -> None:
+        """Reload the current group photo animating ``faces`` (numbers 1.. left to right; at least
+        one), the way a face box change does. A corrected face box stays only while it still frames
+        the first animated face (it corrects that face's crop)."""
+        current = self.current_choice
+        faces = tuple(sorted(set(faces)))
+        if self.session is None or current is None or not faces or faces == self._group_faces:
+            return
+        box = current.box
+        if box is not None and (not self._group_faces or faces[0] != self._group_faces[0]):
+            log.info("face %d is the first animated now: its detected box replaces the corrected one", faces[0])
+            box = None
+        self.request_avatar_choice(AvatarChoice(current.path, current.kind, box, faces))
 
     def adjust_box(self) -> None:
         """Open the face box editor on the current avatar, with the box it was cropped with."""
@@ -323,6 +356,12 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.view_stack.currentWidget() is self.box_editor
 
     def _editor_image(self, path: Path) -> np.ndarray | None:
+        """The picture the face box editor shows for the avatar at ``path`` (a video's first frame)."""
+        if is_video_file(path):
+            frame = first_video_frame(path)
+            if frame is None:
+                self.show_error(f"{path}: cannot read a frame of the video")
+            return frame
         try:
             return load_image(path)
         except ValueError as e:
@@ -444,10 +483,15 @@ class MainWindow(QtWidgets.QMainWindow):
         face = avatar.face
         asked = self._requested.pop(path, None)
         if asked is not None:         # remembered as asked for: a detected face's box stays automatic
-            self.current_choice = AvatarChoice(Path(path), face.kind, asked.box)
+            self.current_choice = AvatarChoice(Path(path), face.kind, asked.box, asked.faces)
             self.store.save_avatar_choice(self.current_choice)
         else:
-            self.current_choice = AvatarChoice(Path(path), face.kind, self.store.avatar_choice(path).box)
+            remembered = self.store.avatar_choice(path)
+            self.current_choice = AvatarChoice(Path(path), face.kind, remembered.box, remembered.faces)
+        self._group_count, self._group_faces = group_faces(face, path)
+        if self.current_choice.box is not None and self.current_choice.faces is None:
+            self._group_count, self._group_faces = 0, ()    # a box alone frames one face, whichever it is
+        self.avatar_panel.show_faces(self._group_count, self._group_faces)
         self.avatar_panel.show_kind(face.kind)
         self.animation_panel.show_avatar(face.kind, face.has_landmarks)
         self.output_panel.show_avatar(face.kind, self.settings.snapshot().animal_paste_back)
@@ -456,8 +500,14 @@ class MainWindow(QtWidgets.QMainWindow):
     @QtCore.Slot(object, object)
     def _on_avatar_failed(self, choice: AvatarChoice, error: Exception) -> None:
         self._requested.pop(str(choice.path), None)
-        if self.current_choice is not None:          # a kind switch that failed: show the kind in use
+        if self.current_choice is not None:          # a kind or faces switch that failed: show those in use
             self.avatar_panel.show_kind(self.current_choice.kind)
+            self.avatar_panel.show_faces(self._group_count, self._group_faces)
+        if isinstance(error, NoFaceError) and choice.faces is not None and choice.kind == "human":
+            # remembered faces the image no longer has (it changed): all of its faces, as a new photo
+            log.info("%s; loading %s with all its faces", error, choice.path.name)
+            self.request_avatar_choice(replace(choice, faces=None))
+            return
         if isinstance(error, NoFaceError) and choice.box is None:
             log.info("%s", error)
             self.open_box_editor(choice.path, choice.kind)
@@ -466,6 +516,11 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_box_accepted(self, choice: AvatarChoice) -> None:
         self.view_stack.setCurrentWidget(self.preview)
+        current = self.current_choice
+        if (self._group_faces and current is not None and choice.kind == "human"
+                and choice.path.resolve() == current.path.resolve()):
+            # a group photo's box corrects its first animated face; the others stay animated
+            choice = replace(choice, faces=self._group_faces)
         self.request_avatar_choice(choice)
 
     def _on_box_cancelled(self) -> None:

@@ -1,6 +1,6 @@
 """What the app remembers between runs, in ``QSettings``: the one place that knows the keys and how
 each value is written. Last avatar and the recent ones, last camera and its size, the output
-choices, the animation controls' values and the kind and face box per avatar, and where the
+choices, the animation controls' values and the kind, face box and animated faces per avatar, and where the
 animation runs (this computer or a render server, with its address and token; the token is stored
 as typed, like a browser's saved password, and never logged)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
-from ..avatar.framing import AvatarBox, AvatarChoice, check_avatar_kind
+from ..avatar.framing import AvatarBox, AvatarChoice, check_avatar_kind, parse_faces
 from ..run.renderer import RenderChoice, RenderTarget
 from ..settings import AnimationSettings, BackgroundMode, MotionSettings, parse_size, remembered_fields
 
@@ -36,7 +36,9 @@ _RECENT_AVATARS = "recent_avatars"       # JSON list of paths, newest first
 _CAMERA = "camera"                       # camera index or video path, as typed
 _CAMERA_SIZE = "camera_size"             # "WxH"
 _AVATAR_SETTINGS = "avatar_settings"     # group: one JSON object of PER_AVATAR_FIELDS per avatar
-_AVATAR_FRAMING = "avatar_framing"       # group: per avatar, JSON {"kind": "human"|"animal", "box": "X,Y,SIZE"|null}
+# group: per avatar, JSON {"kind": "human"|"animal", "box": "X,Y,SIZE"|null, "faces": [1, 3]|null}
+# ("faces": a group photo's animated faces, numbered left to right; null or absent: all)
+_AVATAR_FRAMING = "avatar_framing"
 _RENDER_TARGET = "render/target"         # "local" (this computer) or "server"
 _RENDER_URL = "render/url"               # the render server's ws:// or wss:// address, as typed
 _RENDER_TOKEN = "render/token"           # the render server's token
@@ -85,8 +87,9 @@ class SettingsStore:
         self.qsettings.setValue(_avatar_key(_AVATAR_SETTINGS, path), json.dumps(values))
 
     def avatar_choice(self, path: str) -> AvatarChoice:
-        """The kind and face box last used for the avatar at ``path`` (box in the file's pixels; None:
-        found by face detection); a human avatar with a detected face when nothing usable is saved."""
+        """The kind, face box and animated faces last used for the avatar at ``path`` (box in the
+        file's pixels; None: found by face detection; faces None: all of a group photo); a human
+        avatar with a detected face when nothing usable is saved."""
         values = self._json(_avatar_key(_AVATAR_FRAMING, path))
         if values is None:
             return AvatarChoice(Path(path))
@@ -94,15 +97,21 @@ class SettingsStore:
             if not isinstance(values, dict):
                 raise ValueError("not a JSON object")
             box = values.get("box")
-            return AvatarChoice(Path(path), check_avatar_kind(str(values.get("kind", "human"))),
-                                None if box is None else AvatarBox.parse(str(box)))
+            choice = AvatarChoice(Path(path), check_avatar_kind(str(values.get("kind", "human"))),
+                                  None if box is None else AvatarBox.parse(str(box)))
         except ValueError as e:
             log.info("ignoring the saved face box of %s: %s", path, e)
             return AvatarChoice(Path(path))
+        try:
+            return replace(choice, faces=_faces(values.get("faces")))
+        except ValueError as e:       # the kind and box stand; all faces are animated
+            log.info("ignoring the saved faces of %s: %s", path, e)
+            return choice
 
     def save_avatar_choice(self, choice: AvatarChoice) -> None:
-        """Remember ``choice``'s kind and box for its file."""
-        values = {"kind": choice.kind, "box": None if choice.box is None else str(choice.box)}
+        """Remember ``choice``'s kind, box and animated faces for its file."""
+        values = {"kind": choice.kind, "box": None if choice.box is None else str(choice.box),
+                  "faces": None if choice.faces is None else list(choice.faces)}
         self.qsettings.setValue(_avatar_key(_AVATAR_FRAMING, str(choice.path)), json.dumps(values))
 
     # -- camera --------------------------------------------------------------------------------
@@ -166,6 +175,15 @@ class SettingsStore:
         except ValueError as e:
             log.info("ignoring saved %s: %s", key, e)
             return None
+
+
+def _faces(value: Any) -> tuple[int, ...] | None:
+    """The saved ``faces`` (a JSON list of face numbers, or null) -> ``AvatarChoice.faces``."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and value and all(type(n) is int for n in value)):
+        raise ValueError(f"expected a list of face numbers or null, got {value!r}")
+    return parse_faces(",".join(map(str, value)))
 
 
 def _avatar_key(group: str, path: str) -> str:

@@ -132,3 +132,30 @@ def test_a_headless_run_loads_the_networks_of_the_avatars_kind(monkeypatch: pyte
     assert headless.run_headless(args, AnimationSettings()) == 0
     assert [b.kind for b in made] == ["animal"] and made[0].closes == 1
     assert prepared == [(AvatarChoice(Path("cat.png"), "animal", AvatarBox(10, 20, 300)), made[0])]
+
+
+def test_a_video_of_the_other_kind_is_prepared_whole_once_the_loop_stops(
+        made: list[KindStub], avatar_face, d0: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from app.live.capture import read_video_frames
+
+    clip = tmp_path / "cat.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (320, 240))
+    for frame in read_video_frames(d0, 3):
+        writer.write(cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA))
+    writer.release()
+    factory = RendererFactory(parse_args([]))
+    local = factory(RenderChoice())
+    session = LiveSession(local, local.animator(LiveSettings(), local.adopt(avatar_face)))
+    try:
+        session.open_camera(CameraRequest(str(d0), loop=True, paced=True))
+        human_animator, human_loop = session.animator, session.pipeline
+        avatar = session._load_avatar(AvatarChoice(clip, "animal", AvatarBox(60, 20, 200)))
+        assert avatar.video is not None and avatar.video.num_frames == 3 and avatar.kind == "animal"
+        assert session.animator is not human_animator and session.animator.avatar is avatar
+        assert session.animator.backend is made[-1] and made[-1].kind == "animal" and made[0].closes == 1
+        assert session.pipeline is not None and session.pipeline is not human_loop
+    finally:
+        session.close()
+        factory.close()

@@ -112,3 +112,27 @@ def test_unreadable_kind_or_box_reads_as_absent(tmp_path: Path, garbage: str) ->
     key = next(k for k in store.qsettings.allKeys() if k.startswith("avatar_framing/"))
     store.qsettings.setValue(key, garbage)
     assert store.avatar_choice(str(avatar)) == AvatarChoice(avatar)
+
+
+def test_animated_faces_round_trip_per_file(tmp_path: Path) -> None:
+    store = ini_store(tmp_path / "s.ini")
+    group, solo = tmp_path / "group.png", tmp_path / "solo.png"
+    store.save_avatar_choice(AvatarChoice(group, "human", AvatarBox(10, 20, 200), (1, 3)))
+    store.save_avatar_choice(AvatarChoice(solo))
+    store.sync()
+    again = ini_store(tmp_path / "s.ini")
+    assert again.avatar_choice(str(group)) == AvatarChoice(group, "human", AvatarBox(10, 20, 200), (1, 3))
+    assert again.avatar_choice(str(solo)).faces is None                 # all faces
+    key = next(k for k in again.qsettings.allKeys()
+               if k.startswith("avatar_framing/") and '"faces": [1, 3]' in str(again.qsettings.value(k)))
+    assert key
+
+
+@pytest.mark.parametrize("faces", ['[]', '[0]', '[5]', '["1"]', '[true]', '"1,2"', '3'])
+def test_unreadable_faces_are_dropped_alone(tmp_path: Path, faces: str) -> None:
+    store = ini_store(tmp_path / "s.ini")
+    group = tmp_path / "group.png"
+    store.save_avatar_choice(AvatarChoice(group, "human", AvatarBox(0, 0, 100), (2,)))
+    key = next(k for k in store.qsettings.allKeys() if k.startswith("avatar_framing/"))
+    store.qsettings.setValue(key, f'{{"kind": "human", "box": "0,0,100", "faces": {faces}}}')
+    assert store.avatar_choice(str(group)) == AvatarChoice(group, "human", AvatarBox(0, 0, 100), None)
