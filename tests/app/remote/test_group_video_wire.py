@@ -314,3 +314,91 @@ def test_a_video_through_the_server_is_pasted_into_its_own_frame_on_the_clients_
         # (a wrong source frame would show another grey); a faceless frame shows the clip's frame
         assert out.image.shape == p.CROP_SHAPE
         assert abs(float(out.image.mean()) - GREYS[s]) < 2, (i, s, float(out.image.mean()))
+
+
+# -- batching across sessions ---------------------------------------------------------------------
+class PairBatcher:
+    """``BatchedBackend``'s batching function for two sessions' frames: the first waits for the
+    second, then both go through W+G as one batch (``render_batch``), as ``serve.batch`` collects
+    them on a replica."""
+
+    def __init__(self, backend, sessions: int = 2) -> None:
+        import threading
+
+        self.backend = backend
+        self.sessions = sessions
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.pending: list = []
+        self.images: list = []
+        self.rows: list[int] = []
+
+    def __call__(self, request):
+        from app.remote.server.batching import render_batch
+
+        with self.lock:
+            index = len(self.pending)
+            self.pending.append(request)
+            last = len(self.pending) == self.sessions
+        if last:
+            self.rows = [int(r[0].shape[0]) for r in self.pending]
+            self.images = render_batch(self.backend, self.pending)
+            self.done.set()
+        else:
+            assert self.done.wait(120), "the other session's frame never came"
+        return self.images[index]
+
+
+class RowStub(StubBackend):
+    """The stub with a render that shows each row's own motion (per-row brightness from its
+    keypoints), so a batch cut at the wrong rows, or handed back in the wrong order, shows."""
+
+    def render(self, feature, x_s, x_d):
+        shift = (x_d - x_s).abs().mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        return (feature * 0.5 + shift * 100).clamp(0, 1)
+
+
+def test_two_sessions_one_a_group_of_three_batched_each_get_their_crops(examples):
+    """A single face and a 3-face group in two sessions: their frames' W+G run as one batch of 4 rows,
+    and each session gets back its own crops, equal to rendering it alone. (That a batch renders as
+    its rows alone on the real networks: ``test_remote``'s batching test.)"""
+    import threading
+
+    import cv2
+
+    from app.remote.server.batching import BatchedBackend
+    from app.remote.server.session import RenderSession
+    from app.remote.server.weight_sets import WeightSets
+
+    portraits = [cv2.resize(cv2.imread(str(examples / f"s{i}.jpg")), p.CROP_SHAPE[:2], interpolation=cv2.INTER_AREA)
+                 for i in range(3)]
+    single = p.pack(p.avatar_header("raw", "human", None, np.array([[0.3, 0.3]]), np.array([[0.05]])),
+                    portraits[0].tobytes())
+    parts = [c.tobytes() for c in (portraits[2], portraits[1], portraits[0][:, ::-1].copy())]
+    group = p.pack(p.group_avatar_header("raw", "human", face_fields(3), [len(b) for b in parts]), b"".join(parts))
+    drive = np.ascontiguousarray(cv2.resize(portraits[1], p.DRIVING_SHAPE[:2], interpolation=cv2.INTER_AREA))
+    frame = p.unpack(frame_message(1, drive))
+
+    def run(session: RenderSession, avatar: bytes) -> np.ndarray:
+        assert session.set_avatar(*p.unpack(avatar)) is not None
+        header, body = p.unpack(session.frame(*frame))
+        assert header["rendered"]
+        return p.result_crops(header, body, "raw", session.faces)
+
+    backend = RowStub()
+    alone = [run(RenderSession(WeightSets.of(backend), "raw"), avatar) for avatar in (single, group)]
+    batcher = PairBatcher(backend)
+    shared = WeightSets.of(BatchedBackend(backend, batcher))
+    sessions = [RenderSession(shared, "raw"), RenderSession(shared, "raw")]
+    batched: list = [None, None]
+    threads = [threading.Thread(target=lambda i=i, a=a: batched.__setitem__(i, run(sessions[i], a)))
+               for i, a in enumerate((single, group))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(batcher.rows) == [1, 3]                   # one W+G call of 4 rows
+    assert batched[0].shape == p.CROP_SHAPE and batched[1].shape == (3, *p.CROP_SHAPE)
+    for a, b in zip(alone, batched, strict=True):
+        assert np.array_equal(a, b)
+    assert len({float(c.mean()) for c in batched[1]}) == 3        # each face its own crop, in its order
