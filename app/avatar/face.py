@@ -8,8 +8,10 @@ without a box, the cat-face detector (``suggest.py``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +25,9 @@ from ..imaging.image_io import MAX_AVATAR_SIDE, limit_size, load_image
 from ..imaging.segmentation import PersonSegmenter
 from .framing import MAX_GROUP_FACES, AvatarBox, AvatarKind, check_avatar_kind
 from .suggest import cat_crop_box, find_cat_face
+
+if TYPE_CHECKING:
+    from .video import AvatarVideo
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,9 @@ class AvatarFace:
     others: tuple[AvatarFace, ...] = ()
     group_paste: fc.PasteMask | None = None
     number: int = 1                         # this face's number in the image (1.. left to right)
+    # a video avatar: the clip this face is a frame of (every frame's face carries it, so whatever
+    # holds the face, a renderer or the window, holds the clip); None for a still image
+    video: AvatarVideo | None = None
 
     @property
     def group(self) -> tuple[AvatarFace, ...]:
@@ -237,6 +245,23 @@ def avatar_face_from_crop(crop: np.ndarray, eye_ratios: np.ndarray | None, lip_r
                       lip_ratio=None if lip_ratio is None else np.asarray(lip_ratio, np.float32).reshape(1, 1),
                       paste=fc.prepare_paste_mask(feathered_square_mask(side), identity, (side, side)), num_faces=1,
                       kind=kind, box=box)
+
+
+def avatar_group_from_faces(faces: Sequence[AvatarFace]) -> AvatarFace:
+    """The faces of one group (e.g. each ``avatar_face_from_crop`` of a client's K crops) as one
+    ``AvatarFace``: the first, numbered 1, with the others (numbered 2..K) as its ``others``, as
+    ``prepare_avatar_face`` gives a group photo (``prepare_avatar`` then runs F and M on them as one
+    batch). No ``group_paste``: a render server's faces are never pasted. One face: itself."""
+    if not faces:
+        raise ValueError("a group needs at least one face")
+    if len(faces) > MAX_GROUP_FACES:
+        raise ValueError(f"a group has at most {MAX_GROUP_FACES} faces, got {len(faces)}")
+    if len({f.kind for f in faces}) > 1:
+        raise ValueError("the faces of a group are of one kind")
+    if len(faces) == 1:
+        return faces[0]
+    numbered = [replace(f, others=(), group_paste=None, number=i + 1) for i, f in enumerate(faces)]
+    return replace(numbered[0], others=tuple(numbered[1:]))
 
 
 def _overlaps(box: AvatarBox, width: int, height: int) -> bool:

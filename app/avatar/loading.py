@@ -39,9 +39,12 @@ def load_avatar_face(choice: AvatarChoice | str | Path, source: LandmarkSource |
     (raises ImageError / NoFaceError / ValueError): all a client of a render server prepares itself
     (no networks). A group photo's faces are those of ``choice.faces`` (all found, at most four, when
     None). The face mesh runs only for a human avatar (``source``, or one made here). A
-    bare path is a human avatar whose face is found by detection."""
+    bare path is a human avatar whose face is found by detection. A video file (``is_video_file``)
+    gives its clip's first frame, whose ``video`` is the whole clip (``load_video_face``)."""
     if not isinstance(choice, AvatarChoice):
         choice = AvatarChoice(Path(choice))
+    if is_video_file(choice.path):
+        return load_video_face(choice, source).face(0)
     own = source is None and choice.kind == "human"
     if own:
         source = MediaPipeFaceMesh()

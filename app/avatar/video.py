@@ -154,6 +154,16 @@ class AvatarVideo:
                 self._cache.popitem(last=False)
         return face
 
+    def crop(self, i: int) -> np.ndarray:
+        """Frame ``i``'s 512 x 512 x 3 BGR crop, made from the kept frame without making (or
+        caching) its face: what a render server's client uploads."""
+        i = self._check(i)
+        with self._lock:
+            cached = self._cache.get(i)
+        if cached is not None:
+            return cached.crop
+        return self._crop(self.image(i), self.transform(i))
+
     def network_input(self, i: int) -> np.ndarray:
         """Frame ``i``'s 256 x 256 x 3 BGR network input, without caching its face (load-time M)."""
         with self._lock:
@@ -202,7 +212,7 @@ class AvatarVideo:
             lip_ratio=None if self.lip_ratios is None else self.lip_ratios[i:i + 1],
             paste=paste_mask_in_box(self._mask_crop, transform.M_c2o, (image.shape[1], image.shape[0])),
             num_faces=int(landmarks is not None), kind=self.kind, box=None if self.cropped else self.box(i),
-            image_scale=self.image_scale)
+            image_scale=self.image_scale, video=self)
 
 
 def paste_mask_in_box(mask_crop: np.ndarray, M_c2o: np.ndarray, image_size: tuple[int, int]) -> fc.PasteMask:
@@ -367,6 +377,25 @@ def avatar_video_from_crops(crops: Sequence[np.ndarray], eye_ratios: np.ndarray 
     params = np.tile(fc.params_from_box(0.0, 0.0, float(side)).as_array(), (n, 1))
     return AvatarVideo(name="uploaded video avatar", fps=float(fps),
                        frames=tuple(_encode(c, lossless=True) for c in crops), params=params, image_size=(side, side),
+                       eye_ratios=None if eye_ratios is None else np.asarray(eye_ratios, np.float32).reshape(n, 2),
+                       lip_ratios=None if lip_ratios is None else np.asarray(lip_ratios, np.float32).reshape(n, 1),
+                       landmarks=(None,) * n, kind=check_avatar_kind(kind), border="replicate", cropped=True)
+
+
+def avatar_video_from_jpeg_crops(frames: Sequence[bytes], eye_ratios: np.ndarray | None,
+                                 lip_ratios: np.ndarray | None, fps: float, kind: AvatarKind = "human") -> AvatarVideo:
+    """``avatar_video_from_crops`` for crops that arrive JPEG-encoded (a client's upload): the bytes
+    are kept as they came (each frame decodes to exactly the crop the caller checked, without a
+    lossless copy of every frame). ``frames``: each a JPEG of a 512 x 512 picture, checked by the
+    caller (the protocol's ``decode_image``); ratios num_frames x 2 and num_frames x 1, both or
+    neither."""
+    if not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"video avatar: expected a positive frame rate, got {fps}")
+    side = fc.AVATAR_CROP.dsize
+    n = len(frames)
+    params = np.tile(fc.params_from_box(0.0, 0.0, float(side)).as_array(), (n, 1))
+    return AvatarVideo(name="uploaded video avatar", fps=float(fps), frames=tuple(bytes(f) for f in frames),
+                       params=params, image_size=(side, side),
                        eye_ratios=None if eye_ratios is None else np.asarray(eye_ratios, np.float32).reshape(n, 2),
                        lip_ratios=None if lip_ratios is None else np.asarray(lip_ratios, np.float32).reshape(n, 1),
                        landmarks=(None,) * n, kind=check_avatar_kind(kind), border="replicate", cropped=True)

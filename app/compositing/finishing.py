@@ -43,8 +43,8 @@ class OutputFinisher:
     ``crop_only``: the output is the bare crop, unmirrored, with the avatar's own background,
     whatever the settings' output fields say (the render server's animator, whose client finishes
     the crop for the user's output); the still output is the avatar's crop, and no segmenter is
-    made. ``begin`` once per frame, before the frame's device work; ``reset`` when the avatar
-    changes."""
+    made; for a group photo its output is the K crops (K x 512 x 512 x 3). ``begin`` once per
+    frame, before the frame's device work; ``reset`` when the avatar changes."""
 
     def __init__(self, face: AvatarFace,
                  segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation, *,
@@ -77,14 +77,15 @@ class OutputFinisher:
         each with its own face's transform and region-weighted paste mask, in turn (unless ``s``
         asks for the crop only: then the first face's crop, the selected face), with ``s``'s
         background, mirrored if asked; kept as the held output. A crop-only finisher keeps and
-        returns the (first) crop itself."""
+        returns the crop itself, a group's K crops as they came (K x 512 x 512 x 3: a render
+        server sends each face's back to its client)."""
         crops = crop if crop.ndim == 4 else crop[None]
         group = self.face.group
         if crops.shape[0] != len(group):
             raise ValueError(f"crops: expected {len(group)} for the avatar's faces, got {crops.shape[0]}")
         if self.crop_only:
-            self._last_crop = self._last_image = crops[0]
-            return crops[0]
+            self._last_crop = self._last_image = crops[0] if len(group) == 1 else crops
+            return self._last_image
         face = self.face
         if s.paste_back:
             image = face.image

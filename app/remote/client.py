@@ -4,16 +4,22 @@ done by ``python main.py serve`` on another machine. Capture, tracking, paste-ba
 preview and virtual camera stay here; the client needs no weights and no networks.
 
 The avatar goes once per session (and on each change) as its 512 x 512 crop with its kind
-(``human`` or ``animal``: the weight set the server animates it with), face box and eye/lip ratios.
-Per frame it sends the 256 x 256 driving crop (the camera image never leaves this machine), its
-eye/lip ratios and capture time (with the receipt of the last answer read: the protocol's proof
-of reading), and waits for the animated 512 x 512 crop. When the server is
-gone, ``process`` returns at once with the last output (or the still avatar, never the camera) and
-a "reconnecting" status, while a background thread reconnects with backoff and uploads the avatar
-and settings again. A slow server slows the animation stage, whose drop-oldest queue keeps the
-latency from building up, as a slow local device does."""
+(``human`` or ``animal``: the weight set the server animates it with), face box and eye/lip ratios;
+a group photo as its K faces' crops, boxes and ratios (all animated in one batch, the K crops
+coming back per frame and pasted in turn by the finisher); a video avatar (``AvatarFace.video``) as
+its clip's per-frame 512 crops, JPEG, made once when the avatar is adopted (``AvatarUpload``) and
+sent at each (re)connection. Per frame it sends the 256 x 256 driving crop (the camera image never
+leaves this machine), its eye/lip ratios and capture time (with the receipt of the last answer
+read: the protocol's proof of reading), for a video avatar the clip frame s(i) to render from (the
+ping-pong of this client's own output clock, as the local animator plays it), and waits for the
+animated crop(s); a video's crop is pasted into the clip's frame s(i). When the server is gone,
+``process`` returns at once with the last output (or the still avatar, never the camera; a video
+avatar's clip frame s(i)) and a "reconnecting" status, while a background thread reconnects with
+backoff and uploads the avatar and settings again. A slow server slows the animation stage, whose
+drop-oldest queue keeps the latency from building up, as a slow local device does."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import threading
@@ -28,6 +34,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from ..animation.frames import AnimatedFrame, Status
 from ..avatar.face import AvatarFace
+from ..avatar.framing import MAX_GROUP_FACES
+from ..avatar.video import pingpong_index
 from ..compositing.finishing import OutputFinisher
 from ..face.driving import DrivingFace
 from ..imaging.segmentation import MediaPipeSelfieSegmentation, PersonSegmenter
@@ -37,6 +45,8 @@ from . import protocol as p
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)    # backoff between attempts; the last one repeats
+VIDEO_CROP_QUALITY = 90             # a video avatar's uploaded crops (JPEG): ~50 KB a frame
+FRAMES_PER_MESSAGE = 100            # a video's frames per avatar_frames message at most (its header's sizes)
 
 
 class HideAuthorization(logging.Filter):
@@ -99,7 +109,55 @@ class RemoteFrame:
 
     status: str                         # a ``Status`` value
     rendered: bool
-    crop: np.ndarray | None             # 512 x 512 x 3 BGR when rendered
+    crop: np.ndarray | None             # 512 x 512 x 3 BGR when rendered (a group: K x 512 x 512 x 3)
+
+
+@dataclass(frozen=True)
+class AvatarUpload:
+    """An avatar face as it goes to the server, encoded once: the ``avatar`` message's ``header`` and
+    ``payload`` (a still's crop, a group's K crops, PNG), and for a video avatar its per-frame 512
+    crops as JPEG (``frames``; the header describes the clip, the payload is empty)."""
+
+    face: AvatarFace
+    header: dict[str, Any]
+    payload: bytes
+    frames: tuple[bytes, ...] = ()
+
+    @property
+    def faces(self) -> int:
+        """Crops per result: the animated faces."""
+        return len(self.face.group)
+
+
+def avatar_upload(face: AvatarFace, *, max_video_bytes: int = p.Limits().max_video_bytes) -> AvatarUpload:
+    """What ``face`` uploads as (see ``AvatarUpload``). A video's crops are re-made from its kept
+    frames and encoded here (a few ms a frame: call it off the animation thread, as the renderer's
+    ``adopt`` does); ``ValueError`` when they pass ``max_video_bytes`` (the protocol's default
+    limit). An avatar without landmarks sends null ratios."""
+    video = face.video
+    if video is not None:
+        frames = tuple(p.encode_image(video.crop(i), "jpeg", VIDEO_CROP_QUALITY) for i in range(video.num_frames))
+        total = sum(len(f) for f in frames)
+        if total > max_video_bytes:
+            raise ValueError(f"video avatar: its {video.num_frames} crops are {total / 2**20:.1f} MiB, over the render "
+                             f"server's {max_video_bytes / 2**20:.0f} MiB; use a shorter clip")
+        if video.num_frames > p.MAX_VIDEO_FRAMES:
+            raise ValueError(f"video avatar: {video.num_frames} frames, a render server takes {p.MAX_VIDEO_FRAMES}")
+        header = p.video_avatar_header(face.kind, face.box, video.fps, video.num_frames,
+                                       *_both_or_none(video.eye_ratios, video.lip_ratios))
+        return AvatarUpload(face, header, b"", frames)
+    if not face.others:
+        header = p.avatar_header("png", face.kind, face.box, *_both_or_none(face.eye_ratios, face.lip_ratio))
+        return AvatarUpload(face, header, p.encode_image(face.crop, "png"))
+    crops = [p.encode_image(f.crop, "png") for f in face.group]
+    fields = [p.FaceFields(f.box, *_both_or_none(f.eye_ratios, f.lip_ratio)) for f in face.group]
+    header = p.group_avatar_header("png", face.kind, fields, [len(c) for c in crops])
+    return AvatarUpload(face, header, b"".join(crops))
+
+
+def _both_or_none(eye: np.ndarray | None, lip: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    # an avatar without landmarks (a boxed cartoon or animal) has no ratios: they go as null
+    return (None, None) if eye is None or lip is None else (eye, lip)
 
 
 class ServerLink:
@@ -107,9 +165,10 @@ class ServerLink:
     it is lost. ``animate`` is called from one thread (the animation stage); ``set_avatar`` from
     the same one."""
 
-    def __init__(self, server: RemoteServer, face: AvatarFace, settings: AnimationSettings) -> None:
+    def __init__(self, server: RemoteServer, face: AvatarFace | AvatarUpload, settings: AnimationSettings) -> None:
         self.server = server
-        self._face = face
+        self._avatar = face if isinstance(face, AvatarUpload) else avatar_upload(face)
+        self._limits = p.Limits()           # the session's, from its welcome
         self._settings = settings
         self._revision = 0
         self._ws: ClientConnection | None = None
@@ -128,21 +187,23 @@ class ServerLink:
         with self._lock:
             self._ws = ws
 
-    def set_avatar(self, face: AvatarFace) -> None:
+    def set_avatar(self, face: AvatarFace | AvatarUpload) -> None:
         """Use ``face`` from now on: uploaded now when connected, else on reconnection."""
-        self._face = face
+        avatar = self._avatar = face if isinstance(face, AvatarUpload) else avatar_upload(face)
         ws = self._ws
         if ws is not None:
             try:
-                self._upload_avatar(ws, face)
+                self._upload_avatar(ws, avatar)
             except (ConnectionClosed, OSError, TimeoutError, p.ProtocolError) as e:
                 self._lost(ws, e)
 
     def request_calibration(self) -> None:
         self._calibrate = True
 
-    def animate(self, face: DrivingFace | None, t: float, s: AnimationSettings) -> RemoteFrame | None:
-        """One frame through the server; None when there is no connection (one is being made)."""
+    def animate(self, face: DrivingFace | None, t: float, s: AnimationSettings,
+                source: int | None = None) -> RemoteFrame | None:
+        """One frame through the server (``source``: a video avatar's clip frame to render from);
+        None when there is no connection (one is being made)."""
         ws = self._ws
         if ws is None:
             self._reconnect_in_background()
@@ -157,6 +218,8 @@ class ServerLink:
             header: dict[str, Any] = {"type": "frame", "seq": self._seq, "t": t, "face": face is not None}
             if self._receipt is not None:
                 header["receipt"] = self._receipt
+            if source is not None:
+                header["source"] = source
             payload = b""
             if face is not None:
                 header["ratios"] = face.open_ratios.tolist()
@@ -167,7 +230,7 @@ class ServerLink:
                 raise p.ProtocolError("answer out of order")
             self._receipt = p.receipt(reply)
             rendered = reply.get("rendered") is True
-            crop = p.decode_image(body, self.server.frame_format, p.CROP_SHAPE) if rendered else None
+            crop = p.result_crops(reply, body, self.server.frame_format, self._avatar.faces) if rendered else None
             self.reference = reply.get("reference") is True
             return RemoteFrame(str(reply.get("status")), rendered, crop)
         except (ConnectionClosed, OSError, TimeoutError, p.ProtocolError) as e:
@@ -195,7 +258,8 @@ class ServerLink:
         try:
             ws = connect(s.url, additional_headers=headers, open_timeout=s.connect_timeout_s, close_timeout=1.0,
                          ping_interval=s.ping_interval_s, ping_timeout=s.ping_timeout_s, ssl=context,
-                         max_size=2 * int(np.prod(p.CROP_SHAPE)) + p.MAX_HEADER_BYTES, compression=None,
+                         max_size=(MAX_GROUP_FACES + 1) * int(np.prod(p.CROP_SHAPE)) + p.MAX_HEADER_BYTES,
+                         compression=None,
                          user_agent_header="AvatarCam", logger=_websocket_log,
                          legacy=True)   # the link owns the connection's lifetime
         except InvalidStatus as e:
@@ -220,7 +284,8 @@ class ServerLink:
             welcome = p.parse_text(_text(ws.recv(timeout=s.connect_timeout_s)))
             if welcome.get("type") != "welcome":
                 raise p.ProtocolError("expected welcome")
-            self._upload_avatar(ws, self._face)
+            self._limits = _limits(welcome.get("limits"))
+            self._upload_avatar(ws, self._avatar)
             self._send_settings(ws, self._settings)
         except ConnectionClosed as e:
             ws.close()
@@ -232,14 +297,15 @@ class ServerLink:
         log.info("rendering on %s", s.url)
         return ws
 
-    def _upload_avatar(self, ws: ClientConnection, face: AvatarFace) -> None:
-        # an avatar without landmarks (a boxed cartoon or animal) has no ratios: they go as null
-        eye: np.ndarray | None = face.eye_ratios
-        lip: np.ndarray | None = face.lip_ratio
-        if eye is None or lip is None:
-            eye = lip = None
-        header = p.avatar_header("png", face.kind, face.box, eye, lip)
-        ws.send(p.pack(header, p.encode_image(face.crop, "png")))
+    def _upload_avatar(self, ws: ClientConnection, avatar: AvatarUpload) -> None:
+        """The avatar message (a video's frames after it, in messages under the session's limit)
+        and its ``avatar_ready``."""
+        ws.send(p.pack(avatar.header, avatar.payload))
+        if avatar.frames:
+            if sum(len(f) for f in avatar.frames) > self._limits.max_video_bytes:
+                raise p.ProtocolError(f"the video avatar is over this server's {self._limits.max_video_bytes} bytes")
+            for start, chunk in _chunks(avatar.frames, self._limits.max_avatar_bytes - p.MAX_HEADER_BYTES - 4):
+                ws.send(p.pack(p.avatar_frames_header(start, [len(f) for f in chunk]), b"".join(chunk)))
         ready = p.parse_text(_text(ws.recv(timeout=self.server.frame_timeout_s)))
         if ready.get("type") != "avatar_ready":
             raise p.ProtocolError("expected avatar_ready")
@@ -284,10 +350,12 @@ class ServerLink:
 
 
 class RemoteAvatar:
-    """What the window reads of an avatar (``.face``), for one animated on a server."""
+    """What the window reads of an avatar (``.face``), for one animated on a server, with what it
+    uploads as (``upload``, encoded here: a video's crops take seconds to make)."""
 
     def __init__(self, face: AvatarFace) -> None:
         self.face = face
+        self.upload = avatar_upload(face)
 
 
 class RemoteAnimator:
@@ -295,14 +363,15 @@ class RemoteAnimator:
     (``RemoteError`` when the server cannot be used); ``close`` at the end. The server's crops are
     finished here by the same ``OutputFinisher`` as the local animator's CPU path."""
 
-    def __init__(self, server: RemoteServer, settings: LiveSettings, face: AvatarFace, *,
+    def __init__(self, server: RemoteServer, settings: LiveSettings, face: AvatarFace | RemoteAvatar, *,
                  segmenter: Callable[[], PersonSegmenter] = MediaPipeSelfieSegmentation) -> None:
         self.settings = settings
-        self.avatar = RemoteAvatar(face)
-        self.link = ServerLink(server, face, settings.snapshot())
-        self.finisher = OutputFinisher(face, segmenter)
+        self.avatar = face if isinstance(face, RemoteAvatar) else RemoteAvatar(face)
+        self.link = ServerLink(server, self.avatar.upload, settings.snapshot())
+        self.finisher = OutputFinisher(self.avatar.face, segmenter)
         self._lock = threading.Lock()
-        self._pending: AvatarFace | None = None
+        self._pending: RemoteAvatar | None = None
+        self._clip_start: float | None = None      # t of a video avatar's first frame (its clock's zero)
         self._status = Status.NO_FACE_YET
         self._applied: tuple[AnimationSettings, str, AnimationSettings] | None = None
 
@@ -311,8 +380,10 @@ class RemoteAnimator:
 
     # -- control (any thread) ------------------------------------------------------------------
     def set_avatar(self, avatar: AvatarFace | RemoteAvatar) -> None:
+        """Animate ``avatar`` from the next frame on (a bare face is encoded for upload here)."""
+        pending = avatar if isinstance(avatar, RemoteAvatar) else RemoteAvatar(avatar)
         with self._lock:
-            self._pending = avatar.face if isinstance(avatar, RemoteAvatar) else avatar
+            self._pending = pending
 
     def calibrate(self) -> None:
         self.link.request_calibration()
@@ -331,23 +402,41 @@ class RemoteAnimator:
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is not None:
-            self.avatar = RemoteAvatar(pending)
-            self.finisher.reset(pending)
-            self.link.set_avatar(pending)
+            self.avatar = pending
+            self._clip_start = None
+            self.finisher.reset(pending.face)
+            self.link.set_avatar(pending.upload)
+        source = self._source_frame(t)
         out = self._output_settings(s)
         self.finisher.begin(out)
-        answer = self.link.animate(face, t, s)
+        answer = self.link.animate(face, t, s, source)
         s = out                             # the rest is finishing: the output as it applies here
+        # a video avatar shows its clip's own frame s(i) whenever nothing is rendered (never the camera)
+        video = source is not None
         if answer is None:
-            return AnimatedFrame(self.finisher.held(s), Status.SERVER_LOST, rendered=False)
+            return AnimatedFrame(self.finisher.still(s) if video else self.finisher.held(s), Status.SERVER_LOST,
+                                 rendered=False)
         if answer.status in _SERVER_STATUSES:
             self._status = Status(answer.status)
         if answer.rendered and answer.crop is not None:
             return AnimatedFrame(self.finisher.finish(answer.crop, s), self._status, rendered=True)
-        if self._status == Status.NO_FACE_YET:
+        if self._status == Status.NO_FACE_YET or video:
             return AnimatedFrame(self.finisher.still(s), self._status, rendered=False)
         # the server showed a kept frame (holding, neutral, skipped): so does the client, from its last crop
         return AnimatedFrame(self.finisher.held(s), self._status, rendered=False)
+
+    def _source_frame(self, t: float) -> int | None:
+        """A video avatar's clip frame for ``t``: the ping-pong on this client's output clock (from
+        the avatar's first frame, as the local animator plays it), made the finisher's face (its
+        image is what the crop is pasted into); None for a still avatar."""
+        video = self.avatar.face.video
+        if video is None:
+            return None
+        if self._clip_start is None:
+            self._clip_start = t
+        index = pingpong_index(t - self._clip_start, video.fps, video.num_frames)
+        self.finisher.set_face(video.face(index))
+        return index
 
     def _output_settings(self, s: AnimationSettings) -> AnimationSettings:
         """``s`` as it applies to the current avatar's output (an animal's paste-back), the same
@@ -359,6 +448,30 @@ class RemoteAnimator:
 
 
 _SERVER_STATUSES = {str(s) for s in Status}
+
+
+def _limits(values: Any) -> p.Limits:
+    """The welcome's ``limits`` (the defaults for any not given, or not a number)."""
+    default = p.Limits()
+    if not isinstance(values, dict):
+        return default
+    sizes = {name: values[name] for name in ("max_avatar_bytes", "max_video_bytes")
+             if isinstance(values.get(name), int) and values[name] > p.MAX_HEADER_BYTES * 2}
+    return dataclasses.replace(default, **sizes)
+
+
+def _chunks(frames: tuple[bytes, ...], max_bytes: int) -> list[tuple[int, tuple[bytes, ...]]]:
+    """``frames`` cut into runs of at most ``max_bytes`` (and ``FRAMES_PER_MESSAGE`` frames; a frame
+    over ``max_bytes`` alone), each with its first frame's index."""
+    runs: list[tuple[int, tuple[bytes, ...]]] = []
+    start, size = 0, 0
+    for i, frame in enumerate(frames):
+        if i > start and (size + len(frame) > max_bytes or i - start >= FRAMES_PER_MESSAGE):
+            runs.append((start, frames[start:i]))
+            start, size = i, 0
+        size += len(frame)
+    runs.append((start, frames[start:]))
+    return runs
 
 
 def _binary(message: str | bytes) -> bytes:

@@ -1,24 +1,44 @@
-"""The render server's wire protocol, version 3: what a client and a server say to each other over
+"""The render server's wire protocol, version 4: what a client and a server say to each other over
 one WebSocket per live session at ``/v1/session`` (the path is the API's version, the hello's
 ``version`` the protocol's). Shared by both sides; imports neither Ray nor a WebSocket library.
 
 Control messages are JSON text. Images travel in binary messages: a 4-byte big-endian header
-length, a JSON header, then the image bytes (JPEG, PNG or raw H x W x 3 uint8 BGR).
+length, a JSON header, then the image bytes (JPEG, PNG or raw H x W x 3 uint8 BGR; several images
+back to back where the header's ``sizes`` gives each one's bytes).
 
 Client -> server, in this order at the start: ``hello`` (text), ``avatar`` (binary: the avatar's
-512 x 512 crop as PNG or raw, its kind, face box and eye/lip ratios), ``settings`` (text); then ``frame``
-(binary: the 256 x 256 driving crop, its eye/lip ratios and capture time; a faceless frame has no
-image) any number of times, with ``settings``, ``calibrate`` and a new ``avatar`` in between.
-Server -> client: ``welcome`` after ``hello``, ``avatar_ready`` after each avatar, one ``result``
-per ``frame`` (binary: status, whether it rendered, and the animated 512 x 512 crop when it did).
+512 x 512 crop(s) as PNG or raw, its kind, face box(es) and eye/lip ratios; for a video avatar the
+clip's description, its crops following in ``avatar_frames``), ``settings`` (text); then ``frame``
+(binary: the 256 x 256 driving crop, its eye/lip ratios and capture time, and for a video avatar
+the clip frame to show; a faceless frame has no image) any number of times, with ``settings``,
+``calibrate`` and a new ``avatar`` in between.
+Server -> client: ``welcome`` after ``hello`` (with the session's ``Limits``), ``avatar_ready``
+after each avatar (a video's: after its last ``avatar_frames``), one ``result`` per ``frame``
+(binary: status, whether it rendered, and the animated 512 x 512 crop(s) when it did).
 Anything else ends the session with one of the ``Close`` codes and a one-line reason.
 
-The avatar (new in version 3): ``kind`` is ``human`` or ``animal`` (``AVATAR_KINDS``: the weight
+The avatar (since version 3): ``kind`` is ``human`` or ``animal`` (``AVATAR_KINDS``: the weight
 set that animates it); ``box`` is ``[x, y, size]``, the square of the avatar file (its pixels) that
 became the crop, or null (found by face detection); it is informational, the client has cropped
 already. ``eye_ratios`` (2 numbers) and ``lip_ratio`` (1) are both given or both null: an avatar
 without landmarks (a cartoon or an animal in a box) has no ratios. A server loads a kind's weight
 set when a session first needs it.
+
+Group photos (new in version 4): an ``avatar`` with ``faces: [{box, eye_ratios, lip_ratio}, ...]``
+(each face's fields checked as a single avatar's) and ``sizes`` (each crop's bytes) carries K = 1..4
+crops back to back, in the faces' order; one face may still come as above (the fields at the top,
+one crop). The server animates the K faces as one batch, and each rendered ``result`` carries K
+crops back to back with their ``sizes``, in the same order.
+
+Video avatars (new in version 4): an ``avatar`` with ``video: {fps, frames: N}`` (fps in
+``VIDEO_FPS_RANGE``, N in 1..``MAX_VIDEO_FRAMES``), ``format: "jpeg"`` and ``ratios`` (N x
+``[eye_l, eye_r, lip]``, or null without landmarks) and no payload, then the N per-frame 512 x 512
+crops as JPEG in one or more ``avatar_frames`` messages (each ``start``: its first frame's index,
+the frames in order without gaps; ``sizes``: each frame's bytes; each message under
+``Limits.max_avatar_bytes``, all of them under ``Limits.max_video_bytes``), uploaded once per
+session; ``avatar_ready`` follows the last. Every frame is checked as an avatar crop. Each
+``frame`` then names ``source``, the clip frame i (0 <= i < N) its crop is rendered from (required
+for a video avatar, refused for a still); its ``result`` is one crop.
 
 Proof of reading (since version 2): each ``result`` carries a ``receipt``, a fresh random string,
 and each ``frame`` after the first carries the ``receipt`` of the last result the client has read
@@ -31,7 +51,8 @@ for its answer, as ours does, never has a frame dropped.
 
 Numbers are JSON numbers; one that is not finite as a float (``1e400``, an integer hundreds of
 digits long) or out of its field's range is a protocol error. A frame's ``t`` is in seconds on the
-client's monotonic clock, within ``TIME_RANGE_S``.
+client's monotonic clock, within ``TIME_RANGE_S``. A binary message's JSON header is at most
+``MAX_HEADER_BYTES``, an ``avatar``'s ``MAX_AVATAR_HEADER_BYTES`` (a video's per-frame ratios).
 """
 from __future__ import annotations
 
@@ -39,7 +60,7 @@ import json
 import math
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any, Literal, TypeGuard, get_args, get_origin
@@ -47,10 +68,10 @@ from typing import Any, Literal, TypeGuard, get_args, get_origin
 import cv2
 import numpy as np
 
-from ..avatar.framing import AVATAR_KINDS, AvatarBox, AvatarKind
+from ..avatar.framing import AVATAR_KINDS, MAX_GROUP_FACES, AvatarBox, AvatarKind
 from ..settings import MotionSettings
 
-VERSION = 3
+VERSION = 4
 SESSION_PATH = "/v1/session"       # the API's version: kept while the protocol changes (the hello says which)
 HEALTH_PATH = "/v1/health"
 
@@ -58,9 +79,13 @@ DRIVING_SHAPE = (256, 256, 3)      # the frame's driving crop, BGR uint8
 CROP_SHAPE = (512, 512, 3)         # the avatar's crop and the animated crop, BGR uint8
 FRAME_FORMATS = ("jpeg", "raw")    # driving crops and animated crops
 AVATAR_FORMATS = ("png", "raw")    # the avatar crop goes lossless, once
+VIDEO_FORMATS = ("jpeg",)          # a video avatar's per-frame crops: hundreds of them
+MAX_VIDEO_FRAMES = 600             # a video avatar's frames at most (10 s at 60 fps)
+VIDEO_FPS_RANGE = (1.0, 120.0)
 
 _HEADER_LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 4096
+MAX_AVATAR_HEADER_BYTES = 64 * 1024    # an avatar's header: a video's N x 3 ratios
 TIME_RANGE_S = (0.0, 1e9)          # a frame's t: a monotonic clock's seconds (1e9 s: 31 years of uptime)
 MAX_RECEIPT_CHARS = 64
 MAX_JPEG_SCANS = 32                # baseline JPEG has 1 scan, a progressive one about 10
@@ -98,7 +123,8 @@ class Limits:
 
     max_text_bytes: int = 16 * 1024
     max_frame_bytes: int = MAX_HEADER_BYTES + 4 + int(np.prod(DRIVING_SHAPE))
-    max_avatar_bytes: int = 8 * 1024 * 1024
+    max_avatar_bytes: int = 8 * 1024 * 1024      # one avatar or avatar_frames message
+    max_video_bytes: int = 64 * 1024 * 1024      # a video avatar's frames, all messages together
     max_fps: float = 120.0
     max_unread: int = 2
 
@@ -119,13 +145,16 @@ def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
 
 
 def unpack(message: bytes) -> tuple[dict[str, Any], bytes]:
-    """A binary message -> (header, payload); ``ProtocolError`` if it is not one."""
+    """A binary message -> (header, payload); ``ProtocolError`` if it is not one (a header over
+    ``MAX_HEADER_BYTES`` is one only for an ``avatar``, up to ``MAX_AVATAR_HEADER_BYTES``)."""
     if len(message) < _HEADER_LENGTH.size:
         raise ProtocolError("binary message shorter than its header length")
     (length,) = _HEADER_LENGTH.unpack_from(message)
-    if length > MAX_HEADER_BYTES or _HEADER_LENGTH.size + length > len(message):
+    if length > MAX_AVATAR_HEADER_BYTES or _HEADER_LENGTH.size + length > len(message):
         raise ProtocolError("binary message header length out of range")
     header = _json_object(message[_HEADER_LENGTH.size:_HEADER_LENGTH.size + length])
+    if length > MAX_HEADER_BYTES and header["type"] != "avatar":
+        raise ProtocolError("binary message header length out of range")
     return header, message[_HEADER_LENGTH.size + length:]
 
 
@@ -257,6 +286,161 @@ def avatar_ratios(message: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | tu
     if eye is None or lip is None:
         raise ProtocolError(f"{message['type']}: eye_ratios and lip_ratio are both numbers or both null")
     return ratios(message, "eye_ratios", 2), ratios(message, "lip_ratio", 1)
+
+
+# -- group photos (version 4) ------------------------------------------------------------------
+@dataclass(frozen=True)
+class FaceFields:
+    """One face of an ``avatar`` message: its box (None: found by detection) and its eye (2) and lip
+    (1) open ratios (both None: no landmarks)."""
+
+    box: AvatarBox | None
+    eye_ratios: np.ndarray | None
+    lip_ratio: np.ndarray | None
+
+
+def group_avatar_header(fmt: str, kind: AvatarKind, faces: Sequence[FaceFields],
+                        sizes: Sequence[int]) -> dict[str, Any]:
+    """A group photo's ``avatar`` header: the crops' format, the kind, each face's box and ratios
+    (as ``avatar_header``'s) and each crop's bytes (``sizes``, in the faces' order)."""
+    if not 1 <= len(faces) <= MAX_GROUP_FACES or len(sizes) != len(faces):
+        raise ValueError(f"group avatar: expected 1..{MAX_GROUP_FACES} faces with a size each")
+    one = [avatar_header(fmt, kind, f.box, f.eye_ratios, f.lip_ratio) for f in faces]
+    return {"type": "avatar", "format": fmt, "kind": kind,
+            "faces": [{k: h[k] for k in ("box", "eye_ratios", "lip_ratio")} for h in one],
+            "sizes": [int(n) for n in sizes]}
+
+
+def avatar_faces(message: dict[str, Any]) -> list[FaceFields]:
+    """An ``avatar`` message's faces: its ``faces`` (1..``MAX_GROUP_FACES``, each checked as a single
+    avatar's fields), or without ``faces`` the one face of its top-level ``box`` and ratios."""
+    if "faces" not in message:
+        return [FaceFields(avatar_box(message), *avatar_ratios(message))]
+    faces = message["faces"]
+    if not isinstance(faces, list) or not 1 <= len(faces) <= MAX_GROUP_FACES:
+        raise ProtocolError(f"{message['type']}.faces: expected a list of 1 to {MAX_GROUP_FACES} faces")
+    out = []
+    for i, face in enumerate(faces):
+        if not isinstance(face, dict):
+            raise ProtocolError(f"{message['type']}.faces[{i}]: expected an object")
+        fields = {"type": f"{message['type']}.faces[{i}]", **{k: face.get(k) for k in ("box", "eye_ratios",
+                                                                                         "lip_ratio")}}
+        out.append(FaceFields(avatar_box(fields), *avatar_ratios(fields)))
+    return out
+
+
+def split_payload(message: dict[str, Any], payload: bytes, count: int | None = None) -> list[bytes]:
+    """A payload of several images back to back, cut by the header's ``sizes`` (positive byte
+    counts adding up to the payload; ``count`` of them when given)."""
+    sizes = message.get("sizes")
+    where = f"{message['type']}.sizes"
+    if not isinstance(sizes, list) or not sizes or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 < n <= len(payload) for n in sizes):
+        raise ProtocolError(f"{where}: expected a list of positive byte counts")
+    if count is not None and len(sizes) != count:
+        raise ProtocolError(f"{where}: expected {count} sizes, got {len(sizes)}")
+    if sum(sizes) != len(payload):
+        raise ProtocolError(f"{where}: they add up to {sum(sizes)} bytes, the payload has {len(payload)}")
+    ends = np.cumsum([0, *sizes]).tolist()
+    return [payload[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+
+def avatar_crops(message: dict[str, Any], payload: bytes) -> tuple[list[FaceFields], list[np.ndarray]]:
+    """A still ``avatar`` message's faces and their 512 x 512 crops (its ``format``): one crop for the
+    single-face form, ``sizes`` cutting the payload into one crop per face for ``faces``."""
+    fmt = choice(message, "format", AVATAR_FORMATS)
+    faces = avatar_faces(message)
+    parts = split_payload(message, payload, len(faces)) if "faces" in message else [payload]
+    return faces, [decode_image(part, fmt, CROP_SHAPE) for part in parts]
+
+
+def result_crops(message: dict[str, Any], payload: bytes, fmt: str, count: int) -> np.ndarray:
+    """A rendered ``result``'s crops: one (512 x 512 x 3) for ``count`` 1, else the ``count`` crops
+    its ``sizes`` cut (count x 512 x 512 x 3), in the avatar's faces' order."""
+    if count == 1:
+        return decode_image(payload, fmt, CROP_SHAPE)
+    return np.stack([decode_image(part, fmt, CROP_SHAPE) for part in split_payload(message, payload, count)])
+
+
+# -- video avatars (version 4) ------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoFields:
+    """A video ``avatar`` message's clip: frame rate, frame count and per-frame ratios (``eye_ratios``
+    frames x 2, ``lip_ratios`` frames x 1 float32; both None without landmarks)."""
+
+    fps: float
+    frames: int
+    eye_ratios: np.ndarray | None
+    lip_ratios: np.ndarray | None
+
+
+def video_avatar_header(kind: AvatarKind, box: AvatarBox | None, fps: float, frames: int,
+                        eye_ratios: np.ndarray | None, lip_ratios: np.ndarray | None) -> dict[str, Any]:
+    """A video avatar's ``avatar`` header (its crops follow in ``avatar_frames``): kind, the first
+    frame's box (informational), ``video: {fps, frames}`` and ``ratios``: frames x [eye_l, eye_r,
+    lip] from ``eye_ratios`` (frames x 2) and ``lip_ratios`` (frames x 1), or null without them."""
+    if (eye_ratios is None) != (lip_ratios is None):
+        raise ValueError("video ratios: give both the eye and the lip ratios, or neither")
+    ratios_: list[list[float]] | None = None
+    if eye_ratios is not None and lip_ratios is not None:
+        table = np.concatenate([np.reshape(eye_ratios, (frames, 2)), np.reshape(lip_ratios, (frames, 1))], axis=1)
+        ratios_ = [[float(v) for v in row] for row in table]
+    return {"type": "avatar", "format": "jpeg", "kind": kind,
+            "box": None if box is None else [float(box.x), float(box.y), float(box.size)],
+            "video": {"fps": float(fps), "frames": int(frames)}, "ratios": ratios_}
+
+
+def video_fields(message: dict[str, Any]) -> VideoFields | None:
+    """An ``avatar`` message's ``video`` (None: a still avatar): fps in ``VIDEO_FPS_RANGE``, frames in
+    1..``MAX_VIDEO_FRAMES``, and ``ratios`` (frames x 3 numbers in [0, 2], or null)."""
+    video = message.get("video")
+    if video is None:
+        return None
+    if "faces" in message:
+        raise ProtocolError(f"{message['type']}: a video avatar has one face (no faces list)")
+    if not isinstance(video, dict):
+        raise ProtocolError(f"{message['type']}.video: expected {{fps, frames}}")
+    where = {"type": f"{message['type']}.video", **video}
+    fps = number(where, "fps", *VIDEO_FPS_RANGE)
+    frames = integer(where, "frames", 1, MAX_VIDEO_FRAMES)
+    table = message.get("ratios")
+    if table is None:
+        return VideoFields(fps, frames, None, None)
+    if not isinstance(table, list) or len(table) != frames:
+        raise ProtocolError(f"{message['type']}.ratios: expected {frames} rows of [eye_l, eye_r, lip] or null")
+    rows = [ratios({"type": f"{message['type']}.ratios[{i}]", "row": row}, "row", 3) for i, row in enumerate(table)]
+    values = np.stack(rows)
+    return VideoFields(fps, frames, values[:, :2].copy(), values[:, 2:].copy())
+
+
+def avatar_frames_header(start: int, sizes: Sequence[int]) -> dict[str, Any]:
+    """An ``avatar_frames`` header: the index of its first frame and each frame's JPEG bytes."""
+    return {"type": "avatar_frames", "start": int(start), "sizes": [int(n) for n in sizes]}
+
+
+def avatar_frames(message: dict[str, Any], payload: bytes, expected_start: int, total: int) -> list[bytes]:
+    """An ``avatar_frames`` message's JPEG crops, each checked as an avatar crop (512 x 512, decodable,
+    ``decode_image``'s checks): ``start`` must be ``expected_start`` (the frames come in order) and
+    the frames must stay within the clip's ``total``. The bytes are handed back as they came."""
+    start = integer(message, "start", 0, MAX_VIDEO_FRAMES)
+    if start != expected_start:
+        raise ProtocolError(f"{message['type']}.start: expected frame {expected_start}, got {start}")
+    parts = split_payload(message, payload)
+    if start + len(parts) > total:
+        raise ProtocolError(f"{message['type']}: frames {start}..{start + len(parts) - 1} beyond the clip's {total}")
+    for part in parts:
+        decode_image(part, "jpeg", CROP_SHAPE)
+    return parts
+
+
+def frame_source(message: dict[str, Any], frames: int | None) -> int | None:
+    """A ``frame``'s ``source``: the clip frame (0 <= i < ``frames``) of a video avatar, required
+    then; refused for a still avatar (``frames`` None), for which it is None."""
+    if frames is None:
+        if message.get("source") is not None:
+            raise ProtocolError(f"{message['type']}.source: only for a video avatar")
+        return None
+    return integer(message, "source", 0, frames - 1)
 
 
 # -- images ------------------------------------------------------------------------------------

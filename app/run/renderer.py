@@ -19,7 +19,7 @@ import argparse
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +35,7 @@ from ..avatar.face import AvatarFace
 from ..avatar.framing import AvatarChoice, AvatarKind
 from ..avatar.loading import load_avatar, load_avatar_face
 from ..avatar.prepared import PreparedAvatar, prepare_avatar
+from ..avatar.prepared_video import prepare_video
 from ..cli.options import backend_from_args, token_from_args
 from ..settings import LiveSettings
 
@@ -105,6 +106,8 @@ class LocalRenderer:
         return load_avatar(choice, self.backend(choice.kind))
 
     def adopt(self, face: AvatarFace) -> PreparedAvatar:
+        if face.video is not None:          # a video avatar's frame: the whole clip is prepared
+            return prepare_video(face.video, self.backend(face.kind))
         with torch.inference_mode():
             return prepare_avatar(face, self.backend(face.kind))
 
@@ -132,17 +135,13 @@ class RemoteRenderer:
     def adopt(self, face: AvatarFace) -> RemoteAvatar:
         from ..remote.client import RemoteAvatar
 
-        if face.others:
-            # the render server animates one face per session for now: the selected (first) one,
-            # pasted with its own region-weighted mask; the others stay still
-            log.info("group photo through a render server: only face %d is animated", face.number)
-            face = replace(face, others=(), group_paste=None)
+        # a group's faces and a video's clip travel with the face (``others``, ``video``)
         return RemoteAvatar(face)
 
     def animator(self, settings: LiveSettings, avatar: RemoteAvatar) -> RemoteAnimator:
         from ..remote.client import RemoteAnimator
 
-        animator = RemoteAnimator(self.server, settings, avatar.face)
+        animator = RemoteAnimator(self.server, settings, avatar)
         try:
             animator.connect()
         except BaseException:

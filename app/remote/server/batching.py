@@ -5,7 +5,8 @@ runs one batch of N frames in well under N times one frame's time.
 backend, except ``render``, which hands its frame to a batching function (on the render server,
 Ray Serve's ``serve.batch``) and waits for its own share of the result, and ``close``, which leaves
 the shared backend to the replica. A replica with several weight sets has one ``BatchedBackend``
-per set and renders a collected batch per set (``render_by_set``)."""
+per set and renders a collected batch per set (``render_by_set``). A session's frame is one request
+of B rows: B = 1, or a group photo's faces (all of them in the batch, and back to that session)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -16,18 +17,21 @@ import torch
 from engines.backend import InferenceBackend
 from engines.motion import KeypointInfo
 
-RenderRequest = tuple[torch.Tensor, torch.Tensor, torch.Tensor]    # feature, x_s, x_d (batch 1 each)
+# feature, x_s, x_d of one session's frame: batch B each (1, or a group photo's B faces)
+RenderRequest = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 K = TypeVar("K", bound=str)                                         # a weight set's name (an avatar kind)
 
 
 def render_batch(backend: InferenceBackend, requests: Sequence[RenderRequest]) -> list[torch.Tensor]:
     """W+G of several frames in one call: the requests' tensors are stacked along the batch axis
-    and the rendered 1 x 3 x H x W images handed back in the requests' order."""
+    and the rendered B x 3 x H x W images handed back in the requests' order, each request its own
+    B rows (a group photo's session gets its B faces back, in its order)."""
     if len(requests) == 1:
         return [backend.render(*requests[0])]
+    rows = [int(request[0].shape[0]) for request in requests]
     with torch.inference_mode():
         feature, x_s, x_d = (torch.cat(parts) for parts in zip(*requests, strict=True))
-        return list(backend.render(feature, x_s, x_d).split(1))
+        return list(backend.render(feature, x_s, x_d).split(rows))
 
 
 def render_by_set(backend_of: Callable[[K], InferenceBackend],

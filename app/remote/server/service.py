@@ -165,9 +165,12 @@ class RenderService:
                 await asyncio.sleep(wait)                                 # the session's frame-rate cap
                 result = await loop.run_in_executor(self._workers, session.frame, header, payload, gate.issue())
                 await ws.send_bytes(result)
-            elif header["type"] == "avatar":
-                ready = await loop.run_in_executor(self._workers, session.set_avatar, header, payload)
-                await ws.send_text(p.text(ready))
+            elif header["type"] in ("avatar", "avatar_frames"):
+                # a video avatar's header and all but its last frames are answered by nothing
+                work = session.set_avatar if header["type"] == "avatar" else session.add_frames
+                ready = await loop.run_in_executor(self._workers, work, header, payload)
+                if ready is not None:
+                    await ws.send_text(p.text(ready))
             else:
                 raise p.ProtocolError(f"unexpected {p.shown(header['type'])} binary message")
             idle_at = loop.time() + self.idle_timeout_s
@@ -183,7 +186,7 @@ class RenderService:
             data = event["bytes"]
             if len(data) > max(self.limits.max_frame_bytes, self.limits.max_avatar_bytes):
                 raise p.ProtocolError(f"binary message of {len(data)} bytes is over the limit", p.Close.TOO_BIG)
-            if len(data) > self.limits.max_frame_bytes and not _is_avatar(data):
+            if len(data) > self.limits.max_frame_bytes and not _is_avatar(data):     # an avatar's crops
                 raise p.ProtocolError(f"frame message of {len(data)} bytes is over the limit", p.Close.TOO_BIG)
             return "bytes", data
         data = event.get("text") or ""
@@ -204,8 +207,9 @@ class RenderService:
 
 
 def _is_avatar(data: bytes) -> bool:
+    """Whether ``data`` is an ``avatar`` or ``avatar_frames`` message (those may be large)."""
     try:
-        return p.unpack(data)[0]["type"] == "avatar"
+        return p.unpack(data)[0]["type"] in ("avatar", "avatar_frames")
     except p.ProtocolError:
         return False
 

@@ -12,6 +12,14 @@ settings for them never reach the server). The session's animator is built crop-
 (``Animator(crop_only=True)``), so its output is the bare rendered crop whatever those settings
 are.
 
+A group photo's K crops become one group face (``avatar_group_from_faces``), prepared as one batch
+(one F and one M call) and rendered as one W+G batch of K rows, its K crops going back in one
+result. A video avatar's per-frame crops arrive in ``avatar_frames`` messages after its header
+(kept JPEG-encoded as they came, ``avatar_video_from_jpeg_crops``) and are prepared once, as the
+local animator's clip is (``prepare_video``: M per frame now, F per frame on use); each frame then
+names the clip frame it is rendered from (``Animator.process(..., source_index=)``): the client
+keeps the clip's clock.
+
 ``FrameGate`` decides which of a session's frames are answered, and when (the proof of reading and
 the frame-rate cap)."""
 from __future__ import annotations
@@ -19,15 +27,18 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from ...animation.animator import Animator
-from ...avatar.face import avatar_face_from_crop
+from ...avatar.face import avatar_face_from_crop, avatar_group_from_faces
 from ...avatar.framing import AvatarKind
-from ...avatar.prepared import prepare_avatar
+from ...avatar.prepared import PreparedAvatar, prepare_avatar
+from ...avatar.prepared_video import prepare_video
+from ...avatar.video import avatar_video_from_jpeg_crops
 from ...face import crop as fc
 from ...face.driving import DrivingFace
 from ...settings import LiveSettings
@@ -51,22 +62,61 @@ class RenderSession:
         self.revision = 0
         self.animator: Animator | None = None
         self.kind: AvatarKind | None = None     # the avatar's kind: which set the animator runs on
+        self.faces = 1                          # the avatar's faces: crops per result
+        self.video_frames: int | None = None    # a video avatar's frames (None: a still)
+        self.upload: _VideoUpload | None = None   # a video avatar whose frames are coming
 
     # -- messages (worker thread) --------------------------------------------------------------
-    def set_avatar(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    def set_avatar(self, header: dict[str, Any], payload: bytes) -> dict[str, Any] | None:
         """An ``avatar`` message: prepare it (F and M of its kind's set, loaded first when no
-        session has needed it yet) and answer ``avatar_ready``. ``WeightSetError`` when the set
-        cannot be loaded here."""
+        session has needed it yet; a group's faces as one batch) and answer ``avatar_ready``; a
+        video avatar's header starts its upload instead (None: no answer yet, ``add_frames``
+        answers after the last frame). ``WeightSetError`` when the set cannot be loaded here."""
         t0 = time.perf_counter()
-        fmt = p.choice(header, "format", p.AVATAR_FORMATS)
+        if self.upload is not None:
+            raise p.ProtocolError("avatar: the video avatar's frames are not all uploaded yet")
         kind = p.avatar_kind(header)
-        box = p.avatar_box(header)
-        eye_ratios, lip_ratio = p.avatar_ratios(header)
-        crop = p.decode_image(payload, fmt, p.CROP_SHAPE)
-        face = avatar_face_from_crop(crop, eye_ratios, lip_ratio, kind=kind, box=box)
+        video = p.video_fields(header)
+        if video is not None:
+            p.choice(header, "format", p.VIDEO_FORMATS)
+            p.avatar_box(header)                # informational, but checked
+            if payload:
+                raise p.ProtocolError("avatar: a video avatar's crops come in avatar_frames messages")
+            self.upload = _VideoUpload(kind, video)
+            return None
+        faces, crops = p.avatar_crops(header, payload)
+        face = avatar_group_from_faces([avatar_face_from_crop(crop, f.eye_ratios, f.lip_ratio, kind=kind, box=f.box)
+                                        for f, crop in zip(faces, crops, strict=True)])
         backend = self.backends.get(kind)
         with torch.inference_mode():
             avatar = prepare_avatar(face, backend)
+        return self._use(avatar, t0, faces=len(crops), frames=None)
+
+    def add_frames(self, header: dict[str, Any], payload: bytes) -> dict[str, Any] | None:
+        """An ``avatar_frames`` message of the video avatar being uploaded: its frames checked and
+        kept; after the clip's last one, the clip prepared and ``avatar_ready`` answered (else
+        None). ``ProtocolError`` (``TOO_BIG``) once the clip's bytes pass ``max_video_bytes``."""
+        upload = self.upload
+        if upload is None:
+            raise p.ProtocolError("avatar_frames without a video avatar header before them")
+        upload.bytes += len(payload)
+        if upload.bytes > self.limits.max_video_bytes:
+            raise p.ProtocolError(f"video avatar over {self.limits.max_video_bytes} bytes", p.Close.TOO_BIG)
+        upload.frames.extend(p.avatar_frames(header, payload, len(upload.frames), upload.video.frames))
+        if len(upload.frames) < upload.video.frames:
+            return None
+        t0 = time.perf_counter()
+        self.upload = None
+        clip = avatar_video_from_jpeg_crops(upload.frames, upload.video.eye_ratios, upload.video.lip_ratios,
+                                            upload.video.fps, upload.kind)
+        avatar = prepare_video(clip, self.backends.get(upload.kind))
+        return self._use(avatar, t0, faces=1, frames=clip.num_frames)
+
+    def _use(self, avatar: PreparedAvatar, t0: float, *, faces: int, frames: int | None) -> dict[str, Any]:
+        """Animate ``avatar`` from the next frame on (on a new animator when its kind changed) and
+        say so (``avatar_ready``)."""
+        kind = avatar.kind
+        backend = self.backends.get(kind)
         if self.animator is None or kind != self.kind:
             if self.animator is not None:
                 self.animator.close()
@@ -75,7 +125,12 @@ class RenderSession:
         else:
             self.animator.set_avatar(avatar)
         self.kind = kind
-        return {"type": "avatar_ready", "kind": kind, "ms": round((time.perf_counter() - t0) * 1000, 2)}
+        self.faces, self.video_frames = faces, frames
+        ready: dict[str, Any] = {"type": "avatar_ready", "kind": kind, "faces": faces,
+                                 "ms": round((time.perf_counter() - t0) * 1000, 2)}
+        if frames is not None:
+            ready["frames"] = frames
+        return ready
 
     def apply_settings(self, message: dict[str, Any]) -> None:
         revision = p.integer(message, "revision")
@@ -92,10 +147,13 @@ class RenderSession:
 
     def frame(self, header: dict[str, Any], payload: bytes, receipt: str = "") -> bytes:
         """A ``frame`` message -> the binary ``result`` message, carrying ``receipt``."""
+        if self.upload is not None:
+            raise p.ProtocolError("frame before the video avatar's last avatar_frames")
         if self.animator is None:
             raise p.ProtocolError("frame before avatar")
         seq = p.integer(header, "seq")
         t = p.number(header, "t", *p.TIME_RANGE_S)
+        source = p.frame_source(header, self.video_frames)
         has_face = header.get("face")
         if not isinstance(has_face, bool):
             raise p.ProtocolError("frame.face: expected true or false")
@@ -110,18 +168,35 @@ class RenderSession:
             raise p.ProtocolError("frame: a faceless frame carries no image")
         result: dict[str, Any] = {"type": "result", "seq": seq, "revision": self.revision, "receipt": receipt}
         t1 = time.perf_counter()
-        out = self.animator.process(face, t)
+        out = self.animator.process(face, t, source_index=source)
         t2 = time.perf_counter()
-        image = p.encode_image(out.image, self.frame_format, self.quality) if out.rendered else b""
+        image = b""
+        if out.rendered and out.image.ndim == 4:           # a group's crops, back to back
+            crops = [p.encode_image(crop, self.frame_format, self.quality) for crop in out.image]
+            result["sizes"] = [len(c) for c in crops]
+            image = b"".join(crops)
+        elif out.rendered:
+            image = p.encode_image(out.image, self.frame_format, self.quality)
         t3 = time.perf_counter()
         result.update(status=str(out.status), rendered=out.rendered, reference=self.animator.has_reference,
                       ms={"decode": _ms(t0, t1), "animate": _ms(t1, t2), "encode": _ms(t2, t3)})
         return p.pack(result, image)
 
     def close(self) -> None:
+        self.upload = None
         if self.animator is not None:
             self.animator.close()
             self.animator = None
+
+
+@dataclass
+class _VideoUpload:
+    """A video avatar's frames as they come: its header's fields and the JPEG crops so far."""
+
+    kind: AvatarKind
+    video: p.VideoFields
+    frames: list[bytes] = field(default_factory=list)
+    bytes: int = 0
 
 
 class FrameGate:

@@ -71,7 +71,7 @@ class ReplayLink:
     def __init__(self, crops: list[np.ndarray]) -> None:
         self.crops = iter(crops)
 
-    def animate(self, face, t, s) -> RemoteFrame:
+    def animate(self, face, t, s, source=None) -> RemoteFrame:
         return RemoteFrame(str(Status.LIVE), True, next(self.crops))
 
     def close(self) -> None:

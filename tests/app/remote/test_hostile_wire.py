@@ -414,9 +414,9 @@ def test_a_jpeg_frame_with_too_many_scans_closes_the_session():
 
 
 # -- the version -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("old", [1, 2])
+@pytest.mark.parametrize("old", [1, 2, 3])
 def test_an_older_client_is_told_the_version_and_the_paths_stay(old: int):
-    assert (p.VERSION, p.SESSION_PATH, p.HEALTH_PATH) == (3, "/v1/session", "/v1/health")
+    assert (p.VERSION, p.SESSION_PATH, p.HEALTH_PATH) == (4, "/v1/session", "/v1/health")
     with running(stub_service()) as url:
         ws = connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, legacy=True)
         ws.send(p.text({"type": "hello", "version": old, "format": "raw"}))
