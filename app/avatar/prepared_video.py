@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from engines import motion
-from engines.backend import InferenceBackend, TorchBackend
+from engines.backend import InferenceBackend
 
 from ..imaging.device_io import image_to_tensor
 from .prepared import PreparedAvatar
@@ -90,11 +90,13 @@ def _cat(infos: list[motion.KeypointInfo]) -> motion.KeypointInfo:
 
 
 def prepare_video(video: AvatarVideo, backend: InferenceBackend, *, batch: int | None = None) -> PreparedAvatar:
-    """Run M on every frame of ``video`` (``batch`` frames a call; default ``MOTION_BATCH`` on a
-    PyTorch backend, else 1) and derive the per-frame constants. The result is frame 0 as a still's
+    """Run M on every frame of ``video`` (``batch`` frames a call, default ``MOTION_BATCH``)
+    and derive the per-frame constants. The result is frame 0 as a still's
     ``PreparedAvatar`` (so whatever reads a still keeps working) with ``video`` set to the clip."""
     if batch is None:
-        batch = MOTION_BATCH if isinstance(backend, TorchBackend) else 1
+        # every backend takes a batch (ONNX Runtime and TensorRT run it row by row), and a render
+        # server's BatchedBackend passes M straight to its shared backend
+        batch = MOTION_BATCH
     with torch.inference_mode():
         infos = []
         for start in range(0, video.num_frames, batch):
