@@ -132,3 +132,14 @@ def test_a_headless_run_loads_the_networks_of_the_avatars_kind(monkeypatch: pyte
     assert headless.run_headless(args, AnimationSettings()) == 0
     assert [b.kind for b in made] == ["animal"] and made[0].closes == 1
     assert prepared == [(AvatarChoice(Path("cat.png"), "animal", AvatarBox(10, 20, 300)), made[0])]
+
+
+def test_faces_flag_makes_the_choice_of_a_group_photos_faces(capsys) -> None:
+    from app.run.avatar_options import avatar_choice_from_args
+
+    assert avatar_choice_from_args(parse_args(["--avatar", "g.png", "--faces", "3,1"])).faces == (1, 3)
+    assert avatar_choice_from_args(parse_args(["--avatar", "g.png", "--faces", "all"])).faces is None
+    assert avatar_choice_from_args(parse_args(["--avatar", "g.png"])) == AvatarChoice(Path("g.png"))
+    with pytest.raises(SystemExit):
+        parse_args(["--faces", "5"])
+    assert "faces: expected numbers from 1 to 4, got 5" in capsys.readouterr().err
