@@ -159,3 +159,14 @@ def test_a_video_of_the_other_kind_is_prepared_whole_once_the_loop_stops(
     finally:
         session.close()
         factory.close()
+
+
+def test_faces_flag_makes_the_choice_of_a_group_photos_faces(capsys) -> None:
+    from app.run.avatar_options import avatar_choice_from_args
+
+    assert avatar_choice_from_args(parse_args(["--avatar", "g.png", "--faces", "3,1"])).faces == (1, 3)
+    assert avatar_choice_from_args(parse_args(["--avatar", "g.png", "--faces", "all"])).faces is None
+    assert avatar_choice_from_args(parse_args(["--avatar", "g.png"])) == AvatarChoice(Path("g.png"))
+    with pytest.raises(SystemExit):
+        parse_args(["--faces", "5"])
+    assert "faces: expected numbers from 1 to 4, got 5" in capsys.readouterr().err
