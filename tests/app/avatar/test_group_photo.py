@@ -228,3 +228,29 @@ def test_a_batched_group_equals_its_faces_animated_one_by_one(groups, synthetic_
         for k in range(2):
             diff = np.abs(batch[k].astype(int) - singles[k][frame].astype(int))
             assert diff.max() <= 1 and diff.mean() < 0.01
+
+
+def test_a_background_mode_keeps_every_face_of_a_group(groups) -> None:
+    """A colour background on a 4-face photo, everything segmented as a person: every face's inner
+    area keeps its own pasted crop (the union of the faces' regions is the animated area, not the
+    first face's paste box alone), and outside that area the output is the still one."""
+    from app.compositing.finishing import OutputFinisher
+    from app.imaging.segmentation import EllipseSegmenter
+
+    face = groups[4]
+    s = AnimationSettings(background="color:#00ff00")
+    finisher = OutputFinisher(face, lambda: EllipseSegmenter(0.5, 0.5, 10.0, 10.0))   # all person
+    finisher.begin(s)
+    crops = np.stack([np.full((512, 512, 3), 40 + 50 * i, np.uint8) for i in range(len(face.group))])
+    out = finisher.finish(crops, s)
+    still = finisher.still(s)
+    assert out.shape == face.image.shape
+    for i, f in enumerate(face.group):
+        area = out[inner_box(f.landmarks)].astype(np.int16)
+        # the face's own crop shows there (a grey of its own level; the person mask keeps it)
+        assert np.abs(area - (40 + 50 * i)).mean() < 12, f"face {f.number}"
+    x0, y0, x1, y1 = face.output_paste.box
+    outside = np.ones(face.image.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    if outside.any():
+        assert np.array_equal(out[outside], still[outside])
