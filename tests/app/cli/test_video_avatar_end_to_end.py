@@ -17,8 +17,8 @@ from app.live.capture import read_video_frames
 
 pytestmark = pytest.mark.integration
 
-CLIP_FRAMES = 4
-FRAMES = 8
+CLIP_FRAMES = 3
+FRAMES = 5
 CANVAS = (720, 480)                 # width, height
 FACE_SIDE = 300
 
@@ -60,7 +60,7 @@ def test_a_video_avatar_plays_pingpong_pasted_into_its_own_frames(clip: Path, d0
         shown.append(int(np.argmin([abs(corner - grey(k)) for k in range(CLIP_FRAMES)])))
         assert abs(corner - grey(shown[-1])) < 6, (i, corner)
     # the driving video's timeline: output i at i / fps shows source frame pingpong(i / fps)
-    assert shown == [pingpong_index(i / fps, fps, CLIP_FRAMES) for i in range(FRAMES)] == [0, 1, 2, 3, 2, 1, 0, 1]
+    assert shown == [pingpong_index(i / fps, fps, CLIP_FRAMES) for i in range(FRAMES)] == [0, 1, 2, 1, 0]
     # and the face is re-rendered by the networks (not the clip's own pixels)
     centre = (slice(CANVAS[1] // 2 - 60, CANVAS[1] // 2 + 60), slice(CANVAS[0] // 2 - 60, CANVAS[0] // 2 + 60))
     source = read_video_frames(clip, 1)[0]
