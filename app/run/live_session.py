@@ -22,7 +22,7 @@ from typing import Any
 
 from ..animation.frames import AnimatedAvatar, AvatarT, FrameAnimator
 from ..avatar.face import AvatarFace
-from ..avatar.framing import AvatarChoice
+from ..avatar.framing import AvatarChoice, AvatarKind
 from ..avatar.loading import load_avatar_face
 from ..avatar.video import is_video_file
 from ..face.driving import DrivingFace
@@ -188,34 +188,28 @@ class LiveSession:
         return self._hand_over_face(avatar.face)    # the renderer changed meanwhile
 
     def _hand_over_choice(self, choice: AvatarChoice) -> AnimatedAvatar:
-        """``choice`` loaded by the session's renderer and handed to its animator, or to a new
-        animator when the renderer needs one for its kind (a video avatar: it cannot be
-        prepared from one ``AvatarFace``)."""
-        while True:
-            renderer = self.renderer
-            if renderer.needs_new_animator(self._avatar_face, choice.kind):
-                avatar = self._switch_animator(renderer, functools.partial(renderer.load_avatar, choice))
-            else:
-                avatar = renderer.load_avatar(choice)
-                if not self._hand_over_avatar(renderer, avatar):
-                    avatar = None
-            if avatar is not None:
-                return avatar
+        """``choice`` loaded by the session's renderer and handed to its animator (a video avatar:
+        it cannot be prepared from one ``AvatarFace``); see ``_hand_over``."""
+        return self._hand_over(choice.kind, lambda renderer: renderer.load_avatar(choice))
 
     def _hand_over_face(self, face: AvatarFace) -> AnimatedAvatar:
-        """``face`` prepared by the session's renderer and handed to its animator, or to a new
-        animator when the renderer needs one for the face's kind (``_switch_animator``)."""
+        """``face`` prepared by the session's renderer and handed to its animator; see ``_hand_over``."""
+        return self._hand_over(face.kind, lambda renderer: renderer.adopt(face))
+
+    def _hand_over(self, kind: AvatarKind, prepare: Callable[[Renderer[Any]], Any]) -> AnimatedAvatar:
+        """The avatar ``prepare`` makes with the session's renderer, handed to its animator, or to a
+        new animator when the renderer needs one for ``kind`` (``_switch_animator``); made again
+        for the new renderer when the renderer changed meanwhile."""
         while True:
             renderer = self.renderer
-            if renderer.needs_new_animator(self._avatar_face, face.kind):
-                avatar = self._switch_animator(renderer, functools.partial(renderer.adopt, face))
+            if renderer.needs_new_animator(self._avatar_face, kind):
+                avatar = self._switch_animator(renderer, functools.partial(prepare, renderer))
             else:
-                avatar = renderer.adopt(face)
+                avatar = prepare(renderer)
                 if not self._hand_over_avatar(renderer, avatar):
                     avatar = None
             if avatar is not None:
                 return avatar
-            # the renderer changed meanwhile: prepare the same face for the new one
 
     def _switch_animator(self, renderer: Renderer[Any], prepare: Callable[[], Any]) -> AnimatedAvatar | None:
         """A new animator of ``renderer`` for the avatar ``prepare`` makes with ``renderer``, the
